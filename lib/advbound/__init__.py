@@ -1,0 +1,48 @@
+"""advbound: the executable companion to "Adversarial vulnerability for any classifier"
+(A. Fawzi, H. Fawzi, O. Fawzi, NeurIPS 2018).
+
+The bounds (Theorems 1, 3, 4) live in :mod:`advbound.bounds`, moduli of continuity in
+:mod:`advbound.modulus`, toy generators and latent classifiers with exact quantities in
+:mod:`advbound.generators` and :mod:`advbound.classifiers`.
+"""
+
+from .bounds import (
+    TABLE_QUANTILE,
+    balanced_bound,
+    class_probabilities,
+    equiprobable_bound,
+    expected_latent_norm,
+    expected_latent_robustness_bound,
+    latent_bound,
+    latent_radius_quantile,
+    robustness_quantile_bound,
+    theorem1_bound,
+    theorem4_bound,
+    theorem4_equiprobable_bound,
+    transfer_bound,
+)
+from .modulus import AffineModulus, EmpiricalModulus, IdentityModulus, LipschitzModulus, Modulus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TABLE_QUANTILE",
+    "balanced_bound",
+    "class_probabilities",
+    "equiprobable_bound",
+    "expected_latent_norm",
+    "expected_latent_robustness_bound",
+    "latent_bound",
+    "latent_radius_quantile",
+    "robustness_quantile_bound",
+    "theorem1_bound",
+    "theorem4_bound",
+    "theorem4_equiprobable_bound",
+    "transfer_bound",
+    "AffineModulus",
+    "EmpiricalModulus",
+    "IdentityModulus",
+    "LipschitzModulus",
+    "Modulus",
+    "__version__",
+]
