@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 
 # Execute the jupytext sources into book/*.ipynb (the committed, published outputs).
 notebooks: install
-	$(PY) -m advbound.book_tools execute --profile $(PROFILE) $(NOTEBOOKS)
+	$(PY) scripts/execute_notebooks.py --profile $(PROFILE) $(NOTEBOOKS)
 
 html: install
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
