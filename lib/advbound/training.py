@@ -1,0 +1,325 @@
+"""Training of the Section 5 models: the DCGAN generator g and the classifiers f of Tables 1-2, optionally
+with PGD adversarial training (Madry et al. [10], the last column of Table 2).
+
+Reproducibility and interruption:
+
+* every source of randomness is seeded from ``seed`` and the epoch number (shuffling, initial weights via
+  the caller, PGD random starts, GAN noise), so a resumed run continues exactly as an uninterrupted one;
+* checkpoints are written atomically (a temporary file, then ``os.replace``) after every epoch and hold
+  the model(s), optimiser(s), epoch, history and the run's configuration; a run given an existing
+  checkpoint resumes from it, after checking that the configuration matches;
+* checkpoints are read with ``torch.load(..., weights_only=True)``; a missing or corrupt file raises a
+  clear error (:class:`CheckpointError`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import ImageData
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or belongs to a different configuration."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: to ``path.tmp`` first, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: tensors and plain data
+    only).  Raises :class:`CheckpointError` when it is missing or cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, unpickling error, ...
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err}); "
+                              "delete it to retrain from scratch") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a dict of states")
+    return state
+
+
+def _check_config(state: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    saved = state.get("config")
+    if saved != config:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different configuration:\n  saved   {saved}\n  current "
+            f"{config}\nuse another checkpoint folder or delete the file to retrain")
+
+
+# --------------------------------------------------------------------------------------------------
+# PGD (Madry et al. [10])
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """Projected gradient descent attack for adversarial training [10]: ``steps`` steps of size
+    ``step_size`` inside the ``norm`` ball of radius ``eps`` (``"linf"``, as in [10], or ``"l2"``), from a
+    uniform random start; images stay in ``[0, 1]``.  Defaults: CIFAR-10's 8/255, 2/255, 7 steps."""
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 7
+    norm: str = "linf"
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ValueError(f"eps must be finite and > 0; got {self.eps!r}")
+        if not (self.step_size > 0):
+            raise ValueError(f"step_size must be > 0; got {self.step_size!r}")
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1; got {self.steps!r}")
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2'; got {self.norm!r}")
+
+
+def _batch_norms(v: torch.Tensor) -> torch.Tensor:
+    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.ndim - 1)))
+
+
+def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: PGDConfig = PGDConfig()) -> torch.Tensor:
+    """Adversarial examples maximising the cross-entropy of ``model`` within the ``config`` ball around
+    ``x`` (batched; uses the global torch RNG for the random start)."""
+    was_training = model.training
+    model.eval()
+    delta = torch.zeros_like(x)
+    if config.random_start:
+        if config.norm == "linf":
+            delta.uniform_(-config.eps, config.eps)
+        else:
+            delta.normal_()
+            radius = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype)
+            delta = delta / _batch_norms(delta) * radius * config.eps
+    delta = ((x + delta).clamp(0, 1) - x).detach()
+    for _ in range(int(config.steps)):
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            if config.norm == "linf":
+                delta = (delta + config.step_size * grad.sign()).clamp(-config.eps, config.eps)
+            else:
+                delta = delta + config.step_size * grad / _batch_norms(grad)
+                delta = delta * (config.eps / _batch_norms(delta)).clamp(max=1.0)
+            delta = (x + delta).clamp(0, 1) - x
+    model.train(was_training)
+    return (x + delta).detach()
+
+
+# --------------------------------------------------------------------------------------------------
+# Classifiers
+# --------------------------------------------------------------------------------------------------
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False,
+                dynamic_ncols=True)
+
+
+def _check_training_args(epochs: int, batch_size: int, lr: float) -> None:
+    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be finite and > 0; got {lr!r}")
+
+
+def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_size: int = 128,
+                     lr: float = 0.05, optimizer: str = "sgd", weight_decay: float = 5e-4, seed: int = 0,
+                     adversarial: PGDConfig | None = None, device: str | torch.device | None = None,
+                     checkpoint: str | os.PathLike | None = None, progress: bool = True) -> list[dict[str, float]]:
+    """Train ``model`` on ``data`` by cross-entropy with a cosine learning-rate schedule.
+
+    ``optimizer`` is ``"sgd"`` (momentum 0.9, Nesterov) or ``"adam"``.  With ``adversarial`` set, each
+    mini-batch is replaced by its PGD adversarial examples (Madry et al. [10]).  With ``checkpoint`` set,
+    the state is saved after every epoch and an existing checkpoint of the same configuration is resumed.
+    Returns the per-epoch history (mean loss, training accuracy on the batches seen).
+    """
+    _check_training_args(epochs, batch_size, lr)
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {optimizer!r}")
+    dev = resolve_device(device)
+    model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs)))
+    config = {"kind": "classifier", "model": type(model).__name__, "data": data.describe(), "epochs": int(epochs),
+              "batch_size": int(batch_size), "lr": float(lr), "optimizer": optimizer,
+              "weight_decay": float(weight_decay), "seed": int(seed),
+              "adversarial": None if adversarial is None else asdict(adversarial)}
+    history: list[dict[str, float]] = []
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, dev)
+        _check_config(state, config, ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), list(state["history"])
+    for epoch in range(start, epochs):
+        torch.manual_seed(int(seed) * 7_919 + epoch)  # PGD random starts, dropout
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        n_batches = math.ceil(len(data) / batch_size)
+        batches = data.batches(batch_size, shuffle=True, generator=_epoch_generator(seed, epoch), device=dev)
+        for x, y in _progress(batches, n_batches, f"{type(model).__name__} epoch {epoch + 1}/{epochs}", progress):
+            if adversarial is not None:
+                x = pgd_attack(model, x, y, adversarial)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += float(loss) * y.numel()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += y.numel()
+        sched.step()
+        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen})
+        if ckpt is not None:
+            save_checkpoint(ckpt, {"config": config, "epoch": epoch + 1, "history": history,
+                                   "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "scheduler": sched.state_dict()})
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Labels ``argmax f(x)`` for float images in ``[0, 1]`` (batched, on the model's device)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = [model(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def error_rate(model: nn.Module, data: ImageData, batch_size: int = 500) -> float:
+    """Fraction of ``data`` misclassified by ``model`` (the "Error rate" row of Tables 1-2)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    wrong = 0
+    for x, y in data.batches(batch_size, device=dev):
+        wrong += int((model(x).argmax(1) != y).sum())
+    return wrong / len(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# DCGAN
+# --------------------------------------------------------------------------------------------------
+
+def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *, epochs: int,
+              batch_size: int = 64, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), seed: int = 0,
+              device: str | torch.device | None = None, checkpoint: str | os.PathLike | None = None,
+              progress: bool = True) -> list[dict[str, float]]:
+    """Train a DCGAN [30] (non-saturating GAN loss, Adam(lr, betas)) on the images of ``data``.
+
+    ``generator.latent_dim`` gives d; z ~ N(0, I_d) as in the paper.  Checkpointing and resume as in
+    :func:`train_classifier`.  Returns per-epoch mean discriminator and generator losses.
+    """
+    _check_training_args(epochs, batch_size, lr)
+    dev = resolve_device(device)
+    generator.to(dev)
+    discriminator.to(dev)
+    d = int(generator.latent_dim)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+    config = {"kind": "dcgan", "generator": repr(generator.output_shape) if hasattr(generator, "output_shape") else "",
+              "data": data.describe(), "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+              "betas": [float(b) for b in betas], "seed": int(seed), "latent_dim": d}
+    history: list[dict[str, float]] = []
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, dev)
+        _check_config(state, config, ckpt)
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        start, history = int(state["epoch"]), list(state["history"])
+    for epoch in range(start, epochs):
+        torch.manual_seed(int(seed) * 7_919 + epoch)
+        generator.train()
+        discriminator.train()
+        sums = {"d_loss": 0.0, "g_loss": 0.0}
+        n_batches = math.ceil(len(data) / batch_size)
+        batches = data.batches(batch_size, shuffle=True, generator=_epoch_generator(seed, epoch), device=dev)
+        for real, _ in _progress(batches, n_batches, f"DCGAN epoch {epoch + 1}/{epochs}", progress):
+            n = real.shape[0]
+            fake = generator(torch.randn(n, d, device=dev))
+            ones, zeros = torch.ones(n, device=dev), torch.zeros(n, device=dev)
+            d_loss = (F.binary_cross_entropy_with_logits(discriminator(real), ones)
+                      + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            sums["d_loss"] += float(d_loss) * n
+            sums["g_loss"] += float(g_loss) * n
+        history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
+        if ckpt is not None:
+            save_checkpoint(ckpt, {"config": config, "epoch": epoch + 1, "history": history,
+                                   "generator": generator.state_dict(),
+                                   "discriminator": discriminator.state_dict(),
+                                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()})
+    generator.eval()
+    discriminator.eval()
+    return history
+
+
+__all__ = [
+    "CheckpointError",
+    "PGDConfig",
+    "error_rate",
+    "load_checkpoint",
+    "pgd_attack",
+    "predict",
+    "resolve_device",
+    "save_checkpoint",
+    "train_classifier",
+    "train_gan",
+]

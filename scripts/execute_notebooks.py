@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Execute the jupytext sources in notebooks/ into the published notebooks in book/.
+
+For each ``notebooks/NAME.md`` (MyST markdown, jupytext):
+
+1. jupytext converts it to a notebook with the ``python3`` kernel;
+2. papermill executes it with ``cwd=book/`` (so figures land in ``book/figures/``), injecting the
+   parameters ``profile``, ``seed`` and ``repository_url`` (read from ``_config.yml``: the one place the
+   repository address is written; the Colab install cell uses it);
+3. volatile metadata (papermill timestamps and durations, per-cell execution times, absolute paths) is
+   removed, so re-running an unchanged notebook gives a small diff;
+4. the result is written to ``book/NAME.ipynb``.
+
+Any error stops the run with a non-zero exit status and names the notebook and the failing cell; the
+partially executed notebook is kept at ``book/NAME.failed.ipynb`` for inspection.
+
+Usage:  python scripts/execute_notebooks.py [--profile ci|colab|full] [--seed 0] notebooks/*.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+KERNEL = "python3"
+
+
+def repository_url() -> str:
+    """The repository address from _config.yml (``repository: url:``)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    try:
+        return str(config["repository"]["url"])
+    except (KeyError, TypeError):
+        raise SystemExit("_config.yml has no repository.url; the Colab install cell needs it") from None
+
+
+def to_notebook(source: Path):
+    """Read a jupytext source into an nbformat notebook bound to the python3 kernel."""
+    import jupytext
+
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.metadata.pop("jupytext", None)  # the pairing information belongs to the source, not the output
+    return nb
+
+
+def strip_volatile(nb) -> None:
+    """Remove what changes on every run without changing what the notebook says."""
+    pm = nb.metadata.get("papermill", {})
+    nb.metadata["papermill"] = {"parameters": pm.get("parameters", {})}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type == "code" and "injected-parameters" in cell.metadata.get("tags", []):
+            # papermill's copy of the parameters: keep it (it records how the page was produced) but
+            # fold it away on the website.
+            tags = cell.metadata.setdefault("tags", [])
+            if "hide-cell" not in tags:
+                tags.append("hide-cell")
+
+
+def execute(source: Path, profile: str, seed: int, url: str, timeout: int) -> float:
+    import nbformat
+    import papermill as pm
+
+    name = source.stem
+    out = BOOK / f"{name}.ipynb"
+    failed = BOOK / f"{name}.failed.ipynb"
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        src_nb = Path(tmp) / f"{name}.ipynb"
+        nbformat.write(to_notebook(source), src_nb)
+        try:
+            pm.execute_notebook(
+                str(src_nb), str(failed),
+                parameters={"profile": profile, "seed": seed, "repository_url": url},
+                kernel_name=KERNEL, cwd=str(BOOK), progress_bar=False, log_output=False,
+                execution_timeout=timeout, report_mode=False,
+            )
+        except pm.PapermillExecutionError as err:
+            print(f"FAILED  {source}: cell {err.exec_count}: {err.ename}: {err.evalue}", file=sys.stderr)
+            print(f"        partial output kept in {failed.relative_to(ROOT)}", file=sys.stderr)
+            raise SystemExit(1) from None
+    nb = nbformat.read(failed, as_version=4)
+    strip_volatile(nb)
+    nbformat.write(nb, out)
+    failed.unlink()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", nargs="+", type=Path, help="jupytext sources, e.g. notebooks/*.md")
+    parser.add_argument("--profile", default="ci", choices=["ci", "colab", "full"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+
+    missing = [s for s in args.sources if not s.is_file()]
+    if missing:
+        parser.error("no such source: " + ", ".join(map(str, missing)))
+    BOOK.mkdir(exist_ok=True)
+    (BOOK / "figures").mkdir(exist_ok=True)
+    url = repository_url()
+    total = 0.0
+    for source in args.sources:
+        print(f"executing {source} (profile={args.profile}, seed={args.seed}) ...", flush=True)
+        seconds = execute(source, args.profile, args.seed, url, args.timeout)
+        total += seconds
+        print(f"  wrote book/{source.stem}.ipynb in {seconds:.1f} s", flush=True)
+    print(f"executed {len(args.sources)} notebook(s) in {total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

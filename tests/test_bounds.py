@@ -1,0 +1,254 @@
+"""Theorem 1 (eqs. (2)-(4)), its inversion, Theorems 3 and 4, checked against independent references:
+the paper's own numbers, mpmath at 50 digits, numerical integration and closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from advbound import bounds as B
+from advbound.modulus import AffineModulus, EmpiricalModulus, LipschitzModulus
+
+
+# ---------------------------------------------------------------- the paper's numbers
+
+def test_table_check_value_latent_space():
+    """Tables 1 and 2: d = 100, K = 10 equiprobable, omega = identity, q = 0.25 -> 16e-3 / 0.016."""
+    eta = B.robustness_quantile_bound(0.25, n_classes=10)
+    normalized = eta / B.expected_latent_norm(100)
+    assert f"{normalized:.3g}" == "0.0158"
+    assert f"{eta:.3g}" == "0.158"
+
+
+def test_remark1_eta_2L_gives_probability_above_0_8():
+    """Remark 1: with omega(t) = L t and eta = 2 L, eq. (3) exceeds 0.8."""
+    for lip in (0.5, 1.0, 7.0):
+        assert B.balanced_bound(2 * lip, LipschitzModulus(lip)) > 0.8
+
+
+def test_expected_latent_norm_closed_forms_and_monte_carlo():
+    assert B.expected_latent_norm(1) == pytest.approx(math.sqrt(2 / math.pi), rel=1e-13)
+    assert B.expected_latent_norm(2) == pytest.approx(math.sqrt(math.pi / 2), rel=1e-13)
+    assert B.expected_latent_norm(3) == pytest.approx(2 * math.sqrt(2 / math.pi), rel=1e-13)
+    for d in (10, 100, 10_000):
+        val = B.expected_latent_norm(d)
+        assert math.sqrt(d - 1) <= val <= math.sqrt(d)  # Remark 1's bracket
+    rng = np.random.default_rng(0)
+    norms = np.linalg.norm(rng.standard_normal((200_000, 100)), axis=1)
+    se = norms.std() / math.sqrt(norms.size)
+    assert abs(norms.mean() - B.expected_latent_norm(100)) < 4 * se
+
+
+# ---------------------------------------------------------------- eq. (2) against high precision
+
+def _mp_bound(t: float, probs: list[str]) -> mp.mpf:
+    """eq. (2) at 50 digits, from probabilities given as decimal strings (exactly summing to 1)."""
+    with mp.workdps(50):
+        total = mp.mpf(0)
+        ps = [mp.mpf(p) for p in probs]
+        for p in ps:
+            if p == 0:
+                continue
+            a = mp.sqrt(2) * mp.erfinv(2 * (1 - p) - 1)  # Phi^{-1}(1 - p)
+            total += mp.ncdf(a + t) - mp.ncdf(a)
+        return total
+
+
+@pytest.mark.parametrize("probs", [
+    ["1e-12", "0.999999999999"],
+    ["1e-12", "1e-9", "0.499999998999", "0.5"],
+    ["0.1"] * 10,
+    ["0.000001", "0.2", "0.3", "0.499999"],
+    ["1e-12", "1e-12", "0.999999999998"],
+])
+@pytest.mark.parametrize("t", [1e-6, 1e-3, 0.05, 0.5, 2.0, 8.0])
+def test_latent_bound_matches_mpmath(probs, t):
+    got = B.latent_bound(t, class_probs=[float(p) for p in probs])
+    ref = float(_mp_bound(t, probs))
+    assert got == pytest.approx(ref, rel=1e-9, abs=1e-300)
+
+
+def test_latent_bound_tiny_class_term_is_accurate():
+    """A class of probability 1e-12: the naive difference of cdfs near 1 loses most of its digits."""
+    p = [1e-12, 1 - 1e-12]
+    t = 1e-3
+    with mp.workdps(50):
+        a = mp.sqrt(2) * mp.erfinv(1 - 2 * mp.mpf("1e-12"))
+        small_term = float(mp.ncdf(a + t) - mp.ncdf(a))
+    naive = stats.norm.cdf(stats.norm.ppf(1 - 1e-12) + t) - stats.norm.cdf(stats.norm.ppf(1 - 1e-12))
+    assert abs(naive - small_term) / small_term > 1e-4  # the naive formula is visibly wrong here
+    ours = B.latent_bound(t, class_probs=p) - B.latent_bound(t, class_probs=[0.0, 1.0 - 1e-12, 1e-12][1:])
+    assert abs(ours) < 1e-25  # the two orderings give the same value
+    total = B.latent_bound(t, class_probs=p)
+    assert total == pytest.approx(float(_mp_bound(t, ["1e-12", "0.999999999999"])), rel=1e-10)
+
+
+def test_quantile_inversion_matches_mpmath_root():
+    probs = ["0.05", "0.15", "0.3", "0.5"]
+    for q in (0.01, 0.25, 0.5, 0.9):
+        t = B.latent_radius_quantile(q, class_probs=[float(p) for p in probs])
+        with mp.workdps(30):
+            root = mp.findroot(lambda s: _mp_bound(s, probs) - q, t)
+        assert t == pytest.approx(float(root), rel=1e-10)
+
+
+# ---------------------------------------------------------------- structure of eq. (2)
+
+def test_latent_bound_edge_cases():
+    assert B.latent_bound(3.0, n_classes=1) == 0.0
+    assert B.latent_bound(0.0, n_classes=7) == 0.0
+    with_zero = B.latent_bound([0.3, 1.0], class_probs=[0.0, 0.25, 0.75])
+    without = B.latent_bound([0.3, 1.0], class_probs=[0.25, 0.75])
+    np.testing.assert_allclose(with_zero, without, rtol=1e-15)
+    assert B.latent_bound(40.0, n_classes=10) == pytest.approx(1.0, abs=1e-15)
+    assert math.isinf(B.latent_radius_quantile(0.5, n_classes=1))
+    assert math.isinf(B.robustness_quantile_bound(0.5, n_classes=1))
+
+
+def test_latent_bound_is_monotone_in_t_and_in_K():
+    t = np.linspace(0, 4, 81)
+    prev = None
+    for k in (2, 3, 5, 10, 100, 1000):
+        b = B.latent_bound(t, n_classes=k)
+        assert np.all(np.diff(b) >= -1e-15)
+        if prev is not None:  # Remark 2: more classes, larger probability of being fooled
+            assert np.all(b >= prev - 1e-15)
+        prev = b
+
+
+def test_eq2_for_two_balanced_classes_is_2_Phi_t_minus_1():
+    """Remark 4's computation: P(r <= eta) = 2 (Phi(t) - Phi(0))."""
+    t = np.linspace(0, 3, 13)
+    np.testing.assert_allclose(B.latent_bound(t, n_classes=2), 2 * (stats.norm.cdf(t) - 0.5), atol=1e-15)
+
+
+@pytest.mark.parametrize("modulus", [None, LipschitzModulus(3.0), AffineModulus(0.2, 2.0)])
+def test_eq3_and_eq4_never_exceed_eq2(modulus):
+    rng = np.random.default_rng(1)
+    eta = np.linspace(0, 12, 241)
+    for k in (2, 3, 4, 5, 6, 10, 30, 100, 1000, 10_000):
+        eq2 = B.theorem1_bound(eta, n_classes=k, modulus=modulus)
+        assert np.all(B.balanced_bound(eta, modulus) <= eq2 + 1e-12), k
+        if k >= 5:
+            assert np.all(B.equiprobable_bound(eta, k, modulus) <= eq2 + 1e-12), k
+    for _ in range(200):  # unbalanced classes, each p_i <= 1/2 (eq. (3)'s hypothesis)
+        k = int(rng.integers(2, 12))
+        p = rng.dirichlet(np.full(k, 0.5))
+        if p.max() > 0.5:
+            continue
+        eq2 = B.theorem1_bound(eta, class_probs=p, modulus=modulus)
+        assert np.all(B.balanced_bound(eta, modulus) <= eq2 + 1e-12)
+
+
+def test_eq4_uses_the_latent_radius_in_both_exponents():
+    """With omega(t) = L t, eq. (4)'s second exponent is -t sqrt(...) with t = eta / L (documented fix)."""
+    lip, k, eta = 4.0, 10, 6.0
+    t = eta / lip
+    rate = math.sqrt(math.log(k * k / (4 * math.pi * math.log(k))))
+    expected = 1 - math.sqrt(math.pi / 2) * math.exp(-t * t / 2) * math.exp(-t * rate)
+    assert B.equiprobable_bound(eta, k, LipschitzModulus(lip)) == pytest.approx(expected, rel=1e-14)
+
+
+# ---------------------------------------------------------------- inversion with moduli and delta
+
+def test_quantile_bound_maps_latent_root_through_the_modulus():
+    t = B.latent_radius_quantile(0.25, n_classes=10)
+    assert B.latent_bound(t, n_classes=10) == pytest.approx(0.25, abs=1e-12)
+    assert B.robustness_quantile_bound(0.25, n_classes=10, modulus=LipschitzModulus(3.0)) == pytest.approx(3 * t)
+    assert B.robustness_quantile_bound(0.25, n_classes=10, modulus=AffineModulus(0.5, 2.0)) == pytest.approx(0.5 + 2 * t)
+    # a probabilistic modulus: solve eq. (2) >= q + delta
+    t2 = B.latent_radius_quantile(0.30, n_classes=10)
+    emp = EmpiricalModulus([0, 1, 2], [0, 1.5, 2.5], delta=0.05)
+    assert B.robustness_quantile_bound(0.25, n_classes=10, modulus=emp) == pytest.approx(1.5 * t2)
+    assert B.robustness_quantile_bound(0.25, n_classes=10, modulus=emp, delta=0.0) == pytest.approx(1.5 * t)
+
+
+def test_quantile_bound_is_infinite_beyond_the_measured_modulus():
+    emp = EmpiricalModulus([0, 0.01], [0, 0.02])
+    assert math.isinf(B.robustness_quantile_bound(0.25, n_classes=10, modulus=emp))
+
+
+def test_figure2_median_bound_decreases_with_d_and_K():
+    """Figure 2: the bound on median(r_in) / sqrt(d) falls like 1/sqrt(d) and with K."""
+    med = {k: B.robustness_quantile_bound(0.5, n_classes=k) for k in (2, 10, 100)}
+    assert med[2] > med[10] > med[100] > 0
+    assert med[2] == pytest.approx(stats.norm.ppf(0.75), rel=1e-10)  # 2 Phi(t) - 1 = 1/2
+
+
+# ---------------------------------------------------------------- Theorem 3
+
+def test_transfer_bound_formula_and_assumption():
+    eta = np.array([0.5, 1.0, 3.0])
+    got = B.transfer_bound(eta, [0.25] * 4, 0.05, LipschitzModulus(2.0))
+    np.testing.assert_allclose(got, 1 - math.sqrt(math.pi / 2) * np.exp(-(eta / 2) ** 2 / 2) - 0.1, rtol=1e-14)
+    with pytest.raises(ValueError, match="P\\(C_i\\(f\\)\\) \\+ delta <= 1/2"):
+        B.transfer_bound(1.0, [0.48, 0.52], 0.01)
+    with pytest.raises(ValueError, match="disagreement"):
+        B.transfer_bound(1.0, [0.5, 0.5], -0.1)
+
+
+# ---------------------------------------------------------------- Theorem 4
+
+@pytest.mark.parametrize("probs", [[0.5, 0.5], [0.1] * 10, [0.7, 0.2, 0.1], [1e-9, 0.3, 0.7 - 1e-9], [0.2] * 5])
+def test_theorem4_closed_form_equals_integral_of_one_minus_eq2(probs):
+    integral, err = integrate.quad(lambda t: 1.0 - B.latent_bound(t, class_probs=probs), 0, np.inf,
+                                   epsabs=1e-13, epsrel=1e-11, limit=400)
+    assert B.expected_latent_robustness_bound(class_probs=probs) == pytest.approx(integral, rel=1e-8)
+    assert B.theorem4_bound(class_probs=probs) == pytest.approx(integral, rel=1e-8)
+    lip = LipschitzModulus(2.5)
+    assert B.theorem4_bound(class_probs=probs, modulus=lip, wasserstein=0.3) == pytest.approx(2.5 * integral + 0.3, rel=1e-8)
+
+
+def test_theorem4_equiprobable_form_dominates_general_form():
+    for k in (5, 10, 100, 10_000):
+        assert B.theorem4_equiprobable_bound(k) >= B.theorem4_bound(n_classes=k)
+
+
+def test_theorem4_requires_concave_modulus():
+    convex = EmpiricalModulus([0, 1, 2], [0, 1, 3])
+    with pytest.raises(ValueError, match="concave"):
+        B.theorem4_bound(n_classes=10, modulus=convex)
+    concave = EmpiricalModulus([0, 1, 2], [0, 2, 3])
+    assert B.theorem4_bound(n_classes=10, modulus=concave) > 0
+
+
+# ---------------------------------------------------------------- bad inputs
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(class_probs=[0.5, 0.6]), "sum to 1"),
+    (dict(class_probs=[1.2, -0.2]), "\\[0, 1\\]"),
+    (dict(class_probs=[]), "at least one class"),
+    (dict(class_probs=[0.5, float("nan"), 0.5]), "finite"),
+    (dict(n_classes=0), "K\\) must be an integer >= 1"),
+    (dict(n_classes=2.5), "K\\) must be an integer >= 1"),
+    (dict(), "exactly one"),
+    (dict(class_probs=[1.0], n_classes=1), "exactly one"),
+])
+def test_bad_class_probabilities(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        B.latent_bound(0.5, **kwargs)
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_bad_quantile(q):
+    with pytest.raises(ValueError, match="must be in \\(0, 1\\)"):
+        B.robustness_quantile_bound(q, n_classes=10)
+
+
+def test_other_bad_inputs():
+    with pytest.raises(ValueError, match="t \\(latent radius\\) must be >= 0"):
+        B.latent_bound(-0.1, n_classes=3)
+    with pytest.raises(ValueError, match="eta"):
+        B.theorem1_bound(-1.0, n_classes=3)
+    with pytest.raises(ValueError, match=">= 5"):
+        B.equiprobable_bound(1.0, 4)
+    with pytest.raises(ValueError, match="q \\+ delta"):
+        B.robustness_quantile_bound(0.7, n_classes=10, delta=0.3)
+    with pytest.raises(ValueError, match="d \\(latent dimension\\)"):
+        B.expected_latent_norm(0)
+    with pytest.raises(ValueError, match="wasserstein"):
+        B.theorem4_bound(n_classes=3, wasserstein=-1.0)
