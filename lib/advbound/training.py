@@ -211,7 +211,7 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += float(loss) * y.numel()
+            total_loss += loss.item() * y.numel()
             correct += int((logits.argmax(1) == y).sum())
             seen += y.numel()
         sched.step()
@@ -298,8 +298,8 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
-            sums["d_loss"] += float(d_loss) * n
-            sums["g_loss"] += float(g_loss) * n
+            sums["d_loss"] += d_loss.item() * n
+            sums["g_loss"] += g_loss.item() * n
         history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
         if ckpt is not None:
             save_checkpoint(ckpt, {"config": config, "epoch": epoch + 1, "history": history,
