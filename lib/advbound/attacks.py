@@ -288,7 +288,7 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
     2. ``projections`` times: at the current boundary point ``x_b`` with adversarial class ``j``, linearise
        ``h = l_j - l_y`` (gradient ``a``) and project ``x0`` onto ``{h(x_b) + a.(x - x_b) = 0}`` in the metric
        ``M``: ``q = (a.(x_b - x0) - h(x_b)) M^{-1} a / (a^T M^{-1} a)``, whose norm never exceeds that of
-       ``x_b - x0``.  Along the direction of ``q`` the valid scale is located (first at ``(1 + 1e-4) ||q||``, else
+       ``x_b - x0``.  Along the direction of ``q`` the valid scale is located (first at ``(1 + 1e-5) ||q||``, else
        bisection up to the current norm) and the point is kept only if it is valid and ``cost`` decreased.
     Only rows with ``ok`` are touched.
     """
@@ -322,7 +322,7 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
         usable &= norm_q > 0
         dirn = q / norm_q.clamp_min(1e-30).view(view)
         cur = _flat_norm(best - x0s)
-        first = torch.minimum(norm_q * (1.0 + 1e-4), cur)
+        first = torch.minimum(norm_q * (1.0 + 1e-5), cur)
         adv_first = _predict(fn, (x0s + first.view(view) * dirn).clamp(*bounds) if bounds else
                              x0s + first.view(view) * dirn) != ys
         adv_cur = _predict(fn, (x0s + cur.view(view) * dirn).clamp(*bounds) if bounds else
