@@ -59,11 +59,12 @@ def strip_volatile(nb) -> None:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
         if cell.cell_type == "code" and "injected-parameters" in cell.metadata.get("tags", []):
-            # papermill's copy of the parameters: keep it (it records how the page was produced) but
-            # fold it away on the website.
+            # papermill's copy of the parameters: kept in the notebook (it records how the outputs were
+            # produced, and Colab users see it), left off the website, where each chapter prints its
+            # profile and seed in its setup cell.
             tags = cell.metadata.setdefault("tags", [])
-            if "hide-cell" not in tags:
-                tags.append("hide-cell")
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
 
 
 def execute(source: Path, profile: str, seed: int, url: str, timeout: int) -> float:

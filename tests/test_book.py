@@ -68,14 +68,16 @@ def test_executed_notebook_has_outputs(source):
 
 
 def test_executed_code_matches_source(source):
-    """(b) The committed notebook was produced from the current source (else its outputs are stale)."""
+    """(b) The committed notebook was produced from the current source: same code cells (else its outputs
+    are stale) and same text (else the website shows old prose)."""
     nb = _read(source)
-    executed = [c.source.strip() for c in _code_cells(nb)
+    executed = [(c.cell_type, c.source.strip()) for c in nb.cells
                 if "injected-parameters" not in c.metadata.get("tags", [])]
-    expected = [c.source.strip() for c in _code_cells(jupytext.read(source))]
-    assert executed == expected, (
-        f"book/{source.stem}.ipynb is stale: its code differs from {source.relative_to(ROOT)}; "
-        f"re-run scripts/execute_notebooks.py {source.relative_to(ROOT)}")
+    expected = [(c.cell_type, c.source.strip()) for c in jupytext.read(source).cells]
+    hint = f"re-run scripts/execute_notebooks.py {source.relative_to(ROOT)}"
+    code = [s for t, s in executed if t == "code"], [s for t, s in expected if t == "code"]
+    assert code[0] == code[1], f"book/{source.stem}.ipynb is stale: its code differs from its source; {hint}"
+    assert executed == expected, f"book/{source.stem}.ipynb is stale: its text differs from its source; {hint}"
 
 
 def test_parameters_cell(source):
