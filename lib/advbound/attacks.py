@@ -36,6 +36,7 @@ measures steps in the pulled-back metric ``J^T J`` of the generator (see :func:`
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -264,15 +265,18 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
     return x_cur.view_as(x0).detach(), steps
 
 
+def _along(x0: Tensor, t: Tensor, direction: Tensor, bounds: Optional[tuple[float, float]]) -> Tensor:
+    """Points ``x0 + t * direction`` (per-sample scale ``t``), clipped to ``bounds`` when given."""
+    point = x0 + t.view(-1, *([1] * (x0.dim() - 1))) * direction
+    return point if bounds is None else point.clamp(*bounds)
+
+
 def _bisect(fn: Callable[[Tensor], Tensor], x0: Tensor, direction: Tensor, y: Tensor, lo: Tensor, hi: Tensor,
             iters: int, bounds: Optional[tuple[float, float]]) -> Tensor:
     """Shrink ``hi`` (points ``x0 + t * direction`` with label != y at t = hi, == y at t = lo) by bisection."""
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        point = x0 + mid.view(-1, *([1] * (x0.dim() - 1))) * direction
-        if bounds is not None:
-            point = point.clamp(*bounds)
-        adv = _predict(fn, point) != y
+        adv = _predict(fn, _along(x0, mid, direction, bounds)) != y
         hi = torch.where(adv, mid, hi)
         lo = torch.where(adv, lo, mid)
     return hi
@@ -302,9 +306,7 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
     norm_p = _flat_norm(p).clamp_min(1e-30)
     u = p / norm_p.view(view)
     t = _bisect(fn, x0s, u, ys, torch.zeros_like(norm_p), norm_p, bisect_iters, bounds)
-    best = x0s + t.view(view) * u
-    if bounds is not None:
-        best = best.clamp(*bounds)
+    best = _along(x0s, t, u, bounds)
     best_cost = cost(best, x0s)
     for _ in range(projections):
         xb = best.detach().requires_grad_(True)
@@ -323,19 +325,15 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
         dirn = q / norm_q.clamp_min(1e-30).view(view)
         cur = _flat_norm(best - x0s)
         first = torch.minimum(norm_q * (1.0 + 1e-5), cur)
-        adv_first = _predict(fn, (x0s + first.view(view) * dirn).clamp(*bounds) if bounds else
-                             x0s + first.view(view) * dirn) != ys
-        adv_cur = _predict(fn, (x0s + cur.view(view) * dirn).clamp(*bounds) if bounds else
-                           x0s + cur.view(view) * dirn) != ys
+        adv_first = _predict(fn, _along(x0s, first, dirn, bounds)) != ys
+        adv_cur = _predict(fn, _along(x0s, cur, dirn, bounds)) != ys
         t_new = torch.where(adv_first, first, cur)
         need = usable & ~adv_first & adv_cur
         if bool(need.any()):
             sel = torch.nonzero(need).flatten()
             t_new[sel] = _bisect(fn, x0s[sel], dirn[sel], ys[sel], first[sel], cur[sel], bisect_iters // 2, bounds)
         valid_dir = usable & (adv_first | adv_cur)
-        cand = x0s + t_new.view(view) * dirn
-        if bounds is not None:
-            cand = cand.clamp(*bounds)
+        cand = _along(x0s, t_new, dirn, bounds)
         cand_cost = cost(cand, x0s)
         better = valid_dir & (cand_cost < best_cost)
         if not bool(better.any()):
@@ -478,7 +476,9 @@ def generator_gram(generator: Callable[[Tensor], Tensor], z: Tensor, *, max_chun
     for start in range(0, n, chunk):
         zc = z[start:start + chunk].detach()
         c = zc.shape[0]
-        with torch.no_grad(), fwad.dual_level():
+        with torch.no_grad(), fwad.dual_level(), warnings.catch_warnings():
+            # torch's first use of forward AD scripts its decompositions and warns about torch.jit.script
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
             dual = fwad.make_dual(zc.repeat_interleave(d, dim=0), eye.repeat(c, 1))
             tangent = fwad.unpack_dual(generator(dual)).tangent
         jt = tangent.reshape(c, d, -1)            # rows are J^T
