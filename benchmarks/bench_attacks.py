@@ -206,6 +206,23 @@ def bench_block(names: list[str], model: nn.Module, x: torch.Tensor, labels: tor
     return rows
 
 
+def measure_throughput(model: nn.Module, task: SyntheticTask, batch: int, repeats: int, seed: int,
+                       device: torch.device) -> dict:
+    """Images per second of our DeepFool (all classes, no refinement) on one batch, median of ``repeats``."""
+    x, _ = task.sample(batch, seed=seed + 2)
+    x = x.to(device)
+    attack_ours(False)(model, x[:8], None, N_CLASSES)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        attack_ours(False)(model, x, None, N_CLASSES)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    return {"batch": batch, "seconds": sec, "all_seconds": times, "images_per_second": batch / sec}
+
+
 def machine_info(device: torch.device) -> dict:
     cpu = platform.processor() or ""
     try:
@@ -255,6 +272,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--resnet-width", type=int, default=None, help="ResNet-18 base width (64 full, 16 quick)")
     ap.add_argument("--budget", type=float, default=math.inf,
                     help="seconds: an attack whose timed run takes longer is not repeated (default: no limit)")
+    ap.add_argument("--throughput-batch", type=int, default=None,
+                    help="also time our DeepFool (all classes) on ResNet-18 at this batch size and report images "
+                         "per second (default: 1024 on CUDA, off on CPU)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -277,6 +297,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.manual_seed(args.seed)
         model = SmallCNN() if model_name == "cnn" else resnet18(width=width)
         model = model.to(device)
+        if model_name == "resnet18":
+            resnet_model = model
         secs = train(model, task, train_steps[model_name], args.seed, device)
         for p in model.parameters():
             p.requires_grad_(False)
@@ -299,6 +321,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             for r in block:
                 r["ratio_to_fastest_peer"] = r["seconds"] / fastest
             rows.extend(block)
+    throughput = None
+    tp_batch = args.throughput_batch if args.throughput_batch is not None else (1024 if device.type == "cuda" else 0)
+    if tp_batch > 0 and "resnet18" in models_meta:
+        throughput = measure_throughput(resnet_model, task, tp_batch, args.repeats, args.seed, device)
+        print(f"throughput: DeepFool (all classes, 50 steps, overshoot 0.02) on ResNet-18 at batch {tp_batch}: "
+              f"{throughput['images_per_second']:.1f} images/s", flush=True)
     table = format_table(rows)
     print(table)
     out = Path(args.out)
@@ -309,7 +337,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                              "steps": STEPS, "bounds": [0.0, 1.0], "seed": args.seed,
                                              "quick": args.quick, "warmup_inputs": min(8, args.n),
                                              "budget_seconds": args.budget, "threads": args.threads},
-               "models": models_meta, "rows": rows}
+               "models": models_meta, "rows": rows, "throughput": throughput}
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
     with open(out / f"{stem}.csv", "w", newline="") as fh:
         keys = ["model", "candidates", "attack", "seconds", "runs", "ratio_to_fastest_peer", "success_rate", "median_l2",
