@@ -20,6 +20,7 @@ Usage:  python scripts/execute_notebooks.py [--profile ci|colab|full] [--seed 0]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
 import time
@@ -52,10 +53,18 @@ def to_notebook(source: Path):
 
 
 def strip_volatile(nb) -> None:
-    """Remove what changes on every run without changing what the notebook says."""
+    """Remove what changes on every run without changing what the notebook says.
+
+    Cell ids (random in jupytext and papermill) become a hash of the cell's type and source, numbered
+    when two cells are identical, so re-executing an unchanged source reproduces the same file.
+    """
     pm = nb.metadata.get("papermill", {})
     nb.metadata["papermill"] = {"parameters": pm.get("parameters", {})}
+    seen: dict[str, int] = {}
     for cell in nb.cells:
+        digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:12]
+        seen[digest] = seen.get(digest, 0) + 1
+        cell["id"] = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
         if cell.cell_type == "code" and "injected-parameters" in cell.metadata.get("tags", []):
