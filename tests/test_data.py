@@ -1,0 +1,92 @@
+"""Data loading: idx reader with md5 checks, the shared MNIST folder, the synthetic stand-in, profiles."""
+
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from advbound import data
+from advbound.data import (STAND_IN, DataUnavailableError, find_shared_mnist_dir, load_dataset, pad_images,
+                           read_idx, synthetic_stand_in)
+
+
+def _write_idx(path, array):
+    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_read_idx_roundtrip_and_md5(tmp_path):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    p = tmp_path / "x-idx3-ubyte.gz"
+    _write_idx(p, arr)
+    md5 = hashlib.md5(p.read_bytes()).hexdigest()
+    np.testing.assert_array_equal(read_idx(p, expected_md5=md5), arr)
+    with pytest.raises(ValueError, match="md5"):
+        read_idx(p, expected_md5="0" * 32)
+
+
+def test_read_idx_corrupt_and_truncated(tmp_path):
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"not a gzip file at all")
+    with pytest.raises(ValueError, match="corrupt"):
+        read_idx(bad)
+    short = tmp_path / "short.gz"
+    with gzip.open(short, "wb") as fh:
+        fh.write(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", 10) + b"abc")
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(short)
+    with pytest.raises(FileNotFoundError):
+        read_idx(tmp_path / "missing.gz")
+
+
+def test_find_shared_mnist_dir_env(tmp_path, monkeypatch):
+    for name in data.MNIST_MD5:
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setenv(data.MNIST_DIR_ENV, str(tmp_path))
+    assert find_shared_mnist_dir() == tmp_path
+    # a corrupt file there is reported, not silently used
+    with pytest.raises(ValueError, match="md5"):
+        data.load_mnist_idx(tmp_path)
+
+
+@pytest.mark.skipif(find_shared_mnist_dir() is None, reason="shared MNIST files not present")
+def test_mnist_ci_split_is_real_and_fixed():
+    train, test = load_dataset("mnist", "ci")
+    assert (len(train), len(test)) == (8000, 2000)
+    assert train.is_real and train.shape == (1, 28, 28)
+    again, _ = load_dataset("mnist", "ci")
+    assert torch.equal(train.labels, again.labels)
+    assert "split 8000 train / 2000 test" in train.notes[0]
+
+
+def test_stand_in_is_deterministic_and_labelled():
+    a = synthetic_stand_in(50, name="svhn", seed=3)
+    b = synthetic_stand_in(50, name="svhn", seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.source == STAND_IN and not a.is_real and "synthetic stand-in" in a.describe()
+    assert a.shape == (3, 32, 32) and a.images.dtype == torch.uint8
+    x, y = next(a.batches(16, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert x.shape == (16, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1 and y.shape == (16,)
+
+
+def test_ci_profile_uses_stand_in_and_real_profiles_fail_loudly(tmp_path):
+    train, test = load_dataset("cifar10", "ci", n_train=40, n_test=20)
+    assert train.source == STAND_IN and len(train) == 40 and len(test) == 20
+    for profile in ("colab", "full"):
+        with pytest.raises(DataUnavailableError, match="real svhn"):
+            load_dataset("svhn", profile, root=tmp_path, download=False)
+
+
+def test_invalid_names_and_padding():
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_dataset("imagenet", "ci")
+    with pytest.raises(ValueError, match="profile must be one of"):
+        load_dataset("svhn", "huge")
+    small = synthetic_stand_in(4, channels=1, image_size=28)
+    assert pad_images(small, 32).shape == (1, 32, 32)
+    with pytest.raises(ValueError, match="size"):
+        pad_images(small, 31)
