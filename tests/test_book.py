@@ -119,6 +119,14 @@ def test_toc_lists_every_notebook():
     assert not missing, f"_toc.yml does not list {missing}"
 
 
+def test_toc_order():
+    """The chapters appear in the book's reading order (those not written yet are skipped)."""
+    order = ["intro", "isoperimetry", "circle", "tightness", "attacks", "mnist", "svhn", "cifar10", "references"]
+    listed = [Path(f).stem for f in _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))]
+    known = [name for name in listed if name in order]
+    assert known == sorted(known, key=order.index), f"_toc.yml order {known} differs from {order}"
+
+
 def test_nbval_fails_when_a_checked_number_changes(tmp_path):
     """(d) Corrupt one number in a checked output of a committed notebook; nbval must then fail."""
     preferred = [s for s in SOURCES if s.stem == "isoperimetry"] or SOURCES  # isoperimetry: ~10 s on 2 cores
