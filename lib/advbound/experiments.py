@@ -615,6 +615,45 @@ def plot_robustness(result: ExperimentResult):
     return fig
 
 
+def publish(fig, chapter: str, name: str, folder: str | os.PathLike = "figures") -> None:
+    """Save ``fig`` as ``<folder>/<chapter>-<name>.{pdf,png}`` (citable exports) and display it once."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{chapter}-{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    fig.savefig(out / f"{chapter}-{name}.png", bbox_inches="tight", dpi=200)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=110)
+    plt.close(fig)
+    display(Image(data=buf.getvalue()))
+
+
+def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
+    """The table's numbers and the checks as rounded text (what the book's nbval checks compare)."""
+    tag = " [SYNTHETIC STAND-IN, not real data]" if result.is_stand_in else " [real data]"
+    lines = [f"{_title(result.config.dataset, result.provenance['data'])}, profile {result.provenance['profile']}, "
+             f"seed {result.provenance['seed']}"]
+    ftab = format_table(result.table, digits)
+    for row in ROWS:
+        lines.append(f"{row}:" + "; ".join(f" {c} = {ftab.loc[row, c]}" for c in ftab.columns) + tag)
+    fb = format_table(result.bounds.iloc[:4], digits)
+    for row in fb.index:
+        lines.append(f"{row}:" + "; ".join(f" {c} = {fb.loc[row, c]}" for c in fb.columns) + tag)
+    ch = result.checks
+    lines.append(f"check: Z-space bound (10 equiprobable classes, d = 100) = {ch['z_bound_equiprobable']:.4f}, "
+                 f"rounds to the paper's 0.016: {ch['z_bound_is_paper_0.016']}")
+    for label, c in ch["per_classifier"].items():
+        lines.append(f"check {label}: measured Z-space 25% quantile below the equiprobable bound: "
+                     f"{c['z_quantile_below_equiprobable_bound']}, below the measured-proportions bound: "
+                     f"{c['z_quantile_below_measured_proportions_bound']}; r_unc <= r_in for every sample: "
+                     f"{c['r_unc_le_r_in_all_samples']}")
+    return "\n".join(lines)
+
+
 def default_results_path(dataset: str, profile: str) -> Path:
     """``<repo root>/book/results/<dataset>-<profile>.json`` (or ``./results/...`` outside the repo)."""
     root = find_repo_root()
@@ -671,6 +710,8 @@ __all__ = [
     "default_results_path",
     "experiment_config",
     "format_table",
+    "key_numbers",
+    "publish",
     "main",
     "paper_table",
     "plot_examples",

@@ -1,0 +1,102 @@
+"""The Tables 1-2 pipeline end to end on a tiny synthetic stand-in (seconds), the paper's tables, checks."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from advbound import experiments as ex
+from advbound.data import STAND_IN, DataUnavailableError
+
+
+def tiny_config(dataset="svhn"):
+    cfg = ex.experiment_config(dataset, "ci")
+    spec = ex.ClassifierSpec("2-Layer LeNet", "lenet", {"width": 2, "hidden": 8, "image_size": cfg.image_size}, 1, 5e-3)
+    return dataclasses.replace(cfg, classifiers=(spec,), gan_width=4, disc_width=2, gan_epochs=1, n_train=128,
+                               n_test=64, n_eval=12, n_norm=50, modulus_samples=12, modulus_radii=5,
+                               modulus_restarts=1, modulus_steps=2, attack_steps=20)
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    ex.set_determinism(0, threads=None)
+    return ex.run_experiment("svhn", "ci", seed=0, config=tiny_config(), device="cpu", progress=False,
+                             log=lambda *a: None)
+
+
+def test_paper_tables():
+    t1 = ex.paper_table("svhn")
+    assert list(t1.index) == list(ex.ROWS)
+    assert t1.loc["Robustness in the Z-space", ex.BOUND_COLUMN] == pytest.approx(16e-3)
+    assert t1.loc["Unconstrained robustness", "ResNet-101"] == pytest.approx(1.4e-2)
+    t2 = ex.paper_table("cifar10")
+    assert t2.loc["Error rate", "Wide ResNet + Adv. training"] == pytest.approx(0.16)
+    with pytest.raises(ValueError, match="no MNIST table"):
+        ex.paper_table("mnist")
+
+
+def test_quantile_with_failures():
+    assert ex.quantile_with_failures(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 0.25) == pytest.approx(2.0)
+    assert ex.quantile_with_failures(np.array([1.0, 2.0, math.inf, math.inf, math.inf]), 0.25) == pytest.approx(2.0)
+    assert ex.quantile_with_failures(np.array([1.0, math.inf, math.inf, math.inf, math.inf]), 0.25) == math.inf
+
+
+def test_profiles_exist_and_are_documented():
+    for d in ("mnist", "svhn", "cifar10"):
+        for p in ("ci", "colab", "full"):
+            cfg = ex.experiment_config(d, p)
+            assert cfg.expected_time and cfg.classifiers
+    assert [c.label for c in ex.experiment_config("cifar10", "full").classifiers] == list(
+        ex.PAPER_TABLES["cifar10"]["columns"])
+    assert ex.experiment_config("cifar10", "full").classifiers[2].adversarial is not None
+    with pytest.raises(ValueError, match="profile"):
+        ex.experiment_config("svhn", "huge")
+
+
+def test_pipeline_on_tiny_stand_in(tiny_result, tmp_path):
+    res = tiny_result
+    assert res.is_stand_in and res.provenance["data"] == STAND_IN
+    assert list(res.table.index) == list(ex.ROWS) and "2-Layer LeNet" in res.table.columns
+    # the paper's check value, and the checks of the issue
+    assert res.checks["z_bound_is_paper_0.016"] and res.checks["z_bound_equiprobable"] == pytest.approx(0.0158, abs=5e-5)
+    c = res.classifiers[0]
+    assert np.all(c.r_unc <= c.r_in)
+    assert res.checks["per_classifier"]["2-Layer LeNet"]["r_unc_le_r_in_all_samples"]
+    assert c.class_proportions.sum() == pytest.approx(1.0)
+    # the bound with the measured proportions uses them, the image-space bound carries delta
+    assert res.bounds.shape == (5, 1)
+    assert res.modulus.delta == res.config.delta
+    # provenance and JSON
+    prov = res.provenance
+    for key in ("profile", "data", "device", "seed", "versions", "date", "samples"):
+        assert key in prov
+    path = res.save(tmp_path / "r.json")
+    loaded = json.loads(path.read_text())
+    assert "SYNTHETIC STAND-IN" in loaded["title"] and loaded["provenance"]["samples"]["latent_attacked"] == 12
+    assert path.with_suffix(".csv").exists()
+    # display helpers say where numbers come from
+    side = ex.side_by_side(res)
+    assert ("paper", "ResNet-18") in side.columns and ("synthetic stand-in", "2-Layer LeNet") in side.columns
+    assert ex.plot_examples(res, n=2) is not None and ex.plot_robustness(res) is not None
+
+
+def test_real_profiles_fail_without_data(tmp_path):
+    with pytest.raises(DataUnavailableError):
+        ex.run_experiment("cifar10", "colab", data_root=tmp_path, download=False, progress=False)
+
+
+def test_main_prints_and_saves(tiny_result, tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(dataset, profile, **kwargs):
+        seen.update(kwargs, dataset=dataset, profile=profile)
+        return tiny_result
+
+    monkeypatch.setattr(ex, "run_experiment", fake_run)
+    out = tmp_path / "res.json"
+    assert ex.main(["--dataset", "cifar10", "--profile", "ci", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "SYNTHETIC STAND-IN" in text and out.exists()
+    assert seen["dataset"] == "cifar10" and seen["progress"] is False and seen["checkpoint_dir"] is None
