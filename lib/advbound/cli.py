@@ -3,6 +3,9 @@
 Example (the paper's Table 1 check value)::
 
     python -m advbound bound --latent-dim 100 --classes 10 --quantile 0.25
+
+``python -m advbound experiment --dataset svhn --profile full`` runs one of Tables 1-2 end to end
+(see :func:`advbound.experiments.main`).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Lipschitz constant L of g: report the image-space radius eta = L t (else latent)")
     b.add_argument("--delta", type=_float_in("--delta", 0, 1, False, True), default=0.0,
                    help="failure probability of a probabilistic modulus, added to Q (default 0)")
+    sub.add_parser("experiment", add_help=False,
+                   help="run a Table 1-2 pipeline: python -m advbound experiment --dataset {mnist,svhn,cifar10} ...")
     return parser
 
 
@@ -108,6 +113,10 @@ def bound_command(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["experiment"]:  # heavy imports (torch, torchvision) only for this subcommand
+        from .experiments import main as experiment_main
+        return experiment_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "bound":
         result = bound_command(args)
