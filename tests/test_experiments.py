@@ -21,9 +21,16 @@ def tiny_config(dataset="svhn"):
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    ex.set_determinism(0, threads=None)
-    return ex.run_experiment("svhn", "ci", seed=0, config=tiny_config(), device="cpu", progress=False,
-                             log=lambda *a: None)
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    ex.set_determinism(0, threads=1)
+    try:
+        return ex.run_experiment("svhn", "ci", seed=0, config=tiny_config(), device="cpu", progress=False,
+                                 log=lambda *a: None)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def test_paper_tables():
