@@ -78,6 +78,27 @@ def _check_config(state: dict[str, Any], config: dict[str, Any], path: Path) -> 
             f"{config}\nuse another checkpoint folder or delete the file to retrain")
 
 
+def _resume(checkpoint: str | os.PathLike | None, config: dict[str, Any], device: torch.device,
+            parts: dict[str, Any]) -> tuple[Path | None, int, list[dict[str, float]]]:
+    """Load ``parts`` (name -> object with ``load_state_dict``) from an existing checkpoint of the same
+    ``config``; return the checkpoint path, the epoch to start from and the history so far."""
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is None or not ckpt.exists():
+        return ckpt, 0, []
+    state = load_checkpoint(ckpt, device)
+    _check_config(state, config, ckpt)
+    for name, obj in parts.items():
+        obj.load_state_dict(state[name])
+    return ckpt, int(state["epoch"]), list(state["history"])
+
+
+def _save_epoch(ckpt: Path | None, config: dict[str, Any], epoch: int, history: list[dict[str, float]],
+                parts: dict[str, Any]) -> None:
+    if ckpt is not None:
+        save_checkpoint(ckpt, {"config": config, "epoch": epoch, "history": history,
+                               **{name: obj.state_dict() for name, obj in parts.items()}})
+
+
 # --------------------------------------------------------------------------------------------------
 # PGD (Madry et al. [10])
 # --------------------------------------------------------------------------------------------------
@@ -187,16 +208,8 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
               "batch_size": int(batch_size), "lr": float(lr), "optimizer": optimizer,
               "weight_decay": float(weight_decay), "seed": int(seed),
               "adversarial": None if adversarial is None else asdict(adversarial)}
-    history: list[dict[str, float]] = []
-    start = 0
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, dev)
-        _check_config(state, config, ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, history = int(state["epoch"]), list(state["history"])
+    parts = {"model": model, "optimizer": opt, "scheduler": sched}
+    ckpt, start, history = _resume(checkpoint, config, dev, parts)
     for epoch in range(start, epochs):
         torch.manual_seed(int(seed) * 7_919 + epoch)  # PGD random starts, dropout
         model.train()
@@ -216,10 +229,7 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
             seen += y.numel()
         sched.step()
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen})
-        if ckpt is not None:
-            save_checkpoint(ckpt, {"config": config, "epoch": epoch + 1, "history": history,
-                                   "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "scheduler": sched.state_dict()})
+        _save_epoch(ckpt, config, epoch + 1, history, parts)
     model.eval()
     return history
 
@@ -267,17 +277,8 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
     config = {"kind": "dcgan", "generator": repr(generator.output_shape) if hasattr(generator, "output_shape") else "",
               "data": data.describe(), "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
               "betas": [float(b) for b in betas], "seed": int(seed), "latent_dim": d}
-    history: list[dict[str, float]] = []
-    start = 0
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, dev)
-        _check_config(state, config, ckpt)
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        start, history = int(state["epoch"]), list(state["history"])
+    parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}
+    ckpt, start, history = _resume(checkpoint, config, dev, parts)
     for epoch in range(start, epochs):
         torch.manual_seed(int(seed) * 7_919 + epoch)
         generator.train()
@@ -301,11 +302,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
             sums["d_loss"] += d_loss.item() * n
             sums["g_loss"] += g_loss.item() * n
         history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
-        if ckpt is not None:
-            save_checkpoint(ckpt, {"config": config, "epoch": epoch + 1, "history": history,
-                                   "generator": generator.state_dict(),
-                                   "discriminator": discriminator.state_dict(),
-                                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()})
+        _save_epoch(ckpt, config, epoch + 1, history, parts)
     generator.eval()
     discriminator.eval()
     return history
