@@ -87,6 +87,7 @@ def test_pipeline_on_tiny_stand_in(tiny_result, tmp_path):
     side = ex.side_by_side(res)
     assert ("paper", "ResNet-18") in side.columns and ("synthetic stand-in", "2-Layer LeNet") in side.columns
     assert ex.plot_examples(res, n=2) is not None and ex.plot_robustness(res) is not None
+    assert ex.plot_modulus(res) is not None
 
 
 def test_real_profiles_fail_without_data(tmp_path):

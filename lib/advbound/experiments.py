@@ -665,6 +665,37 @@ def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
     return "\n".join(lines)
 
 
+def plot_modulus(result: ExperimentResult):
+    """The estimated modulus omega(t) of the generator (the (1 - delta) quantile over z of the ascent
+    estimates, made monotone), the median of the same estimates, and how the image-space bound is read off:
+    the latent root t* of eq. (2) at q + delta (10 equiprobable classes) mapped to omega(t*)."""
+    import matplotlib.pyplot as plt
+
+    from .bounds import latent_radius_quantile
+
+    est = result.modulus
+    t = est.radii[1:]
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    ax.plot(t, np.median(est.increments[1:], axis=1), "o-", color="grey", ms=3, label="median over z")
+    ax.plot(t, est.raw[1:], "x", color="C1", label=f"{1 - est.delta:.0%} quantile over z")
+    ax.plot(t, est.modulus.values[1:], "-", color="C0", lw=2, label="omega (monotone)")
+    n_classes = len(result.classifiers[0].class_proportions)
+    t_star = latent_radius_quantile(TABLE_QUANTILE + est.delta, n_classes=n_classes)
+    eta = float(est.modulus(t_star))
+    floor = 0.5 * float(np.min(np.median(est.increments[1:], axis=1)))
+    ax.plot([t_star, t_star, t[0]], [floor, eta, eta], "k--", lw=1,
+            label=f"t* = {t_star:.3f}, omega(t*) = {eta:.3g} ({n_classes} equiprobable classes)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latent radius t")
+    ax.set_ylabel("image distance (pixels in [0, 1])")
+    ax.legend(fontsize=7)
+    if result.is_stand_in:
+        ax.set_title("SYNTHETIC STAND-IN generator (not real data)", color="crimson", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def default_results_path(dataset: str, profile: str) -> Path:
     """``<repo root>/book/results/<dataset>-<profile>.json`` (or ``./results/...`` outside the repo)."""
     root = find_repo_root()
@@ -727,6 +758,7 @@ __all__ = [
     "main",
     "paper_table",
     "plot_examples",
+    "plot_modulus",
     "plot_robustness",
     "quantile_with_failures",
     "run_experiment",
