@@ -5,8 +5,8 @@ import torch
 
 from advbound.data import synthetic_stand_in
 from advbound.models import DCGANDiscriminator, DCGANGenerator, LeNet
-from advbound.training import (CheckpointError, PGDConfig, error_rate, load_checkpoint, pgd_attack, save_checkpoint,
-                               train_classifier, train_gan)
+from advbound.training import (CheckpointError, PGDConfig, augment_batch, error_rate, load_checkpoint, pgd_attack,
+                               save_checkpoint, train_classifier, train_gan)
 
 DATA = synthetic_stand_in(96, channels=1, image_size=28, seed=5)
 
@@ -121,3 +121,22 @@ def test_gan_resume_equals_uninterrupted(tmp_path):
     g3, d3 = fresh()
     hist = train_gan(g3, d3, DATA, epochs=2, batch_size=32, seed=3, progress=False, checkpoint=ckpt)
     assert len(hist) == 2 and _same(g1, g3) and _same(d1, d3)
+
+
+def test_augment_batch_crops_and_flips():
+    x = torch.rand(6, 3, 8, 8)
+    assert augment_batch(x, None) is x
+    torch.manual_seed(0)
+    out = augment_batch(x, "crop", pad=2)
+    assert out.shape == x.shape
+    # every crop is a shifted window of the zero-padded image
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for k in range(6):
+        assert any(torch.equal(out[k], padded[k, :, i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
+    torch.manual_seed(1)
+    flipped = augment_batch(x, "crop_flip", pad=0)
+    assert all(torch.equal(flipped[k], x[k]) or torch.equal(flipped[k], x[k].flip(2)) for k in range(6))
+    with pytest.raises(ValueError, match="augment"):
+        augment_batch(x, "rotate")
+    hist = train_classifier(_lenet(), DATA, epochs=1, batch_size=48, augment="crop", progress=False)
+    assert len(hist) == 1

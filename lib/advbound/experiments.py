@@ -106,6 +106,7 @@ class ClassifierSpec:
     batch_size: int = 128
     weight_decay: float = 0.0
     adversarial: PGDConfig | None = None
+    augment: str | None = None       # "crop" / "crop_flip" (advbound.training.augment_batch) or None
 
     @property
     def key(self) -> str:
@@ -162,7 +163,7 @@ def _specs(dataset: str, profile: str, channels: int, size: int) -> tuple[Classi
                                    adversarial=_ci_pgd(), **small_kw))
         depth, widen = (16, 4) if profile == "colab" else (28, 10)
         epochs = 15 if profile == "colab" else 100
-        sgd = dict(lr=0.1, optimizer="sgd", weight_decay=5e-4)
+        sgd = dict(lr=0.1, optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
         return (ClassifierSpec("VGG", "vgg", {"layout": "vgg16"}, epochs, **sgd),
                 ClassifierSpec("Wide ResNet", "wide_resnet", {"depth": depth, "widen": widen}, epochs, **sgd),
                 ClassifierSpec("Wide ResNet + Adv. training", "wide_resnet", {"depth": depth, "widen": widen},
@@ -177,7 +178,7 @@ def _specs(dataset: str, profile: str, channels: int, size: int) -> tuple[Classi
             res.append(ClassifierSpec("ResNet-101", "resnet101", {"width": 2}, 3, 3e-3, batch_size=64))
         return tuple(res)
     epochs = 15 if profile == "colab" else 40
-    sgd = dict(lr=0.05, optimizer="sgd", weight_decay=5e-4)
+    sgd = dict(lr=0.05, optimizer="sgd", weight_decay=5e-4, augment="crop" if dataset == "svhn" else None)
     res = [ClassifierSpec("2-Layer LeNet", "lenet", lenet, epochs, **sgd),
            ClassifierSpec("ResNet-18", "resnet18", {}, epochs, **sgd)]
     if dataset == "svhn":
@@ -451,7 +452,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         t = time.perf_counter()
         hist = train_classifier(clf, train, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                                 optimizer=spec.optimizer, weight_decay=spec.weight_decay, seed=seed + k,
-                                adversarial=spec.adversarial, device=dev, progress=progress,
+                                adversarial=spec.adversarial, augment=spec.augment, device=dev, progress=progress,
                                 checkpoint=None if ckdir is None else ckdir / f"{spec.key}.pt")
         timings[f"train_{spec.key}_s"] = time.perf_counter() - t
         for p in clf.parameters():

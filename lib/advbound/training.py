@@ -163,6 +163,31 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: PGDCo
 # Classifiers
 # --------------------------------------------------------------------------------------------------
 
+AUGMENTATIONS = (None, "crop", "crop_flip")
+
+
+def augment_batch(x: torch.Tensor, kind: str | None, pad: int = 4) -> torch.Tensor:
+    """Standard CIFAR/SVHN training augmentation, vectorised over the batch (global torch RNG):
+    ``"crop"``: zero-pad by ``pad`` and take a random crop of the original size; ``"crop_flip"``: the same
+    and a horizontal flip with probability 1/2; ``None``: unchanged."""
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {kind!r}")
+    if kind is None:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,)).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,)).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                 torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    if kind == "crop_flip":
+        flip = (torch.rand(n) < 0.5).to(x.device)
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
 
@@ -183,18 +208,22 @@ def _check_training_args(epochs: int, batch_size: int, lr: float) -> None:
 
 def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_size: int = 128,
                      lr: float = 0.05, optimizer: str = "sgd", weight_decay: float = 5e-4, seed: int = 0,
-                     adversarial: PGDConfig | None = None, device: str | torch.device | None = None,
-                     checkpoint: str | os.PathLike | None = None, progress: bool = True) -> list[dict[str, float]]:
+                     adversarial: PGDConfig | None = None, augment: str | None = None,
+                     device: str | torch.device | None = None, checkpoint: str | os.PathLike | None = None,
+                     progress: bool = True) -> list[dict[str, float]]:
     """Train ``model`` on ``data`` by cross-entropy with a cosine learning-rate schedule.
 
     ``optimizer`` is ``"sgd"`` (momentum 0.9, Nesterov) or ``"adam"``.  With ``adversarial`` set, each
-    mini-batch is replaced by its PGD adversarial examples (Madry et al. [10]).  With ``checkpoint`` set,
+    mini-batch is replaced by its PGD adversarial examples (Madry et al. [10]); ``augment`` applies
+    :func:`augment_batch` (random crops, and flips for CIFAR-10) first.  With ``checkpoint`` set,
     the state is saved after every epoch and an existing checkpoint of the same configuration is resumed.
     Returns the per-epoch history (mean loss, training accuracy on the batches seen).
     """
     _check_training_args(epochs, batch_size, lr)
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {optimizer!r}")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {augment!r}")
     dev = resolve_device(device)
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -208,6 +237,8 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
               "batch_size": int(batch_size), "lr": float(lr), "optimizer": optimizer,
               "weight_decay": float(weight_decay), "seed": int(seed),
               "adversarial": None if adversarial is None else asdict(adversarial)}
+    if augment is not None:  # (absent when None, so older checkpoints keep matching)
+        config["augment"] = augment
     parts = {"model": model, "optimizer": opt, "scheduler": sched}
     ckpt, start, history = _resume(checkpoint, config, dev, parts)
     for epoch in range(start, epochs):
@@ -217,6 +248,7 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
         n_batches = math.ceil(len(data) / batch_size)
         batches = data.batches(batch_size, shuffle=True, generator=_epoch_generator(seed, epoch), device=dev)
         for x, y in _progress(batches, n_batches, f"{type(model).__name__} epoch {epoch + 1}/{epochs}", progress):
+            x = augment_batch(x, augment)
             if adversarial is not None:
                 x = pgd_attack(model, x, y, adversarial)
             logits = model(x)
@@ -310,7 +342,9 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
 
 __all__ = [
     "CheckpointError",
+    "AUGMENTATIONS",
     "PGDConfig",
+    "augment_batch",
     "error_rate",
     "load_checkpoint",
     "pgd_attack",
