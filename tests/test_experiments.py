@@ -108,3 +108,23 @@ def test_main_prints_and_saves(tiny_result, tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "SYNTHETIC STAND-IN" in text and out.exists()
     assert seen["dataset"] == "cifar10" and seen["progress"] is False and seen["checkpoint_dir"] is None
+
+
+def test_rerun_resumes_from_checkpoints(tmp_path):
+    """A second run with the same checkpoint folder loads the trained models (the full profile's resume)
+    and reproduces the table."""
+    import torch
+
+    threads = torch.get_num_threads()
+    cfg = dataclasses.replace(tiny_config("cifar10"), n_eval=6, modulus_samples=6)
+    runs = []
+    try:
+        for _ in range(2):
+            ex.set_determinism(0, threads=1)
+            runs.append(ex.run_experiment("cifar10", "ci", seed=0, config=cfg, device="cpu", progress=False,
+                                          checkpoint_dir=tmp_path, log=lambda *a: None))
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "dcgan.pt").exists() and (tmp_path / "2-layer-lenet.pt").exists()
+    assert runs[0].table.equals(runs[1].table)
+    assert runs[1].gan_history == runs[0].gan_history
