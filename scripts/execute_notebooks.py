@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import sys
 import tempfile
 import time
@@ -86,22 +87,24 @@ def execute(source: Path, profile: str, seed: int, url: str, timeout: int) -> fl
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         src_nb = Path(tmp) / f"{name}.ipynb"
+        running = Path(tmp) / f"{name}.out.ipynb"  # papermill saves here after every cell
         nbformat.write(to_notebook(source), src_nb)
         try:
             pm.execute_notebook(
-                str(src_nb), str(failed),
+                str(src_nb), str(running),
                 parameters={"profile": profile, "seed": seed, "repository_url": url},
                 kernel_name=KERNEL, cwd=str(BOOK), progress_bar=False, log_output=False,
                 execution_timeout=timeout, report_mode=False,
             )
         except pm.PapermillExecutionError as err:
+            shutil.copyfile(running, failed)
             print(f"FAILED  {source}: cell {err.exec_count}: {err.ename}: {err.evalue}", file=sys.stderr)
             print(f"        partial output kept in {failed.relative_to(ROOT)}", file=sys.stderr)
             raise SystemExit(1) from None
-    nb = nbformat.read(failed, as_version=4)
+        nb = nbformat.read(running, as_version=4)
     strip_volatile(nb)
     nbformat.write(nb, out)
-    failed.unlink()
+    failed.unlink(missing_ok=True)  # a stale failure from an earlier run
     return time.perf_counter() - start
 
 
