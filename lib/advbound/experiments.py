@@ -649,20 +649,23 @@ def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
     lines = [f"{_title(result.config.dataset, result.provenance['data'])}, profile {result.provenance['profile']}, "
              f"seed {result.provenance['seed']}"]
     ftab = format_table(result.table, digits)
-    for row in ROWS:
-        lines.append(f"{row}:" + "; ".join(f" {c} = {ftab.loc[row, c]}" for c in ftab.columns) + tag)
     fb = format_table(result.bounds.iloc[:4], digits)
-    for row in fb.index:
-        lines.append(f"{row}:" + "; ".join(f" {c} = {fb.loc[row, c]}" for c in fb.columns) + tag)
+    # one value per line, so the page needs no sideways scrolling; the data label heads every block
+    for frame, rows in ((ftab, ROWS), (fb, fb.index)):
+        for row in rows:
+            lines.append(f"{row}{tag}:")
+            lines.extend(f"    {c} = {frame.loc[row, c]}" for c in frame.columns)
     ch = result.checks
     lines.append(f"check: Z-space bound (10 equiprobable classes, d = 100) = {ch['z_bound_equiprobable']:.4f}, "
                  f"rounds to the paper's 0.016: {ch['z_bound_is_paper_0.016']}")
     for label, c in ch["per_classifier"].items():
-        lines.append(f"check {label}: measured Z-space 25% quantile below the equiprobable bound: "
-                     f"{c['z_quantile_below_equiprobable_bound']}, below the measured-proportions bound: "
-                     f"{c['z_quantile_below_measured_proportions_bound']}; r_unc <= r_in for every sample: "
-                     f"{c['r_unc_le_r_in_all_samples']}; in-distribution 25% quantile below the image-space bound "
-                     f"(estimated omega): {c['in_distribution_quantile_below_image_bound']}")
+        lines.append(f"check {label}:")
+        lines.append(f"    measured Z-space 25% quantile below the equiprobable bound: "
+                     f"{c['z_quantile_below_equiprobable_bound']}")
+        lines.append(f"    ... below the measured-proportions bound: {c['z_quantile_below_measured_proportions_bound']}")
+        lines.append(f"    r_unc <= r_in for every sample: {c['r_unc_le_r_in_all_samples']}")
+        lines.append(f"    in-distribution 25% quantile below the image-space bound (estimated omega): "
+                     f"{c['in_distribution_quantile_below_image_bound']}")
     return "\n".join(lines)
 
 
