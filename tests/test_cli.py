@@ -61,3 +61,13 @@ def test_cli_bad_arguments_exit_nonzero_with_one_line_naming_the_argument(args, 
 def test_cli_missing_latent_dim():
     proc = _run("bound", "--classes", "10", "--quantile", "0.25")
     assert proc.returncode != 0 and "--latent-dim" in proc.stderr
+
+
+def test_import_is_torch_free_and_submodules_load_lazily():
+    code = ("import sys, advbound; assert 'torch' not in sys.modules; "
+            "f = advbound.attacks.deepfool; assert 'torch' in sys.modules; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        import advbound
+        advbound.nonexistent  # noqa: B018

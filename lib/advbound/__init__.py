@@ -25,6 +25,19 @@ from .modulus import AffineModulus, EmpiricalModulus, IdentityModulus, Lipschitz
 
 __version__ = "0.1.0"
 
+# Submodules that need torch are imported on first use (``advbound.attacks.deepfool(...)``), so that
+# ``import advbound`` and the ``bound`` command line stay fast and torch-free.
+_LAZY_SUBMODULES = frozenset({"attacks", "projection", "generators", "classifiers", "montecarlo", "models",
+                              "data", "training", "modulus_estimation", "experiments", "cli"})
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'advbound' has no attribute {name!r}")
+
 __all__ = [
     "TABLE_QUANTILE",
     "balanced_bound",
