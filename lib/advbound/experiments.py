@@ -413,6 +413,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         raise ValueError(f"data shape {train.shape} does not match the config's "
                          f"{(cfg.channels, cfg.image_size, cfg.image_size)}")
     log(f"data: train {train.describe()}; test {test.describe()}")
+    data_tag = " [SYNTHETIC STAND-IN]" if train.source == STAND_IN else ""
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     # 1. the generator
@@ -428,7 +429,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     gen.eval()
     for p in gen.parameters():
         p.requires_grad_(False)
-    log(f"DCGAN trained ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
+    log(f"DCGAN trained{data_tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
 
     # 2. normalisers and the modulus of continuity
     with torch.no_grad():
@@ -441,7 +442,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
                            delta=cfg.delta, confidence=cfg.modulus_confidence, restarts=cfg.modulus_restarts,
                            steps=cfg.modulus_steps, seed=seed + 202)
     timings["modulus_s"] = time.perf_counter() - t
-    log(f"modulus estimated: {est.modulus!r} ({timings['modulus_s']:.0f} s)")
+    log(f"modulus estimated{data_tag}: {est.modulus!r} ({timings['modulus_s']:.0f} s)")
 
     # 3. classifiers and their robustness on generated samples
     z_eval = _latent(cfg.n_eval, seed + 303, dev)
@@ -466,7 +467,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         timings[f"attacks_{spec.key}_s"] = time.perf_counter() - t
         results.append(ClassifierResult(spec, err, props, att["r_z"], att["r_in"], att["r_unc"], att["r_df"],
                                         att["success"], att["examples"], hist))
-        log(f"{spec.label}: error {err:.3f}, trained in {timings[f'train_{spec.key}_s']:.0f} s, "
+        log(f"{spec.label}: error {err:.3f}{data_tag}, trained in {timings[f'train_{spec.key}_s']:.0f} s, "
             f"attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
 
     # 4. table, bounds, checks
