@@ -12,6 +12,10 @@ NOTEBOOKS := $(wildcard notebooks/*.md)
 export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND := Agg
+# The official MNIST test files, when they sit beside the checkout (CI: ../shared); the library never searches
+# for them, and without them the MNIST chapter loads MNIST through torchvision (a download).
+SHARED_MNIST := $(abspath ../shared/data/mnist)
+export ADVBOUND_MNIST_DIR ?= $(if $(wildcard $(SHARED_MNIST)/t10k-images-idx3-ubyte.gz),$(SHARED_MNIST),)
 
 .PHONY: install book notebooks html test clean
 

@@ -14,7 +14,7 @@ One process, one deterministic task (see benchmarks/README.md for the fairness n
   run round-robin (repeat 1 of every attack, then repeat 2, ...) so that background load hits all alike.
 
 Run ``python benchmarks/bench_attacks.py`` (the full run) or ``--quick`` (a smaller CPU run).  Results go to
-``benchmarks/results/bench_attacks[-quick].json`` and ``.csv`` with the machine description.
+``book/results/bench_attacks[-quick].json`` and ``.csv`` with the machine description.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def train(model: nn.Module, task: SyntheticTask, steps: int, seed: int, device: 
 def attack_ours(refine: bool) -> Callable:
     def run(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, candidates: int) -> torch.Tensor:
         res = deepfool(model, x, candidates=None if candidates == N_CLASSES else candidates, overshoot=OVERSHOOT,
-                       max_steps=STEPS, refine=refine, bounds=(0.0, 1.0))
+                       max_steps=STEPS, refine=refine, box=(0.0, 1.0))
         return res.x_adv
     return run
 
@@ -277,7 +277,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "per second (default: 1024 on CUDA, off on CPU)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(ROOT / "book" / "results"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.repeats < 1:

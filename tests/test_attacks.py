@@ -130,12 +130,33 @@ def test_finished_samples_are_dropped_and_results_verified() -> None:
 
 
 def test_failure_is_reported_not_hidden() -> None:
+    """A boundary outside the box cannot be reached: every sample must be reported as a failure, with its
+    last iterate inside the box; moving the boundary inside the box makes every sample succeed."""
     torch.manual_seed(6)
-    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).to(DT)
-    x = torch.randn(20, 6, dtype=DT)
-    res = deepfool(net, x, overshoot=0.0, max_steps=1, bounds=(-1e-3, 1e-3))
-    verify(net, res.x_adv, res.labels, res.success)
+    x = 1e-3 * (2 * torch.rand(20, 6, dtype=DT) - 1)
+    far = nn.Linear(6, 2).to(DT)
+    with torch.no_grad():  # logits (x_1 + 2e-3, 0): label 0 everywhere in the box, boundary at x_1 = -2e-3
+        far.weight.zero_()
+        far.weight[0, 0] = 1.0
+        far.bias.copy_(torch.tensor([2e-3, 0.0], dtype=DT))
+    res = deepfool(far, x, overshoot=0.0, max_steps=3, box=(-1e-3, 1e-3))
+    verify(far, res.x_adv, res.labels, res.success)
+    assert not bool(res.success.any())
+    assert bool((res.steps == 3).all())
     assert float(res.x_adv.abs().max()) <= 1e-3
+    with torch.no_grad():  # boundary at x_1 = -5e-4, inside the box: reachable from every sample
+        far.bias.copy_(torch.tensor([5e-4, 0.0], dtype=DT))
+    res = deepfool(far, x, overshoot=0.02, max_steps=3, box=(-1e-3, 1e-3))
+    verify(far, res.x_adv, res.labels, res.success)
+    assert bool(res.success.all())
+
+
+def test_box_must_contain_the_input() -> None:
+    net = nn.Linear(3, 2).to(DT)
+    with pytest.raises(ValueError, match=r"x must lie inside box"):
+        deepfool(net, torch.full((2, 3), 2.0, dtype=DT), box=(0, 1))
+    with pytest.raises(ValueError, match=r"box must be \(low, high\) with low < high"):
+        deepfool(net, torch.zeros(2, 3, dtype=DT), box=(1, 0))
 
 
 class IsometricLinear(nn.Module):
@@ -240,3 +261,33 @@ def test_cuda_inputs_stay_on_cuda() -> None:  # pragma: no cover - run where a G
     assert res.x_adv.is_cuda and res.norms.is_cuda
     ref = affine_distance(lin.cpu(), x.cpu())
     assert float((res.norms.cpu() / ref - 1).abs().max()) < 1e-4
+
+
+def test_options_object_and_best_of() -> None:
+    """DeepFoolOptions validates once for all attacks (numpy integers accepted); best_of keeps, per sample, the
+    valid result with the smallest image distance."""
+    import numpy as np
+
+    from advbound.attacks import DeepFoolOptions, best_of
+
+    opts = DeepFoolOptions(candidates=np.int64(3), max_steps=np.int32(7))
+    assert opts.kwargs() == {"candidates": 3, "overshoot": 0.02, "max_steps": 7, "refine": False,
+                             "batched_grads": False}
+    for bad, name in ((dict(max_steps=0), "max_steps"), (dict(max_steps=2.0), "max_steps"),
+                      (dict(overshoot=float("inf")), "overshoot"), (dict(candidates=1), "candidates"),
+                      (dict(refine=1), "refine")):
+        with pytest.raises(ValueError, match=name):
+            DeepFoolOptions(**bad)
+    gen = IsometricLinear(4, 6, seed=0)
+    clf = nn.Linear(6, 3).to(DT)
+    z = torch.randn(8, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
+    a = latent_deepfool(clf, gen, z, max_steps=1, overshoot=0.0)
+    b = latent_deepfool(clf, gen, z, **DeepFoolOptions(overshoot=0.5).kwargs())
+    best = best_of(a, b)
+    inf = torch.tensor(float("inf"), dtype=DT)
+    cost = torch.stack([torch.where(r.success, r.image_distances, inf) for r in (a, b)])
+    assert torch.equal(torch.where(best.success, best.image_distances, inf), cost.min(dim=0).values)
+    assert torch.equal(best.success, a.success | b.success)
+    assert set(best.method) <= {"latent_deepfool"}
+    with pytest.raises(ValueError, match="same latent batch"):
+        best_of(a, latent_deepfool(clf, gen, z[:4]))

@@ -53,6 +53,29 @@ def test_find_shared_mnist_dir_env(tmp_path, monkeypatch):
         data.load_mnist_idx(tmp_path)
 
 
+def test_mnist_dir_variable_is_never_ignored(tmp_path, monkeypatch):
+    """A set ADVBOUND_MNIST_DIR that is missing, incomplete or empty is an error naming the variable, not a
+    silent fallback to a download."""
+    monkeypatch.setenv(data.MNIST_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(DataUnavailableError, match="ADVBOUND_MNIST_DIR=.*is not a folder"):
+        load_dataset("mnist", "ci", download=False)
+    monkeypatch.setenv(data.MNIST_DIR_ENV, str(tmp_path))
+    with pytest.raises(DataUnavailableError, match="ADVBOUND_MNIST_DIR=.*lacks t10k-images"):
+        load_dataset("mnist", "ci", download=False)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"x")
+    with pytest.raises(DataUnavailableError, match="lacks t10k-labels-idx1-ubyte.gz"):
+        find_shared_mnist_dir()
+    monkeypatch.delenv(data.MNIST_DIR_ENV)
+    assert find_shared_mnist_dir() is None
+
+
+def test_mnist_download_error_does_not_mention_the_stand_in(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.MNIST_DIR_ENV, raising=False)
+    with pytest.raises(DataUnavailableError) as info:
+        load_dataset("mnist", "ci", root=tmp_path, download=False)
+    assert "stand-in" not in str(info.value) and "ADVBOUND_MNIST_DIR" in str(info.value)
+
+
 @pytest.mark.skipif(find_shared_mnist_dir() is None, reason="shared MNIST files not present")
 def test_mnist_ci_split_is_real_and_fixed():
     train, test = load_dataset("mnist", "ci")

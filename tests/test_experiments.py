@@ -3,11 +3,13 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from advbound import experiments as ex
+from advbound.attacks import DeepFoolOptions
 from advbound.data import STAND_IN, DataUnavailableError
 
 
@@ -16,7 +18,8 @@ def tiny_config(dataset="svhn"):
     spec = ex.ClassifierSpec("2-Layer LeNet", "lenet", {"width": 2, "hidden": 8, "image_size": cfg.image_size}, 1, 5e-3)
     return dataclasses.replace(cfg, classifiers=(spec,), gan_width=4, disc_width=2, gan_epochs=1, n_train=128,
                                n_test=64, n_eval=12, n_norm=50, modulus_samples=12, modulus_radii=5,
-                               modulus_restarts=1, modulus_steps=2, attack_steps=20)
+                               modulus_restarts=1, modulus_steps=2,
+                               attack=DeepFoolOptions(max_steps=20))
 
 
 @pytest.fixture(scope="module")
@@ -95,19 +98,29 @@ def test_real_profiles_fail_without_data(tmp_path):
         ex.run_experiment("cifar10", "colab", data_root=tmp_path, download=False, progress=False)
 
 
-def test_main_prints_and_saves(tiny_result, tmp_path, monkeypatch, capsys):
+def test_cli_experiment_prints_and_saves_json_and_csv(tiny_result, tmp_path, monkeypatch, capsys):
+    from advbound import cli, experiments
+
     seen = {}
 
     def fake_run(dataset, profile, **kwargs):
         seen.update(kwargs, dataset=dataset, profile=profile)
         return tiny_result
 
-    monkeypatch.setattr(ex, "run_experiment", fake_run)
-    out = tmp_path / "res.json"
-    assert ex.main(["--dataset", "cifar10", "--profile", "ci", "--quiet", "--out", str(out)]) == 0
+    monkeypatch.setattr(experiments, "run_experiment", fake_run)
+    out = tmp_path / "res.csv"  # a .csv name still gets both files: the JSON is not overwritten by the table
+    assert cli.main(["experiment", "--dataset", "cifar10", "--profile", "ci", "--quiet", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "SYNTHETIC STAND-IN" in text and out.exists()
+    assert "SYNTHETIC STAND-IN" in text
+    saved = json.loads((tmp_path / "res.json").read_text())
+    assert saved["provenance"]["data"] == STAND_IN
+    assert (tmp_path / "res.csv").read_text().startswith(",")
     assert seen["dataset"] == "cifar10" and seen["progress"] is False and seen["checkpoint_dir"] is None
+    # default: under the output folder (here the working directory), never inside the package
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["experiment", "--dataset", "svhn", "--profile", "colab", "--quiet"]) == 0
+    assert (tmp_path / "results" / "svhn-colab.json").is_file()
+    assert seen["checkpoint_dir"] == Path("checkpoints") / "svhn-colab-seed0"
 
 
 def test_rerun_resumes_from_checkpoints(tmp_path):

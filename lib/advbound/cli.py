@@ -5,7 +5,8 @@ Example (the paper's Table 1 check value)::
     python -m advbound bound --latent-dim 100 --classes 10 --quantile 0.25
 
 ``python -m advbound experiment --dataset svhn --profile full`` runs one of Tables 1-2 end to end
-(see :func:`advbound.experiments.main`).
+(:func:`advbound.experiments.run_experiment`), prints the table and saves the results JSON and CSV under the
+output folder (``--output``, else ``$ADVBOUND_OUTPUT``, else the working directory).
 """
 
 from __future__ import annotations
@@ -63,10 +64,10 @@ def _probabilities(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="advbound", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="advbound", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"advbound {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
-    b = sub.add_parser("bound", help="upper bound on a quantile of robustness (Theorem 1, eq. (2))",
+    b = sub.add_parser("bound", allow_abbrev=False, help="upper bound on a quantile of robustness (Theorem 1, eq. (2))",
                        description="Smallest eta with P(r <= eta) >= Q guaranteed by Theorem 1 for any classifier.")
     b.add_argument("--latent-dim", type=_positive_int("--latent-dim"), required=True, help="latent dimension d")
     classes = b.add_mutually_exclusive_group(required=True)
@@ -78,8 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Lipschitz constant L of g: report the image-space radius eta = L t (else latent)")
     b.add_argument("--delta", type=_float_in("--delta", 0, 1, False, True), default=0.0,
                    help="failure probability of a probabilistic modulus, added to Q (default 0)")
-    sub.add_parser("experiment", add_help=False,
-                   help="run a Table 1-2 pipeline: python -m advbound experiment --dataset {mnist,svhn,cifar10} ...")
+    e = sub.add_parser("experiment", allow_abbrev=False, help="run one of Tables 1-2 end to end",
+                       description="Train (or load) the generator and classifiers of a table, attack them, print "
+                                   "the table with its bounds, and save the results JSON and CSV.")
+    e.add_argument("--dataset", choices=("mnist", "svhn", "cifar10"), required=True)
+    e.add_argument("--profile", choices=("ci", "colab", "full"), default="ci")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    e.add_argument("--output", default=None,
+                   help="output folder for results/, checkpoints/, data/ (default: $ADVBOUND_OUTPUT, else .)")
+    e.add_argument("--data-root", default=None,
+                   help="torchvision data folder (default: $ADVBOUND_DATA, else <output>/data)")
+    e.add_argument("--no-download", action="store_true", help="do not download the real data")
+    e.add_argument("--checkpoint-dir", default=None,
+                   help="save/resume training here (default for colab/full: "
+                        "<output>/checkpoints/<dataset>-<profile>-seed<seed>)")
+    e.add_argument("--out", default=None,
+                   help="results path; NAME.json and NAME.csv are written (default: <output>/results/<dataset>-<profile>)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -112,12 +129,39 @@ def bound_command(args: argparse.Namespace) -> dict:
     }
 
 
+def experiment_command(args: argparse.Namespace) -> int:
+    """Run one table (:func:`advbound.experiments.run_experiment`), print it and save its results."""
+    import json as _json
+
+    from . import book
+    from .data import DataUnavailableError
+    from .experiments import run_experiment, set_determinism, side_by_side
+    from .experiments.report import _title
+
+    ckdir = args.checkpoint_dir
+    if ckdir is None and args.profile != "ci":
+        ckdir = book.checkpoint_dir(args.dataset, args.profile, args.seed, args.output)
+    data_root = args.data_root if args.data_root is not None else (
+        None if args.output is None else book.output_dir(args.output) / "data")
+    # the ci profile's tiny networks run fastest (and reproducibly) on one CPU thread
+    set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
+    try:
+        res = run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=data_root,
+                             download=not args.no_download, checkpoint_dir=ckdir, progress=not args.quiet)
+    except DataUnavailableError as err:
+        raise SystemExit(f"advbound: error: {err}") from None
+    print(_title(args.dataset, res.provenance["data"]))
+    print(side_by_side(res).to_string())
+    print(_json.dumps(res.to_json_dict()["checks"], indent=1))
+    path = res.save(args.out or book.results_path(args.dataset, args.profile, args.output))
+    print(f"results written to {path} and {path.with_suffix('.csv')}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["experiment"]:  # heavy imports (torch, torchvision) only for this subcommand
-        from .experiments import main as experiment_main
-        return experiment_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "experiment":  # heavy imports (torch, torchvision) only for this subcommand
+        return experiment_command(args)
     if args.command == "bound":
         result = bound_command(args)
         # JSON has no infinity: an uncertified radius is reported as null

@@ -5,7 +5,7 @@ data can say where it came from:
 
 * ``"real"`` through torchvision (SVHN [37], CIFAR-10 [39], MNIST) with a data root and a download switch;
 * ``"real"`` MNIST read from the official idx ``.gz`` files (checked against their md5), used by the MNIST
-  chapter in CI from the project's shared data folder (see :func:`find_shared_mnist_dir`);
+  chapter when ``$ADVBOUND_MNIST_DIR`` names their folder (see :func:`find_shared_mnist_dir`);
 * ``"synthetic stand-in"``: a deterministic synthetic data set of the same shape as SVHN / CIFAR-10, used only
   by the ``ci`` profile, where the real data cannot be downloaded.  Numbers computed from it exercise the
   pipeline and are **not** results about SVHN or CIFAR-10.
@@ -153,31 +153,25 @@ def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.
     return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()
 
 
-def find_repo_root(start: str | os.PathLike | None = None) -> Path | None:
-    """The nearest folder at or above ``start`` (default: the working directory, then this package's
-    location) that holds ``pyproject.toml``; ``None`` if there is none."""
-    starts = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parent]
-    for s in starts:
-        for folder in [s.resolve(), *s.resolve().parents]:
-            if (folder / "pyproject.toml").is_file():
-                return folder
-    return None
-
-
 def find_shared_mnist_dir() -> Path | None:
-    """The folder with the official MNIST test files: ``$ADVBOUND_MNIST_DIR`` if set, else
-    ``<repo root>/../shared/data/mnist``; ``None`` when neither holds the two files."""
-    candidates = []
+    """The folder named by ``$ADVBOUND_MNIST_DIR`` holding the official MNIST test files; ``None`` when the
+    variable is unset.
+
+    When it is set, the folder must hold both files: a missing folder or file raises
+    :class:`DataUnavailableError` naming the variable (never a silent fallback to a download).
+    """
     env = os.environ.get(MNIST_DIR_ENV)
-    if env:
-        candidates.append(Path(env))
-    root = find_repo_root()
-    if root is not None:
-        candidates.append(root.parent / "shared" / "data" / "mnist")
-    for c in candidates:
-        if all((c / name).is_file() for name in MNIST_MD5):
-            return c
-    return None
+    if not env:
+        return None
+    folder = Path(env)
+    if not folder.is_dir():
+        raise DataUnavailableError(f"{MNIST_DIR_ENV}={env!r} is not a folder; it must name the folder holding "
+                                   f"{', '.join(MNIST_MD5)} (unset it to load MNIST through torchvision)")
+    missing = [name for name in MNIST_MD5 if not (folder / name).is_file()]
+    if missing:
+        raise DataUnavailableError(f"{MNIST_DIR_ENV}={env!r} lacks {', '.join(missing)} (the official MNIST test "
+                                   "files); add them or unset the variable to load MNIST through torchvision")
+    return folder
 
 
 def load_mnist_idx(folder: str | os.PathLike, *, verify: bool = True) -> ImageData:
@@ -198,12 +192,14 @@ def load_mnist_idx(folder: str | os.PathLike, *, verify: bool = True) -> ImageDa
 # --------------------------------------------------------------------------------------------------
 
 def default_data_root() -> Path:
-    """``$ADVBOUND_DATA`` if set, else ``<repo root>/data`` (git-ignored), else ``./data``."""
+    """``$ADVBOUND_DATA`` if set, else ``data/`` under the output folder (:func:`advbound.book.output_dir`:
+    ``$ADVBOUND_OUTPUT`` or the working directory)."""
     env = os.environ.get("ADVBOUND_DATA")
     if env:
         return Path(env)
-    root = find_repo_root()
-    return (root / "data") if root is not None else Path("data")
+    from .book import output_dir
+
+    return output_dir() / "data"
 
 
 def torchvision_dataset(name: str, *, train: bool, root: str | os.PathLike | None = None,
@@ -231,10 +227,11 @@ def torchvision_dataset(name: str, *, train: bool, root: str | os.PathLike | Non
             ds = torchvision.datasets.MNIST(str(root), train=train, download=download)
             images, labels = ds.data[:, None].contiguous(), ds.targets
     except Exception as err:  # torchvision raises RuntimeError / URLError / OSError here
+        hint = ("the ci profile reads the official MNIST test files from $ADVBOUND_MNIST_DIR when it is set"
+                if name == "mnist" else "only the ci profile runs without it, on a labelled synthetic stand-in")
         raise DataUnavailableError(
             f"the real {name} {split} set could not be loaded from {root} (download={download}): {err}. "
-            "The colab and full profiles need the real data (internet access or a filled data root); "
-            "the ci profile runs on a synthetic stand-in instead.") from err
+            f"It needs internet access or a data root holding the files ({hint}).") from err
     labels = labels.long() % 10  # SVHN labels are already 0-9 in torchvision; keep the invariant
     return ImageData(images, labels, name, REAL, f"torchvision {name} {split} split in {root}")
 
@@ -285,8 +282,8 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
     * ``svhn`` / ``cifar10``: ``ci`` -> the synthetic stand-in (``n_train`` / ``n_test`` images, default
       2000 / 500); ``colab`` / ``full`` -> the real data through torchvision, or :class:`DataUnavailableError`.
     * ``mnist``: ``ci`` -> the real 10k MNIST test set split into 8000 train / 2000 test images (fixed
-      split), read from :func:`find_shared_mnist_dir` or, when that is absent, from torchvision's test split
-      (the same images); ``colab`` / ``full`` -> torchvision's 60k / 10k splits.
+      split), read from ``$ADVBOUND_MNIST_DIR`` when set (:func:`find_shared_mnist_dir`), else from
+      torchvision's test split (the same images); ``colab`` / ``full`` -> torchvision's 60k / 10k splits.
 
     ``n_train`` / ``n_test`` cap the sizes (first images of a fixed shuffle); ``pad_to=32`` zero-pads MNIST.
     """
@@ -348,7 +345,6 @@ __all__ = [
     "DataUnavailableError",
     "ImageData",
     "read_idx",
-    "find_repo_root",
     "find_shared_mnist_dir",
     "load_mnist_idx",
     "default_data_root",

@@ -1,0 +1,207 @@
+"""Batched L2 DeepFool (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016; the paper's ref. [38]).
+
+The loop shared by the image, latent and in-distribution attacks:
+
+* ``y`` is the label predicted at the clean input; candidate classes are, per sample, all classes or the
+  top-``k`` classes by the clean logits (fixed at the start, as in the reference implementation);
+* at the current iterate ``x_i`` each candidate ``j`` is linearised, ``h_j(x) = l_j(x) - l_y(x)`` with
+  gradient ``w_j``; the class with the smallest ``|h_j| / ||w_j||`` is chosen and the step is
+  ``r_i = (|h_j| / ||w_j|| + 1e-4) * w_j / ||w_j||`` -- the ``1e-4`` *push* of the reference code, so that a
+  point sitting exactly on a boundary still moves;
+* **overshoot**: steps are accumulated, ``r_tot = sum_i r_i``, and the next iterate is
+  ``x_{i+1} = x_0 + (1 + overshoot) * r_tot`` -- the overshoot multiplies the *accumulated* perturbation at
+  every step, as in the reference implementation (not once at the end, and not each step separately);
+  the returned perturbation is therefore ``(1 + overshoot) * r_tot`` (then clipped to ``box`` if given);
+* samples whose label has changed are dropped from all further forward/backward passes.
+
+Every returned point is re-verified by evaluating the model on it (``success``); ``refine`` shrinks the
+found perturbations back to the boundary (:mod:`advbound.attacks.refine`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import (CostFn, DeepFoolOptions, Metric, _box, _candidate_table, _check_input, _check_logits,
+                   _flat_norm, _identity_metric, _predict)
+from .refine import _margin, _refine
+
+#: the reference implementation's push added to the linearised distance at every step
+PUSH = 1e-4
+
+
+@dataclass
+class AttackResult:
+    """Per-sample result of an image-space attack (estimate of ``r_unc``).
+
+    ``x_adv`` has the input's shape; ``perturbation = x_adv - x``; ``norms`` its L2 norm per sample;
+    ``success`` whether ``model(x_adv)`` predicts a label other than ``labels`` (re-verified);
+    ``steps`` the number of DeepFool steps taken; ``labels`` / ``adv_labels`` the predictions at ``x`` and
+    ``x_adv``.
+    """
+
+    x_adv: Tensor
+    perturbation: Tensor
+    norms: Tensor
+    success: Tensor
+    steps: Tensor
+    labels: Tensor
+    adv_labels: Tensor
+
+
+
+def _difference_gradients(h: Tensor, x: Tensor, batched: bool) -> Tensor:
+    """Gradients of the columns of ``h`` (n, c) with respect to ``x`` (n, ...), returned as (n, c, D).
+
+    Rows of ``h`` depend only on the matching row of ``x`` (a classifier evaluated sample-wise), so the
+    gradient of a column's sum is the per-sample gradient.  ``batched`` uses one vmapped backward
+    (``is_grads_batched``) over the columns; otherwise one backward per column on the shared graph.
+    """
+    c = h.shape[1]
+    if batched and c > 1:
+        eye = torch.eye(c, dtype=h.dtype, device=h.device)
+        cot = eye[:, None, :].expand(c, h.shape[0], c)
+        (g,) = torch.autograd.grad(h, x, grad_outputs=cot, is_grads_batched=True)
+        return g.flatten(2).transpose(0, 1)
+    out = []
+    for j in range(c):
+        (g,) = torch.autograd.grad(h[:, j].sum(), x, retain_graph=j + 1 < c)
+        out.append(g.flatten(1))
+    return torch.stack(out, dim=1)
+
+
+def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, overshoot: float,
+                   max_steps: int, box: Optional[tuple[float, float]], metric: Metric,
+                   batched_grads: bool) -> tuple[Tensor, Tensor]:
+    """Run DeepFool from ``x0``; returns the last iterates and the step counts.
+
+    ``metric(x_active)`` returns a solver ``a -> M^{-1} a`` (per sample, applied along the last axis of
+    ``a`` of shape (n, c, D)); the linearised problem ``min ||r||_M s.t. h_j + a_j . r = 0`` has the
+    solution ``r = -h_j M^{-1} a_j / (a_j^T M^{-1} a_j)`` at distance ``|h_j| / sqrt(a_j^T M^{-1} a_j)``.
+    With ``M = I`` this is the DeepFool step of ref. [38].
+    """
+    n = x0.shape[0]
+    shape = x0.shape[1:]
+    x0f = x0.detach().flatten(1)
+    r_tot = torch.zeros_like(x0f)
+    x_cur = x0f.clone()
+    steps = torch.zeros(n, dtype=torch.long, device=x0.device)
+    active = torch.arange(n, device=x0.device)
+    n_cand = cand.shape[1]
+    for it in range(max_steps + 1):
+        if active.numel() == 0:
+            break
+        xa = x_cur[active].view(-1, *shape).requires_grad_(True)
+        logits = fn(xa)
+        still = logits.argmax(dim=1) == cand[active, 0]
+        if it == max_steps:
+            break
+        if not bool(still.all()):
+            n_done = int((~still).sum())
+            active = active[still]
+            if active.numel() == 0:
+                break
+            # Cost model: a fresh forward on the survivors (~1 pass) against backward passes wasted on
+            # finished rows (~2 passes per candidate per finished row).
+            if 2 * n_done * (n_cand - 1) >= active.numel():
+                xa = x_cur[active].view(-1, *shape).requires_grad_(True)
+                logits = fn(xa)
+            else:
+                # keep the graph of the whole previous batch; zero cotangents on the finished rows
+                logits = logits[still]
+        ca = cand[active]
+        h = logits.gather(1, ca[:, 1:]) - logits.gather(1, ca[:, :1])
+        grads = _difference_gradients(h, xa, batched_grads)
+        if grads.shape[0] != h.shape[0]:
+            grads = grads[still]
+        h = h.detach()
+        solved = metric(x_cur[active].view(-1, *shape))(grads)
+        s2 = (grads * solved).sum(dim=-1)
+        dist = torch.where(s2 > 0, h.abs() / s2.clamp_min(1e-30).sqrt(), torch.full_like(h, float("inf")))
+        best_dist, best = dist.min(dim=1)
+        ok = torch.isfinite(best_dist)
+        if not bool(ok.all()):
+            # zero gradient for every candidate: no DeepFool direction exists; give up on these samples
+            active, best_dist, best, solved, s2 = (t[ok] for t in (active, best_dist, best, solved, s2))
+            if active.numel() == 0:
+                break
+        idx = best[:, None, None].expand(-1, 1, solved.shape[-1])
+        direction = solved.gather(1, idx)[:, 0]
+        s_best = s2.gather(1, best[:, None])[:, 0].sqrt()
+        r_tot[active] += ((best_dist + PUSH) / s_best)[:, None] * direction
+        x_new = x0f[active] + (1.0 + overshoot) * r_tot[active]
+        if box is not None:
+            x_new = x_new.clamp(*box)
+        x_cur[active] = x_new.detach()
+        steps[active] += 1
+    return x_cur.view_as(x0).detach(), steps
+
+
+
+def _run(fn: Callable[[Tensor], Tensor], x: Tensor, opts: DeepFoolOptions, box: Optional[tuple[float, float]],
+         metric: Metric, cost: CostFn, who: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """DeepFool + optional refinement + verification; returns (x_adv, success, steps, labels, adv_labels)."""
+    x0 = x.detach()
+    with torch.no_grad():
+        logits0 = fn(x0)
+    _check_logits(logits0, x0.shape[0], who)
+    cand = _candidate_table(logits0, opts.candidates)
+    y = cand[:, 0]
+    x_adv, steps = _deepfool_loop(fn, x0, cand, overshoot=opts.overshoot, max_steps=opts.max_steps, box=box,
+                                  metric=metric, batched_grads=opts.batched_grads)
+    with torch.no_grad():
+        logits_adv = fn(x_adv)
+    adv_labels = logits_adv.argmax(dim=1)
+    success = adv_labels != y
+    if opts.refine and bool(success.any()):
+        m_adv = _margin(logits_adv, y)
+        ok = success & (m_adv > 0)
+        refined = _refine(fn, x0, x_adv, y, ok, _margin(logits0, y), m_adv, metric=metric, cost=cost, box=box)
+        ref_labels = _predict(fn, refined)
+        keep = (ref_labels != y) & success
+        view = (-1,) + (1,) * (x0.dim() - 1)
+        x_adv = torch.where(keep.view(view), refined, x_adv)
+        adv_labels = torch.where(keep, ref_labels, adv_labels)
+    return x_adv, success, steps, y, adv_labels
+
+
+def _l2_cost(a: Tensor, b: Tensor) -> Tensor:
+    return _flat_norm(a - b)
+
+
+def deepfool(model: Callable[[Tensor], Tensor], x: Tensor, *, candidates: Optional[int] = None,
+             overshoot: float = 0.02, max_steps: int = 50, refine: bool = False,
+             box: Optional[Sequence[float]] = None, batched_grads: bool = False) -> AttackResult:
+    """Batched L2 DeepFool (ref. [38]) on ``model``: an upper estimate of ``r_unc(x)`` (Section 3).
+
+    Parameters
+    ----------
+    model : callable returning logits of shape (n, K) for inputs of shape (n, ...); evaluated sample-wise
+        (put BatchNorm/Dropout in eval mode).
+    x : inputs (n, ...), on the model's device (CUDA works when both are there).
+    candidates : None for all K classes, or an integer k in [2, K]: the top-k classes of each sample's clean
+        logits (per sample), the first being the predicted label.
+    overshoot : >= 0; iterates are ``x_0 + (1 + overshoot) * r_tot`` with ``r_tot`` the accumulated steps
+        (reference implementation), so the returned perturbation is ``(1 + overshoot) r_tot``.
+    max_steps : >= 1 DeepFool steps per sample.
+    refine : shrink each successful perturbation back toward the boundary (boundary search along the segment
+        and boundary projections, see :func:`advbound.attacks.refine._refine`); invalid refined points are
+        never returned.
+    box : optional (low, high) onto which every iterate is clipped (e.g. (0, 1) for images); ``x`` must lie
+        inside it.  The paper's r_unc is unconstrained, so the default is no clipping.
+    batched_grads : compute the candidate gradients with one vmapped backward instead of one backward per
+        candidate (same numbers; which is faster depends on the model and device).
+
+    The settings can be passed as one object: ``deepfool(model, x, **DeepFoolOptions(...).kwargs())``.
+    """
+    opts = DeepFoolOptions(candidates, overshoot, max_steps, refine, batched_grads)
+    _check_input("x", x, model, "model")
+    clip = _box(box, x, "x")
+    x_adv, success, steps, y, adv_labels = _run(model, x, opts, clip, _identity_metric, _l2_cost, "model")
+    perturbation = x_adv - x.detach()
+    return AttackResult(x_adv=x_adv, perturbation=perturbation, norms=_flat_norm(perturbation), success=success,
+                        steps=steps, labels=y, adv_labels=adv_labels)

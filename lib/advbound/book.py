@@ -1,0 +1,154 @@
+"""The chapters' plumbing: where a chapter writes, the figure style, citable figure exports.
+
+Everything a chapter writes (figures, results, checkpoints, downloaded data) goes under one *output folder*:
+the folder given by the chapter, else ``$ADVBOUND_OUTPUT``, else the working directory.  Nothing here looks for
+the repository, so a chapter runs the same in the repository (papermill runs it with ``book/`` as the working
+directory), on Colab (``/content``) and in any empty folder.
+
+A chapter starts with::
+
+    chapter = advbound.book.start("circle", seed=seed)
+    ...
+    chapter.publish(fig, "cdf")          # figures/circle-cdf.{pdf,png}, shown once in the notebook
+
+Its first cell installs the package on Colab (and does nothing elsewhere); see :data:`COLAB_CELL`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: environment variable naming the output folder (default: the working directory)
+OUTPUT_ENV = "ADVBOUND_OUTPUT"
+#: environment variable holding a pip spec that the Colab cell installs instead of the repository's main branch
+PIP_SPEC_ENV = "ADVBOUND_PIP_SPEC"
+#: the matplotlib style of the book's figures
+STYLE = Path(__file__).with_name("advbound.mplstyle")
+
+#: The set-up cell every chapter starts with (after its ``parameters`` cell, which holds ``repository_url``).
+COLAB_CELL = '''\
+import os, sys
+if "google.colab" in sys.modules:  # Colab: install the package; ADVBOUND_PIP_SPEC may name a fork or a wheel
+    %pip install -q "{os.environ.get('ADVBOUND_PIP_SPEC') or 'git+' + repository_url}"
+'''
+
+
+def output_dir(folder: str | os.PathLike | None = None) -> Path:
+    """The output folder: ``folder`` if given, else ``$ADVBOUND_OUTPUT``, else the working directory.
+
+    It is created if needed.  Relative paths stay relative (to the working directory), so printed paths do not
+    depend on where a machine keeps its files.
+    """
+    if folder is None:
+        folder = os.environ.get(OUTPUT_ENV) or "."
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"folder must be a directory; {str(path)!r} is a file")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_path(dataset: str, profile: str, folder: str | os.PathLike | None = None) -> Path:
+    """``<output folder>/results/<dataset>-<profile>.json``: where an experiment's results are saved."""
+    return output_dir(folder) / "results" / f"{dataset}-{profile}.json"
+
+
+def checkpoint_dir(dataset: str, profile: str, seed: int, folder: str | os.PathLike | None = None) -> Path:
+    """``<output folder>/checkpoints/<dataset>-<profile>-seed<seed>``: training checkpoints (resumable)."""
+    return output_dir(folder) / "checkpoints" / f"{dataset}-{profile}-seed{int(seed)}"
+
+
+def use_style() -> None:
+    """Apply the book's matplotlib style (:data:`STYLE`)."""
+    import matplotlib.pyplot as plt
+
+    plt.style.use(str(STYLE))
+
+
+def seed_everything(seed: int, threads: int | None = None) -> None:
+    """Seed Python's, numpy's and torch's global generators; optionally fix torch's CPU thread count."""
+    import numpy as np
+
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.manual_seed(int(seed))
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
+def save_figure(fig: Any, chapter: str, name: str, folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Save ``fig`` as ``<output folder>/figures/<chapter>-<name>.pdf`` and ``.png`` (citable exports; the PDF
+    carries no creation date, so re-running an unchanged chapter leaves it unchanged)."""
+    figures = output_dir(folder) / "figures"
+    figures.mkdir(exist_ok=True)
+    pdf, png = figures / f"{chapter}-{name}.pdf", figures / f"{chapter}-{name}.png"
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})
+    fig.savefig(png, bbox_inches="tight", dpi=200)
+    return pdf, png
+
+
+def publish(fig: Any, chapter: str, name: str, folder: str | os.PathLike | None = None) -> None:
+    """Export ``fig`` (:func:`save_figure`), show it once as the cell's output, and close it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    save_figure(fig, chapter, name, folder)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=110)
+    plt.close(fig)
+    display(Image(data=buf.getvalue()))
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A running chapter: its name (the prefix of its figure files) and its output folder."""
+
+    name: str
+    output: Path
+
+    def publish(self, fig: Any, name: str) -> None:
+        """Export and show a figure as ``figures/<chapter>-<name>.{pdf,png}`` (see :func:`publish`)."""
+        publish(fig, self.name, name, self.output)
+
+    def path(self, *parts: str) -> Path:
+        """A path under the output folder (parent folders are created)."""
+        p = self.output.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def start(name: str, *, seed: int = 0, threads: int | None = None,
+          output: str | os.PathLike | None = None) -> Chapter:
+    """Begin a chapter: seed the global generators, fix torch's thread count if asked, apply the figure
+    style, and return the :class:`Chapter` with its output folder (see :func:`output_dir`)."""
+    if not name or any(c in name for c in "/\\"):
+        raise ValueError(f"name must be a plain chapter name (no path separators); got {name!r}")
+    seed_everything(seed, threads)
+    use_style()
+    return Chapter(name, output_dir(output))
+
+
+__all__ = [
+    "COLAB_CELL",
+    "OUTPUT_ENV",
+    "PIP_SPEC_ENV",
+    "STYLE",
+    "Chapter",
+    "checkpoint_dir",
+    "output_dir",
+    "publish",
+    "results_path",
+    "save_figure",
+    "seed_everything",
+    "start",
+    "use_style",
+]

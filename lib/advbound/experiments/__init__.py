@@ -1,0 +1,35 @@
+"""The pipeline of the paper's Section 5: Tables 1 (SVHN) and 2 (CIFAR-10), and the same table on MNIST.
+
+:mod:`~advbound.experiments.profiles` (what each profile trains and measures),
+:mod:`~advbound.experiments.pipeline` (:func:`run_experiment`),
+:mod:`~advbound.experiments.report` (tables, bounds, checks, results JSON) and
+:mod:`~advbound.experiments.plots` (the chapters' figures).  Command line:
+``python -m advbound experiment --dataset svhn --profile full``.
+"""
+
+from .pipeline import run_experiment, set_determinism
+from .plots import plot_examples, plot_modulus, plot_robustness
+from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
+from .report import (BOUND_COLUMN, PAPER_TABLES, ROWS, ClassifierResult, ExperimentResult, format_table, key_numbers,
+                     paper_table, quantile_with_failures, side_by_side)
+
+__all__ = [
+    "BOUND_COLUMN",
+    "PAPER_TABLES",
+    "ROWS",
+    "ClassifierResult",
+    "ClassifierSpec",
+    "ExperimentConfig",
+    "ExperimentResult",
+    "experiment_config",
+    "format_table",
+    "key_numbers",
+    "paper_table",
+    "plot_examples",
+    "plot_modulus",
+    "plot_robustness",
+    "quantile_with_failures",
+    "run_experiment",
+    "set_determinism",
+    "side_by_side",
+]

@@ -1,0 +1,230 @@
+"""The pipeline of the paper's Section 5: Tables 1 (SVHN) and 2 (CIFAR-10), and the same table on MNIST.
+
+For one data set and one *profile* (``ci``: 2 CPU cores, minutes; ``colab``: a free Colab GPU; ``full``: the
+paper's scale on one modern GPU, resumable), :func:`run_experiment`
+
+1. loads the data (:func:`advbound.data.load_dataset`; the ``ci`` profile of SVHN / CIFAR-10 uses a
+   **synthetic stand-in**, and every output then says so);
+2. trains a DCGAN g with d = 100 and each classifier f of the table (optionally PGD adversarial training);
+3. estimates a probabilistic modulus of continuity of g with failure probability ``delta``
+   (:mod:`advbound.modulus_estimation`, our design for the unavailable supplement C.2);
+4. draws ``z ~ N(0, I_d)``, labels ``g(z)`` with f (no ground truth needed, the paper's footnote 9), and
+   measures per sample, with the attacks of :mod:`advbound.attacks`:
+   ``r_Z`` (latent DeepFool), ``r_in`` (best valid point of the pulled-back in-distribution attack and of
+   latent DeepFool, measured as ``||g(z + r) - g(z)||``) and ``r_unc`` (DeepFool on ``x = g(z)``);
+5. reports the 25% quantile (:data:`advbound.bounds.TABLE_QUANTILE`) of each *normalised* robustness
+   (``r_Z / E||z||_2``, ``r_in / E||g(z)||``, ``r_unc / E||g(z)||``) next to the upper bounds of Theorem 1:
+   in Z-space with omega the identity, both for 10 equiprobable classes (the paper's column) and with the
+   class proportions measured on ``f(g(z))``; in image space through the estimated modulus, solving the
+   bound at ``q + delta``;
+6. runs the checks: the Z-space bound is the paper's 0.016; the measured Z-space quantile lies below its
+   bound; ``r_unc <= r_in`` for every sample (see :class:`ExperimentResult.checks`).
+
+Distances are in pixel units of images in ``[0, 1]`` (the generators' and classifiers' range).
+A failed attack (no label change found) counts as ``+inf`` robustness, so reported quantiles stay upper
+estimates.
+
+Command line: ``python -m advbound experiment --dataset mnist --profile ci``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import __version__
+from ..attacks import deepfool, in_distribution_attack, latent_deepfool
+from ..bounds import TABLE_QUANTILE, expected_latent_norm
+from ..data import STAND_IN, load_dataset
+from ..models import LATENT_DIM, DCGANDiscriminator, DCGANGenerator, build_classifier, init_dcgan_weights
+from ..modulus_estimation import default_radii, estimate_modulus
+from ..training import error_rate, predict, resolve_device, train_classifier, train_gan
+from .profiles import ExperimentConfig, experiment_config
+from .report import ClassifierResult, ExperimentResult, _checks, _tables
+
+def _versions() -> dict[str, str]:
+    import scipy
+    import torchvision
+
+    return {"advbound": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "pandas": pd.__version__}
+
+
+def set_determinism(seed: int, threads: int | None = 1) -> None:
+    """Seed torch / numpy, request deterministic kernels (warn-only where none exists) and fix the CPU
+    thread count, so a profile re-run on the same machine prints the same numbers.
+
+    One thread by default: the ci networks are tiny, and on a shared 2-core machine two OpenMP threads were
+    measured 15-60x slower per training step than one (threads spinning while the other core is busy)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------------
+
+def _latent(n: int, seed: int, device: torch.device) -> torch.Tensor:
+    return torch.randn(n, LATENT_DIM, generator=torch.Generator().manual_seed(int(seed))).to(device)
+
+
+def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig) -> dict[str, Any]:
+    """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples."""
+    opts = cfg.attack.kwargs()
+    lat = latent_deepfool(classifier, generator, z, **opts)
+    # r_in: the best valid point of the pulled-back search and of latent DeepFool, measured in image space
+    ind = in_distribution_attack(classifier, generator, z, latent=lat, **opts)
+    with torch.no_grad():
+        x = generator(z)
+    unc = deepfool(classifier, x, **opts)
+    inf = torch.full_like(lat.latent_norms, math.inf)
+    r_z = torch.where(lat.success, lat.latent_norms, inf)
+    r_in = torch.where(ind.success, ind.image_distances, inf)
+    r_df = torch.where(unc.success, unc.norms, inf)
+    # any in-distribution adversarial point g(z_in) is also an unconstrained one, so r_unc <= r_in holds for
+    # the true quantities; our estimate keeps the better of the two valid points
+    r_unc = torch.minimum(r_df, r_in)
+    with torch.no_grad():
+        x_in = generator(ind.z_adv)
+        x_lat = generator(lat.z_adv)
+    x_unc = torch.where((r_df <= r_in).view(-1, 1, 1, 1), unc.x_adv, x_in)
+    success = {"latent_deepfool": float(lat.success.float().mean()),
+               "in_distribution": float(ind.success.float().mean()),
+               "deepfool": float(unc.success.float().mean())}
+    return {"r_z": r_z, "r_in": r_in, "r_unc": r_unc, "r_df": r_df, "success": success,
+            "examples": {"x": x, "x_latent": x_lat, "x_in": x_in, "x_unc": x_unc,
+                         "labels": lat.labels, "labels_latent": lat.adv_labels,
+                         "labels_in": predict(classifier, x_in), "labels_unc": predict(classifier, x_unc)}}
+
+
+def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
+                    batch: int) -> dict[str, Any]:
+    parts = [_attack(classifier, generator, z[i:i + batch], cfg) for i in range(0, z.shape[0], batch)]
+    out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in ("r_z", "r_in", "r_unc", "r_df")}
+    sizes = np.array([p["r_z"].shape[0] for p in parts], dtype=float)
+    out["success"] = {k: float(np.dot([p["success"][k] for p in parts], sizes) / sizes.sum())
+                      for k in parts[0]["success"]}
+    out["examples"] = {k: v[:8].detach().cpu() for k, v in parts[0]["examples"].items()}
+    return out
+
+
+def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: str | torch.device | None = None,
+                   data_root: str | os.PathLike | None = None, download: bool = True,
+                   checkpoint_dir: str | os.PathLike | None = None, config: ExperimentConfig | None = None,
+                   attack_batch: int = 256, progress: bool = True, log=print) -> ExperimentResult:
+    """Run the Section 5 pipeline for ``dataset`` at ``profile`` and return an :class:`ExperimentResult`.
+
+    ``config`` overrides :func:`experiment_config`.  With ``checkpoint_dir`` every training run saves and
+    resumes its checkpoints there (``full`` profile: an interrupted run continues where it stopped).
+    ``colab`` / ``full`` raise :class:`advbound.data.DataUnavailableError` when the real data cannot be had.
+    """
+    cfg = config or experiment_config(dataset, profile)
+    if cfg.dataset != dataset or cfg.profile != profile:
+        raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
+    dev = resolve_device(device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    train, test = load_dataset(dataset, profile, root=data_root, download=download, seed=seed,
+                               n_train=cfg.n_train, n_test=cfg.n_test)
+    if train.shape != (cfg.channels, cfg.image_size, cfg.image_size):
+        raise ValueError(f"data shape {train.shape} does not match the config's "
+                         f"{(cfg.channels, cfg.image_size, cfg.image_size)}")
+    log(f"data: train {train.describe()}; test {test.describe()}")
+    data_tag = " [SYNTHETIC STAND-IN]" if train.source == STAND_IN else ""
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    # 1. the generator
+    torch.manual_seed(seed)
+    gen = DCGANGenerator(LATENT_DIM, cfg.channels, cfg.image_size, cfg.gan_width)
+    disc = DCGANDiscriminator(cfg.channels, cfg.image_size, cfg.disc_width or cfg.gan_width)
+    init_dcgan_weights(gen)
+    init_dcgan_weights(disc)
+    t = time.perf_counter()
+    gan_hist = train_gan(gen, disc, train, epochs=cfg.gan_epochs, batch_size=cfg.gan_batch_size, seed=seed,
+                         device=dev, checkpoint=None if ckdir is None else ckdir / "dcgan.pt", progress=progress)
+    timings["gan_training_s"] = time.perf_counter() - t
+    gen.eval()
+    for p in gen.parameters():
+        p.requires_grad_(False)
+    log(f"DCGAN trained{data_tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
+
+    # 2. normalisers and the modulus of continuity
+    with torch.no_grad():
+        zn = _latent(cfg.n_norm, seed + 101, dev)
+        norms = torch.cat([gen(zn[i:i + 1000]).flatten(1).norm(dim=1) for i in range(0, cfg.n_norm, 1000)])
+    e_img = float(norms.mean())
+    e_z = expected_latent_norm(LATENT_DIM)
+    t = time.perf_counter()
+    est = estimate_modulus(gen, radii=default_radii(cfg.modulus_radii), n_samples=cfg.modulus_samples,
+                           delta=cfg.delta, confidence=cfg.modulus_confidence, restarts=cfg.modulus_restarts,
+                           steps=cfg.modulus_steps, seed=seed + 202)
+    timings["modulus_s"] = time.perf_counter() - t
+    log(f"modulus estimated{data_tag}: {est.modulus!r} ({timings['modulus_s']:.0f} s)")
+
+    # 3. classifiers and their robustness on generated samples
+    z_eval = _latent(cfg.n_eval, seed + 303, dev)
+    results: list[ClassifierResult] = []
+    for k, spec in enumerate(cfg.classifiers):
+        torch.manual_seed(seed + 1000 * (k + 1))
+        clf = build_classifier(spec.arch, channels=cfg.channels, n_classes=train.n_classes, **spec.kwargs)
+        t = time.perf_counter()
+        hist = train_classifier(clf, train, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                                optimizer=spec.optimizer, weight_decay=spec.weight_decay, seed=seed + k,
+                                adversarial=spec.adversarial, augment=spec.augment, device=dev, progress=progress,
+                                checkpoint=None if ckdir is None else ckdir / f"{spec.key}.pt")
+        timings[f"train_{spec.key}_s"] = time.perf_counter() - t
+        for p in clf.parameters():
+            p.requires_grad_(False)
+        err = error_rate(clf, test)
+        with torch.no_grad():
+            labels = torch.cat([predict(clf, gen(z_eval[i:i + 1000])) for i in range(0, cfg.n_eval, 1000)])
+        props = np.bincount(labels.numpy(), minlength=train.n_classes) / cfg.n_eval
+        t = time.perf_counter()
+        att = _attack_batched(clf, gen, z_eval, cfg, attack_batch)
+        timings[f"attacks_{spec.key}_s"] = time.perf_counter() - t
+        results.append(ClassifierResult(spec, err, props, att["r_z"], att["r_in"], att["r_unc"], att["r_df"],
+                                        att["success"], att["examples"], hist))
+        log(f"{spec.label}: error {err:.3f}{data_tag}, trained in {timings[f'train_{spec.key}_s']:.0f} s, "
+            f"attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
+
+    # 4. table, bounds, checks
+    normalisers = {"E||z||": e_z, "E||g(z)||": e_img}
+    table, bounds_df = _tables(results, est, normalisers, train.n_classes)
+    checks = _checks(results, bounds_df, table, normalisers)
+    with torch.no_grad():
+        generated = gen(_latent(16, seed + 404, dev)).cpu()
+    timings["total_s"] = time.perf_counter() - t0
+    provenance = {
+        "dataset": dataset, "profile": profile, "data": train.source, "data_origin": train.origin,
+        "data_notes": train.notes, "device": _device_name(dev), "seed": int(seed),
+        "threads": torch.get_num_threads(), "versions": _versions(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "samples": {"train": len(train), "test": len(test), "latent_attacked": cfg.n_eval,
+                    "norm_estimate": cfg.n_norm, "modulus": cfg.modulus_samples},
+        "delta": cfg.delta, "quantile": TABLE_QUANTILE, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "units": "L2 distances of images in [0, 1]; Z-space divided by E||z||_2, image space by the mean ||g(z)||_2",
+    }
+    return ExperimentResult(cfg, table, bounds_df, checks, provenance, results, est, normalisers, generated, gan_hist)
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"

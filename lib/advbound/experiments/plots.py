@@ -1,0 +1,91 @@
+"""Figures of the data chapters: examples of perturbed samples, robustness distributions, the modulus."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..bounds import TABLE_QUANTILE
+from .report import BOUND_COLUMN, ROWS, ExperimentResult
+
+def plot_examples(result: ExperimentResult, classifier: int = 0, n: int = 4):
+    """Generated samples and their three perturbed versions: latent (r_Z), in-distribution (r_in) and
+    unconstrained (r_unc), with the classifier's labels.  Returns a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    ex = result.classifiers[classifier].examples
+    n = min(n, ex["x"].shape[0])
+    cols = [("x", "labels", "g(z)"), ("x_latent", "labels_latent", "g(z + r), latent"),
+            ("x_in", "labels_in", "in-distribution"), ("x_unc", "labels_unc", "unconstrained")]
+    fig, axes = plt.subplots(n, 4, figsize=(6.4, 1.7 * n), squeeze=False)
+    for i in range(n):
+        for j, (key, lab, title) in enumerate(cols):
+            img = ex[key][i].clamp(0, 1).permute(1, 2, 0).numpy()
+            ax = axes[i, j]
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            dist = "" if j == 0 else f", {(ex[key][i] - ex['x'][i]).norm():.2f}"
+            ax.set_title(f"{title if i == 0 else ''}\nlabel {int(ex[lab][i])}{dist}", fontsize=7)
+            ax.axis("off")
+    if result.is_stand_in:
+        fig.suptitle("SYNTHETIC STAND-IN data (not real-data results)", color="crimson", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_robustness(result: ExperimentResult):
+    """Empirical CDFs of the normalised robustness (Z-space, in-distribution, unconstrained) per classifier,
+    with the 25% level and the upper bounds of Theorem 1 (dashed)."""
+    import matplotlib.pyplot as plt
+
+    e_z, e_img = result.normalisers["E||z||"], result.normalisers["E||g(z)||"]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    kinds = [("r_z", e_z, ROWS[1], "Z-space  $r_Z / E\\|z\\|$"), ("r_in", e_img, ROWS[2], "in-distribution  $r_{in} / E\\|g(z)\\|$"),
+             ("r_unc", e_img, ROWS[3], "unconstrained  $r_{unc} / E\\|g(z)\\|$")]
+    for ax, (attr, norm, row, title) in zip(axes, kinds):
+        for c in result.classifiers:
+            v = np.sort(getattr(c, attr) / norm)
+            ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=c.spec.label)
+        b = float(result.table.loc[row, BOUND_COLUMN])
+        if math.isfinite(b):
+            ax.axvline(b, ls="--", color="k", lw=1, label="upper bound (25%)")
+        ax.axhline(TABLE_QUANTILE, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("fraction of samples")
+    axes[0].legend(fontsize=7)
+    if result.is_stand_in:
+        fig.suptitle("SYNTHETIC STAND-IN data (not real-data results)", color="crimson", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_modulus(result: ExperimentResult):
+    """The estimated modulus omega(t) of the generator (the (1 - delta) quantile over z of the ascent
+    estimates, made monotone), the median of the same estimates, and how the image-space bound is read off:
+    the latent root t* of eq. (2) at q + delta (10 equiprobable classes) mapped to omega(t*)."""
+    import matplotlib.pyplot as plt
+
+    from ..bounds import latent_radius_quantile
+
+    est = result.modulus
+    t = est.radii[1:]
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    ax.plot(t, np.median(est.increments[1:], axis=1), "o-", color="grey", ms=3, label="median over z")
+    ax.plot(t, est.raw[1:], "x", color="C1", label=f"{1 - est.delta:.0%} quantile over z")
+    ax.plot(t, est.modulus.values[1:], "-", color="C0", lw=2, label="omega (monotone)")
+    n_classes = len(result.classifiers[0].class_proportions)
+    t_star = latent_radius_quantile(TABLE_QUANTILE + est.delta, n_classes=n_classes)
+    eta = float(est.modulus(t_star))
+    floor = 0.5 * float(np.min(np.median(est.increments[1:], axis=1)))
+    ax.plot([t_star, t_star, t[0]], [floor, eta, eta], "k--", lw=1,
+            label=f"t* = {t_star:.3f}, omega(t*) = {eta:.3g} ({n_classes} equiprobable classes)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latent radius t")
+    ax.set_ylabel("image distance (pixels in [0, 1])")
+    ax.legend(fontsize=7)
+    if result.is_stand_in:
+        ax.set_title("SYNTHETIC STAND-IN generator (not real data)", color="crimson", fontsize=9)
+    fig.tight_layout()
+    return fig

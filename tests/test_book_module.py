@@ -1,0 +1,57 @@
+"""advbound.book: the output folder, figure exports, the chapters' shared set-up cell."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jupytext
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from advbound import book  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks").glob("*.md"))
+
+
+def test_output_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(book.OUTPUT_ENV, raising=False)
+    assert book.output_dir() == Path(".")
+    monkeypatch.setenv(book.OUTPUT_ENV, str(tmp_path / "env"))
+    assert book.output_dir() == tmp_path / "env" and (tmp_path / "env").is_dir()
+    assert book.output_dir(tmp_path / "given") == tmp_path / "given"
+    assert book.results_path("svhn", "full") == tmp_path / "env" / "results" / "svhn-full.json"
+    assert book.checkpoint_dir("svhn", "full", 3) == tmp_path / "env" / "checkpoints" / "svhn-full-seed3"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="folder must be a directory"):
+        book.output_dir(tmp_path / "file")
+
+
+def test_publish_exports_pdf_and_png_without_creation_date(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    chapter = book.start("demo", seed=1, output=tmp_path)
+    assert plt.rcParams["font.size"] == 11  # the book's style file was applied
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    chapter.publish(fig, "line")
+    pdf, png = tmp_path / "figures" / "demo-line.pdf", tmp_path / "figures" / "demo-line.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"CreationDate" not in pdf.read_bytes()
+    assert not plt.get_fignums()  # closed after showing
+    with pytest.raises(ValueError, match="plain chapter name"):
+        book.start("../x")
+
+
+def test_every_chapter_uses_the_one_colab_cell_and_never_locates_the_repository():
+    assert SOURCES
+    for source in SOURCES:
+        code = [c.source for c in jupytext.read(source).cells if c.cell_type == "code"]
+        assert book.COLAB_CELL.strip() in [c.strip() for c in code], f"{source.name}: its set-up cell differs"
+        text = "\n".join(code)
+        for pattern in (r"pyproject\.toml", r"find_repo_root", r"\.parents\b", r"\bROOT\b"):
+            assert not re.search(pattern, text), f"{source.name} locates the repository ({pattern})"
