@@ -8,10 +8,11 @@ import math
 import mpmath as mp
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate, optimize, stats
 
 from advbound import bounds as B
-from advbound.modulus import AffineModulus, EmpiricalModulus, LipschitzModulus
+import advbound
+from advbound.modulus import AffineModulus, EmpiricalModulus, LipschitzModulus, ModulusNotConcaveError
 
 
 # ---------------------------------------------------------------- the paper's numbers
@@ -209,11 +210,44 @@ def test_theorem4_equiprobable_form_dominates_general_form():
 
 
 def test_theorem4_requires_concave_modulus():
-    convex = EmpiricalModulus([0, 1, 2], [0, 1, 3])
-    with pytest.raises(ValueError, match="concave"):
-        B.theorem4_bound(n_classes=10, modulus=convex)
-    concave = EmpiricalModulus([0, 1, 2], [0, 2, 3])
-    assert B.theorem4_bound(n_classes=10, modulus=concave) > 0
+    convex = EmpiricalModulus([0, 1, 2], [0, 1, 3], ceiling=3)
+    with pytest.raises(ModulusNotConcaveError, match="concave_majorant"):
+        B.mean_upper_bound(n_classes=10, modulus=convex)
+    # concave on its grid but unknown (infinite) beyond it: Jensen's inequality needs all of [0, inf)
+    measured_only = EmpiricalModulus([0, 1, 2], [0, 2, 3])
+    with pytest.raises(ModulusNotConcaveError, match="infinite beyond its last radius"):
+        B.mean_upper_bound(n_classes=10, modulus=measured_only)
+    with pytest.raises(ValueError, match="concave"):  # the named error is a ValueError
+        B.equiprobable_mean_upper_bound(10, modulus=convex)
+    concave = EmpiricalModulus([0, 1, 2], [0, 2, 3], ceiling=3)
+    s = B.latent_mean_upper_bound(n_classes=10)
+    assert 0 < s < 1  # omega(s) = 2 s on the first segment
+    assert B.mean_upper_bound(n_classes=10, modulus=concave) == pytest.approx(2 * s)
+    # the majorant of the convex one: hull of (0, 0), (2, 3) -> omega(t) = 1.5 t up to 2, then 3
+    assert B.mean_upper_bound(n_classes=10, modulus=convex.concave_majorant()) == pytest.approx(1.5 * s)
+
+
+def test_theorem4_with_a_probabilistic_modulus_needs_a_diameter():
+    mod = EmpiricalModulus([0, 1, 2], [0, 2, 3], delta=0.01, ceiling=3)
+    with pytest.raises(ValueError, match="diameter"):
+        B.mean_upper_bound(n_classes=10, modulus=mod)
+    s = B.latent_mean_upper_bound(n_classes=10)
+    got = B.mean_upper_bound(n_classes=10, modulus=mod, wasserstein=0.2, diameter=3.0)
+    assert got == pytest.approx(2 * s + 0.2 + 0.01 * 3.0)
+
+
+def test_theorems_3_and_4_with_non_identity_moduli():
+    """Theorem 3 with an affine modulus, Theorem 4 with the torus's concave sine modulus."""
+    from advbound.generators import TorusModulus
+
+    aff = AffineModulus(0.3, 2.0)
+    eta = np.array([0.2, 1.0, 4.0])
+    t = np.maximum(eta - 0.3, 0) / 2.0
+    np.testing.assert_allclose(B.transfer_probability_lower_bound(eta, [0.25] * 4, 0.05, aff),
+                               1 - math.sqrt(math.pi / 2) * np.exp(-t * t / 2) - 0.1, rtol=1e-14)
+    torus = TorusModulus(4)
+    s = B.latent_mean_upper_bound(n_classes=3)
+    assert B.mean_upper_bound(n_classes=3, modulus=torus) == pytest.approx(4 * math.sin(math.pi * s / 2), rel=1e-14)
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -252,3 +286,136 @@ def test_other_bad_inputs():
         B.expected_latent_norm(0)
     with pytest.raises(ValueError, match="wasserstein"):
         B.theorem4_bound(n_classes=3, wasserstein=-1.0)
+
+
+# ---------------------------------------------------------------- names that say the direction
+
+def test_earlier_names_are_the_same_functions():
+    assert len(B.ALIASES) == 10
+    for old, new in B.ALIASES.items():
+        assert getattr(B, old) is getattr(B, new), old
+        assert getattr(advbound, old) is getattr(B, new), old
+        assert getattr(advbound, new) is getattr(B, new), new
+        assert old in advbound.__all__ and new in advbound.__all__
+    lower = [n for n in B.__all__ if n.endswith("_probability_lower_bound") or n == "probability_lower_bound"]
+    upper = [n for n in B.__all__ if n.endswith("_upper_bound")]
+    assert len(lower) == 5 and len(upper) == 7
+    for name in lower + upper:  # each docstring cites what it implements
+        doc = getattr(B, name).__doc__
+        assert any(ref in doc for ref in ("eq. (", "Theorem", "Eq. (")), name
+
+
+def test_probability_bound_subtracts_the_failure_probability_of_a_modulus():
+    emp = EmpiricalModulus([0, 1, 2], [0, 1.5, 2.5], delta=0.05)
+    eta = np.array([0.3, 1.0, 2.0])
+    plain = B.latent_probability_lower_bound(emp.inverse(eta), n_classes=10)
+    np.testing.assert_allclose(B.probability_lower_bound(eta, n_classes=10, modulus=emp), np.maximum(plain - 0.05, 0))
+    np.testing.assert_allclose(B.probability_lower_bound(eta, n_classes=10, modulus=emp, delta=0), plain)
+    np.testing.assert_allclose(B.balanced_probability_lower_bound(eta, emp) + 0.05,
+                               B.balanced_probability_lower_bound(eta, emp, delta=0.0))
+    # the quantile bound is the inverse of the probability bound, delta included
+    eta_q = B.quantile_upper_bound(0.25, n_classes=10, modulus=emp)
+    assert B.probability_lower_bound(eta_q, n_classes=10, modulus=emp) == pytest.approx(0.25, abs=1e-9)
+
+
+# ---------------------------------------------------------------- closed-form inversions of eqs. (3), (4)
+
+@pytest.mark.parametrize("modulus", [None, LipschitzModulus(3.0), AffineModulus(0.2, 2.0)])
+def test_eq3_and_eq4_quantile_bounds_invert_their_probability_bounds(modulus):
+    for q in (0.01, 0.25, 0.5, 0.9):
+        eta3 = B.balanced_quantile_upper_bound(q, modulus)
+        assert B.balanced_probability_lower_bound(eta3, modulus) == pytest.approx(q, abs=1e-12)
+        for k in (5, 10, 1000):
+            eta4 = B.equiprobable_quantile_upper_bound(q, k, modulus)
+            root = optimize.brentq(lambda e: B.equiprobable_probability_lower_bound(e, k, modulus) - q, 0, 50,
+                                   xtol=1e-14)
+            assert eta4 == pytest.approx(root, rel=1e-11, abs=1e-13)
+            # eqs. (3) and (4) are weaker than eq. (2): their quantile bounds are larger
+            eta2 = B.quantile_upper_bound(q, n_classes=k, modulus=modulus)
+            assert eta2 <= eta4 + 1e-12 and eta4 <= eta3 + 1e-12
+
+
+def test_remark1_exact_value_against_mpmath():
+    """Remark 1: eq. (3) at eta = 2L for an L-Lipschitz generator is 1 - sqrt(pi/2) e^{-2} > 0.8."""
+    with mp.workdps(30):
+        exact = float(1 - mp.sqrt(mp.pi / 2) * mp.exp(-2))
+    assert f"{exact:.6f}" == "0.830382"
+    for lip in (0.5, 1.0, 7.0, np.float32(2.0)):
+        assert B.balanced_probability_lower_bound(2 * lip, lip) == pytest.approx(exact, rel=1e-14)
+
+
+# ---------------------------------------------------------------- numbers as users give them
+
+def test_float32_class_probabilities_are_accepted():
+    """float32 probabilities (e.g. a mean of float32 softmax outputs) miss 1 by float32 rounding."""
+    rng = np.random.default_rng(0)
+    softmax = rng.dirichlet(np.ones(10), size=5000).astype(np.float32)
+    p32 = softmax.mean(axis=0)
+    assert abs(math.fsum(p32.astype(float)) - 1) > 1e-9  # what the earlier 1e-9 tolerance rejected
+    got = B.robustness_quantile_bound(0.25, class_probs=p32)
+    ref = B.robustness_quantile_bound(0.25, class_probs=p32.astype(float) / math.fsum(p32.astype(float)))
+    assert got == pytest.approx(ref, rel=1e-12)
+    assert B.class_probabilities(np.full(10, 0.1, dtype=np.float32)).dtype == np.float64
+
+
+def test_probabilities_printed_to_six_decimals_are_accepted():
+    printed = [0.333333, 0.333333, 0.333333]  # sums to 0.999999
+    np.testing.assert_allclose(B.class_probabilities(printed), np.full(3, 1 / 3), rtol=1e-15)
+    ten = [round(x, 6) for x in np.random.default_rng(1).dirichlet(np.ones(10))]
+    assert math.isfinite(B.robustness_quantile_bound(0.25, class_probs=ten))
+    # a real mismatch is still refused, and an explicit tolerance still applies
+    with pytest.raises(ValueError, match="sum to 1"):
+        B.class_probabilities([0.3333, 0.3333, 0.3333])
+    with pytest.raises(ValueError, match="within 1e-09"):
+        B.class_probabilities(printed, atol=1e-9)
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 100, 340, 341, 1000, 12_345, 10**6, 10**9, 10**13, 10**16, 10**20,
+                               10**100, 1e300, np.int64(100), np.int64(10**18)])
+def test_expected_latent_norm_matches_mpmath_for_every_d(d):
+    """The log-gamma difference lost digits from d ~ 1e6 and returned sqrt(2) from d = 1e16."""
+    with mp.workdps(40 + len(str(int(d)))):  # log-gamma of d needs about log10(d) extra digits
+        dd = mp.mpf(int(d))
+        ref = mp.sqrt(2) * mp.exp(mp.loggamma((dd + 1) / 2) - mp.loggamma(dd / 2))
+        rel = abs((mp.mpf(B.expected_latent_norm(d)) - ref) / ref)
+    assert rel < 4e-16, (d, float(rel))
+
+
+def test_expected_latent_norm_refuses_what_it_cannot_compute():
+    for bad in (0, -3, 2.5, "100", None, True, 10**400, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="d \\(latent dimension\\)"):
+            B.expected_latent_norm(bad)
+
+
+@pytest.mark.parametrize("q", [np.array([0.25, 0.5]), "0.25", None, [0.25], True])
+def test_quantile_that_is_not_a_number_gets_a_named_error(q):
+    with pytest.raises(TypeError, match="q \\(quantile\\) must be a single real number"):
+        B.robustness_quantile_bound(q, n_classes=10)
+
+
+def test_numpy_scalars_are_accepted_where_numbers_are_expected():
+    ref = B.robustness_quantile_bound(0.25, n_classes=10, modulus=3.0)
+    assert B.robustness_quantile_bound(np.float32(0.25), n_classes=np.int64(10), modulus=np.float32(3)) == \
+        pytest.approx(ref, rel=1e-7)
+    assert B.robustness_quantile_bound(np.array(0.25), n_classes=np.int32(10), modulus=np.int64(3)) == pytest.approx(ref)
+    assert B.theorem1_bound(1.0, n_classes=10, modulus=np.float32(3)) == B.theorem1_bound(1.0, n_classes=10, modulus=3.0)
+    assert B.equiprobable_bound(1.0, np.int64(10)) == B.equiprobable_bound(1.0, 10)
+    assert B.theorem4_equiprobable_bound(np.int64(10), modulus=np.int64(2), wasserstein=np.float32(0.5)) == \
+        pytest.approx(B.theorem4_equiprobable_bound(10, modulus=2.0, wasserstein=0.5))
+    assert B.transfer_bound(1.0, [0.25] * 4, np.float32(0.01)) == pytest.approx(B.transfer_bound(1.0, [0.25] * 4, 0.01))
+    assert B.robustness_quantile_bound(0.25, n_classes=10, delta=np.float64(0.01)) == \
+        B.robustness_quantile_bound(0.26, n_classes=10)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: B.mean_upper_bound(n_classes=3, wasserstein="1"), "wasserstein"),
+    (lambda: B.transfer_probability_lower_bound(1.0, [0.25] * 4, "0.1"), "disagreement"),
+    (lambda: B.quantile_upper_bound(0.25, n_classes=10, delta="0.1"), "delta"),
+    (lambda: B.probability_lower_bound(1.0, n_classes=3, modulus="fast"), "modulus"),
+    (lambda: B.probability_lower_bound("1", n_classes=3), "eta"),
+    (lambda: B.probability_lower_bound(1.0, class_probs="0.5,0.5"), "class_probs"),
+    (lambda: B.probability_lower_bound(1.0, n_classes=np.bool_(True)), "n_classes"),
+])
+def test_wrong_types_get_named_errors(call, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        call()

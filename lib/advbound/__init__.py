@@ -9,19 +9,32 @@ The bounds (Theorems 1, 3, 4) live in :mod:`advbound.bounds`, moduli of continui
 from .bounds import (
     TABLE_QUANTILE,
     balanced_bound,
+    balanced_probability_lower_bound,
+    balanced_quantile_upper_bound,
     class_probabilities,
     equiprobable_bound,
+    equiprobable_mean_upper_bound,
+    equiprobable_probability_lower_bound,
+    equiprobable_quantile_upper_bound,
     expected_latent_norm,
     expected_latent_robustness_bound,
     latent_bound,
+    latent_mean_upper_bound,
+    latent_probability_lower_bound,
+    latent_quantile_upper_bound,
     latent_radius_quantile,
+    mean_upper_bound,
+    probability_lower_bound,
+    quantile_upper_bound,
     robustness_quantile_bound,
     theorem1_bound,
     theorem4_bound,
     theorem4_equiprobable_bound,
     transfer_bound,
+    transfer_probability_lower_bound,
 )
-from .modulus import AffineModulus, EmpiricalModulus, IdentityModulus, LipschitzModulus, Modulus
+from .modulus import (AffineModulus, EmpiricalModulus, IdentityModulus, LipschitzModulus, Modulus,
+                      ModulusNotConcaveError, RescaledModulus)
 
 __version__ = "0.1.0"
 
@@ -40,10 +53,25 @@ def __getattr__(name: str):
 
 __all__ = [
     "TABLE_QUANTILE",
-    "balanced_bound",
+    # lower bounds on P(r <= eta)
+    "probability_lower_bound",
+    "latent_probability_lower_bound",
+    "balanced_probability_lower_bound",
+    "equiprobable_probability_lower_bound",
+    "transfer_probability_lower_bound",
+    # upper bounds on a quantile / the mean of the robustness
+    "quantile_upper_bound",
+    "latent_quantile_upper_bound",
+    "balanced_quantile_upper_bound",
+    "equiprobable_quantile_upper_bound",
+    "mean_upper_bound",
+    "latent_mean_upper_bound",
+    "equiprobable_mean_upper_bound",
     "class_probabilities",
-    "equiprobable_bound",
     "expected_latent_norm",
+    # earlier names of the same functions
+    "balanced_bound",
+    "equiprobable_bound",
     "expected_latent_robustness_bound",
     "latent_bound",
     "latent_radius_quantile",
@@ -57,5 +85,7 @@ __all__ = [
     "IdentityModulus",
     "LipschitzModulus",
     "Modulus",
+    "ModulusNotConcaveError",
+    "RescaledModulus",
     "__version__",
 ]

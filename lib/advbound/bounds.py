@@ -4,6 +4,19 @@ Notation (the paper's Section 3): ``z ~ N(0, I_d)``, ``x = g(z)``, a classifier 
 ``p_i = P(f(g(z)) = i)`` and ``a_i = a_{!=i} = Phi^{-1}(1 - p_i)``.  The latent radius that the
 modulus certifies for an image-space radius ``eta`` is ``t = omega^{-1}(eta)``.
 
+Names say which way a bound goes:
+
+* ``*_probability_lower_bound(eta, ...)``: a lower bound on ``P(r <= eta)``, the probability that a
+  perturbation of norm at most ``eta`` changes the label (Theorem 1, Theorem 3);
+* ``*_quantile_upper_bound(q, ...)``: an upper bound on the q-quantile of the robustness ``r`` (the
+  smallest ``eta`` at which a probability lower bound reaches ``q``; Tables 1-2, Figure 2);
+* ``*_mean_upper_bound(...)``: an upper bound on the mean robustness (Theorem 4).
+
+The names used before (``theorem1_bound``, ``robustness_quantile_bound``, ...) remain as aliases.
+
+A *probabilistic* modulus (``modulus.delta > 0``, see :mod:`advbound.modulus`) fails on at most ``delta``
+of the latent mass: probability lower bounds subtract it, quantile upper bounds solve for ``q + delta``.
+
 Numerics.  Each term of eq. (2), ``Phi(a_i + t) - Phi(a_i)``, is evaluated from whichever tail of the
 normal distribution is small, as a relative change of that tail computed with ``log_ndtr`` and
 ``expm1``; so a class probability of ``1e-12`` costs no accuracy (no ``1 - 1e-12`` is ever formed).
@@ -13,51 +26,104 @@ The complementary mass ``1 - p_i`` is taken as ``sum_{j != i} p_j``.
 from __future__ import annotations
 
 import math
+import numbers
+
 import numpy as np
 from scipy import optimize, special
 
-from .modulus import ArrayLike, Modulus, as_modulus
+from .modulus import ArrayLike, Modulus, ModulusNotConcaveError, as_modulus, real_scalar
 
 #: the paper's Tables 1-2 report the 25% quantile; Figure 2 the median.
 TABLE_QUANTILE = 0.25
 
 SQRT_PI_OVER_2 = math.sqrt(math.pi / 2.0)
 
+#: Tolerance on the sum of given class probabilities, per class: half a unit of the 6th decimal (values
+#: printed to 6 decimals), or 16 units in the last place of the input's floating dtype if that is larger
+#: (float32 averages of softmax outputs); the sum may be off by K times this.
+PRINTED_PROBABILITY_ROUNDING = 5e-7
+DTYPE_ULPS = 16
+
 
 # --------------------------------------------------------------------------------------------------
 # Input validation
 # --------------------------------------------------------------------------------------------------
 
-def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | None = None,
-                        *, atol: float = 1e-9) -> np.ndarray:
-    """Validated class probabilities: either given (non-negative, summing to 1) or ``K`` equiprobable.
+def _check_int(value: object, name: str, minimum: int) -> int:
+    """An integer >= minimum, Python or numpy (integral floats such as 10.0 are accepted too)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        ok = True
+    else:
+        try:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
+                and float(value) == int(value)
+        except (ValueError, OverflowError):
+            ok = False
+    if not ok or int(value) < minimum:  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)  # type: ignore[call-overload]
 
-    Exactly one of ``class_probs`` and ``n_classes`` must be given.  Raises ``ValueError`` naming the
-    offending argument otherwise.
+
+def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | None = None,
+                        *, atol: float | None = None) -> np.ndarray:
+    """Validated class probabilities, as float64: either given (non-negative, summing to 1) or ``K``
+    equiprobable.  Exactly one of ``class_probs`` and ``n_classes`` must be given.
+
+    Given probabilities may miss 1 by rounding: by default the sum may be off by ``K`` times the larger of
+    5e-7 (values printed to 6 decimals) and 16 units in the last place of their dtype (float32: 1.9e-6),
+    or by ``atol`` if given.  Accepted probabilities are divided by their sum.  Raises ``ValueError``
+    naming the offending argument otherwise.
     """
     if (class_probs is None) == (n_classes is None):
         raise ValueError("give exactly one of class_probs (probabilities summing to 1) and n_classes (K >= 1)")
     if n_classes is not None:
-        if isinstance(n_classes, bool) or int(n_classes) != n_classes or n_classes < 1:
-            raise ValueError(f"n_classes (K) must be an integer >= 1; got {n_classes!r}")
-        return np.full(int(n_classes), 1.0 / int(n_classes))
-    p = np.asarray(class_probs, dtype=float).ravel()
+        k = _check_int(n_classes, "n_classes (K)", 1)
+        return np.full(k, 1.0 / k)
+    if isinstance(class_probs, str):
+        raise TypeError(f"class_probs must be a sequence of numbers; got str {class_probs!r}")
+    raw = np.asarray(class_probs)
+    if raw.dtype.kind not in "fiu":
+        raise TypeError(f"class_probs must be a sequence of real numbers; got dtype {raw.dtype}")
+    p = raw.astype(float).ravel()
     if p.size == 0:
         raise ValueError("class_probs must contain at least one class (K >= 1)")
     if not np.all(np.isfinite(p)):
         raise ValueError("class_probs must be finite numbers in [0, 1]")
     if np.any(p < 0) or np.any(p > 1):
         raise ValueError(f"class_probs must lie in [0, 1]; got min {p.min():g}, max {p.max():g}")
+    if atol is None:
+        eps = float(np.finfo(raw.dtype).eps) if raw.dtype.kind == "f" else 0.0
+        tol = p.size * max(PRINTED_PROBABILITY_ROUNDING, DTYPE_ULPS * eps)
+    else:
+        tol = real_scalar(atol, "atol")
     total = math.fsum(p)
-    if abs(total - 1.0) > atol:
-        raise ValueError(f"class_probs must sum to 1 (within {atol:g}); they sum to {total:.12g}")
-    return p
+    if abs(total - 1.0) > tol:
+        raise ValueError(f"class_probs must sum to 1 (within {tol:g}); they sum to {total:.12g}")
+    return p if total == 1.0 else p / total
 
 
-def _check_quantile(q: float, name: str = "quantile") -> float:
-    if not (0.0 < q < 1.0):
+def _check_quantile(q: object, name: str = "quantile") -> float:
+    value = real_scalar(q, name)
+    if not (0.0 < value < 1.0):
         raise ValueError(f"{name} must be in (0, 1); got {q!r}")
-    return float(q)
+    return value
+
+
+def _check_probability(value: object, name: str, upper: float = 1.0) -> float:
+    v = real_scalar(value, name)
+    if not (0.0 <= v <= upper):
+        raise ValueError(f"{name} must be in [0, {upper:g}]; got {value!r}")
+    return v
+
+
+def _modulus_delta(mod: Modulus, delta: object) -> float:
+    """The failure probability to account for: ``delta`` if given, else the modulus's own."""
+    if delta is None:
+        return mod.delta
+    d = real_scalar(delta, "delta (modulus failure probability)")
+    if not (0.0 <= d < 1.0):
+        raise ValueError(f"delta (modulus failure probability) must be in [0, 1); got {delta!r}")
+    return d
 
 
 def _complements(p: np.ndarray) -> np.ndarray:
@@ -69,8 +135,12 @@ def _complements(p: np.ndarray) -> np.ndarray:
     return comp
 
 
+def _as_output(out: np.ndarray) -> np.ndarray | float:
+    return float(out) if out.ndim == 0 else out
+
+
 # --------------------------------------------------------------------------------------------------
-# Theorem 1
+# Theorem 1: lower bounds on P(r <= eta)
 # --------------------------------------------------------------------------------------------------
 
 def _phi_increment(p: np.ndarray, comp: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -96,7 +166,8 @@ def _phi_increment(p: np.ndarray, comp: np.ndarray, t: np.ndarray) -> np.ndarray
     return out
 
 
-def latent_bound(t: ArrayLike, class_probs: ArrayLike | None = None, n_classes: int | None = None) -> np.ndarray | float:
+def latent_probability_lower_bound(t: ArrayLike, class_probs: ArrayLike | None = None,
+                                   n_classes: int | None = None) -> np.ndarray | float:
     """Theorem 1, eq. (2), as a function of the latent radius t = omega^{-1}(eta):
 
         P(r <= eta) >= sum_i [ Phi(a_{!=i} + t) - Phi(a_{!=i}) ],   a_{!=i} = Phi^{-1}(1 - p_i).
@@ -110,31 +181,45 @@ def latent_bound(t: ArrayLike, class_probs: ArrayLike | None = None, n_classes: 
         raise ValueError("t (latent radius) must be >= 0")
     flat = np.atleast_1d(tt).ravel()
     out = _phi_increment(p, _complements(p), flat).sum(axis=1)
-    out = np.clip(out, 0.0, 1.0).reshape(tt.shape)
-    return float(out) if out.ndim == 0 else out
+    return _as_output(np.clip(out, 0.0, 1.0).reshape(tt.shape))
 
 
-def theorem1_bound(eta: ArrayLike, class_probs: ArrayLike | None = None, n_classes: int | None = None,
-                   modulus: Modulus | float | None = None) -> np.ndarray | float:
+def probability_lower_bound(eta: ArrayLike, class_probs: ArrayLike | None = None, n_classes: int | None = None,
+                            modulus: Modulus | float | None = None, delta: float | None = None) -> np.ndarray | float:
     """Theorem 1, eq. (2): lower bound on P(r_in(x) <= eta) for any classifier with these class
-    probabilities, for a generator with modulus ``omega`` (default: identity, i.e. latent robustness).
+    probabilities, for a generator with modulus ``omega`` (default: identity, i.e. latent robustness r_Z).
+
+    Any modulus of continuity works (Assumption 1: non-decreasing, omega(0) > 0 allowed).  A probabilistic
+    modulus fails on at most ``delta`` (default ``modulus.delta``) of the mass, which is subtracted
+    (clipped at 0).
     """
-    return latent_bound(as_modulus(modulus).inverse(eta), class_probs, n_classes)
+    mod = as_modulus(modulus)
+    d = _modulus_delta(mod, delta)
+    out = np.asarray(latent_probability_lower_bound(mod.inverse(eta), class_probs, n_classes)) - d
+    return _as_output(np.maximum(out, 0.0))
 
 
-def balanced_bound(eta: ArrayLike, modulus: Modulus | float | None = None) -> np.ndarray | float:
+def balanced_probability_lower_bound(eta: ArrayLike, modulus: Modulus | float | None = None,
+                                     delta: float | None = None) -> np.ndarray | float:
     """Theorem 1, eq. (3), valid when every P(C_i) <= 1/2:
 
-        P(r_in <= eta) >= 1 - sqrt(pi/2) exp(-omega^{-1}(eta)^2 / 2).
+        P(r_in <= eta) >= 1 - sqrt(pi/2) exp(-omega^{-1}(eta)^2 / 2)   (minus ``delta`` of a probabilistic modulus).
 
-    Returned as given by the formula (it is negative, hence vacuous, for small eta).
+    Returned as given by the formula (it is negative, hence vacuous, for small eta).  Remark 1: with
+    omega(t) = L t and eta = 2 L this is 1 - sqrt(pi/2) e^{-2} = 0.8304.
     """
-    t = np.asarray(as_modulus(modulus).inverse(eta), dtype=float)
-    out = 1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t)
-    return float(out) if out.ndim == 0 else out
+    mod = as_modulus(modulus)
+    t = np.asarray(mod.inverse(eta), dtype=float)
+    return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - _modulus_delta(mod, delta))
 
 
-def equiprobable_bound(eta: ArrayLike, n_classes: int, modulus: Modulus | float | None = None) -> np.ndarray | float:
+def _eq4_rate(n_classes: object) -> float:
+    k = float(_check_int(n_classes, "n_classes (K) for eq. (4)", 5))
+    return math.sqrt(math.log(k * k / (4.0 * math.pi * math.log(k))))
+
+
+def equiprobable_probability_lower_bound(eta: ArrayLike, n_classes: int, modulus: Modulus | float | None = None,
+                                         delta: float | None = None) -> np.ndarray | float:
     """Theorem 1, eq. (4), for K >= 5 equiprobable classes:
 
         P(r_in <= eta) >= 1 - sqrt(pi/2) exp(-t^2/2) exp(-t sqrt(log(K^2 / (4 pi log K)))),  t = omega^{-1}(eta).
@@ -142,21 +227,19 @@ def equiprobable_bound(eta: ArrayLike, n_classes: int, modulus: Modulus | float 
     The paper prints ``eta`` in the second exponent; the derivation (and eq. (3), which it refines) has the
     latent radius there, so we use t = omega^{-1}(eta).  The two agree when omega is the identity.
     """
-    if isinstance(n_classes, bool) or int(n_classes) != n_classes or n_classes < 5:
-        raise ValueError(f"n_classes (K) must be an integer >= 5 for eq. (4); got {n_classes!r}")
-    k = float(n_classes)
-    t = np.asarray(as_modulus(modulus).inverse(eta), dtype=float)
-    rate = math.sqrt(math.log(k * k / (4.0 * math.pi * math.log(k))))
-    out = 1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t - rate * t)
-    return float(out) if out.ndim == 0 else out
+    rate = _eq4_rate(n_classes)
+    mod = as_modulus(modulus)
+    t = np.asarray(mod.inverse(eta), dtype=float)
+    return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t - rate * t) - _modulus_delta(mod, delta))
 
 
 # --------------------------------------------------------------------------------------------------
-# Inverting Theorem 1: an upper bound on a quantile of the robustness
+# Inverting Theorem 1: upper bounds on a quantile of the robustness
 # --------------------------------------------------------------------------------------------------
 
-def latent_radius_quantile(q: float, class_probs: ArrayLike | None = None, n_classes: int | None = None) -> float:
-    """Smallest latent radius t with latent_bound(t) >= q (a root of an increasing function).
+def latent_quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, n_classes: int | None = None) -> float:
+    """Upper bound on the q-quantile of the latent robustness r_Z: the smallest latent radius t with
+    eq. (2) >= q (a root of an increasing function).
 
     Returns ``inf`` when the bound never reaches q (e.g. K = 1, or a single class of probability 1).
     """
@@ -177,9 +260,21 @@ def latent_radius_quantile(q: float, class_probs: ArrayLike | None = None, n_cla
     return float(optimize.brentq(excess, 0.0, hi, xtol=1e-14, rtol=1e-13, maxiter=200))
 
 
-def robustness_quantile_bound(q: float, class_probs: ArrayLike | None = None, n_classes: int | None = None,
-                              modulus: Modulus | float | None = None, delta: float | None = None) -> float:
-    """Upper bound on the q-quantile of r_in (Tables 1-2 use q = 0.25, Figure 2 q = 0.5).
+def _solve_for(q: float, mod: Modulus, delta: object) -> float:
+    """q + delta, checked to stay below 1."""
+    d = _modulus_delta(mod, delta)
+    if q + d >= 1.0:
+        raise ValueError(f"q + delta must be < 1; got q={q:g}, delta={d:g}")
+    return q + d
+
+
+def _through(mod: Modulus, t_star: float) -> float:
+    return float(mod(t_star)) if math.isfinite(t_star) else math.inf
+
+
+def quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, n_classes: int | None = None,
+                         modulus: Modulus | float | None = None, delta: float | None = None) -> float:
+    """Upper bound on the q-quantile of r_in (Tables 1-2 use q = 0.25, Figure 2 q = 0.5), from eq. (2).
 
     The smallest eta with eq. (2) >= q + delta, where ``delta`` is the failure probability of a
     probabilistic modulus (default: ``modulus.delta``): with probability at least q + delta the bound's
@@ -189,59 +284,122 @@ def robustness_quantile_bound(q: float, class_probs: ArrayLike | None = None, n_
     """
     q = _check_quantile(q, "q (quantile)")
     mod = as_modulus(modulus)
-    d = mod.delta if delta is None else float(delta)
-    if not (0.0 <= d < 1.0):
-        raise ValueError(f"delta (modulus failure probability) must be in [0, 1); got {delta!r}")
-    if q + d >= 1.0:
-        raise ValueError(f"q + delta must be < 1; got q={q:g}, delta={d:g}")
-    t_star = latent_radius_quantile(q + d, class_probs, n_classes)
-    return float(mod(t_star)) if math.isfinite(t_star) else math.inf
+    return _through(mod, latent_quantile_upper_bound(_solve_for(q, mod, delta), class_probs, n_classes))
+
+
+def balanced_quantile_upper_bound(q: float, modulus: Modulus | float | None = None, delta: float | None = None) -> float:
+    """Eq. (3) inverted in closed form: omega(t) with t = sqrt(2 log(sqrt(pi/2) / (1 - q - delta))).
+
+    Valid when every class probability is <= 1/2.  Never smaller than :func:`quantile_upper_bound`
+    (eq. (3) is a weaker form of eq. (2)).
+    """
+    q = _check_quantile(q, "q (quantile)")
+    mod = as_modulus(modulus)
+    target = _solve_for(q, mod, delta)
+    return _through(mod, math.sqrt(2.0 * math.log(SQRT_PI_OVER_2 / (1.0 - target))))
+
+
+def equiprobable_quantile_upper_bound(q: float, n_classes: int, modulus: Modulus | float | None = None,
+                                      delta: float | None = None) -> float:
+    """Eq. (4) inverted in closed form (K >= 5 equiprobable classes): omega(t) with t the positive root of
+    t^2 / 2 + rate t = log(sqrt(pi/2) / (1 - q - delta)), rate = sqrt(log(K^2 / (4 pi log K))):
+
+        t = sqrt(rate^2 + 2 log(sqrt(pi/2) / (1 - q - delta))) - rate.
+    """
+    q = _check_quantile(q, "q (quantile)")
+    rate = _eq4_rate(n_classes)
+    mod = as_modulus(modulus)
+    target = _solve_for(q, mod, delta)
+    c = math.log(SQRT_PI_OVER_2 / (1.0 - target))
+    t = 2.0 * c / (math.sqrt(rate * rate + 2.0 * c) + rate)  # the root, written without cancellation
+    return _through(mod, t)
+
+
+# Coefficients of Gamma(x + 1/2) / (Gamma(x) sqrt(x)) = sum_k c_k x^{-k} (checked against mpmath).
+_GAMMA_RATIO_SERIES = (1.0, -1 / 8, 1 / 128, 5 / 1024, -21 / 32768, -399 / 262144, 869 / 4194304)
 
 
 def expected_latent_norm(d: int) -> float:
-    """E||z||_2 for z ~ N(0, I_d): sqrt(2) Gamma((d+1)/2) / Gamma(d/2), via log-gamma (Remark 1)."""
-    if isinstance(d, bool) or int(d) != d or d < 1:
-        raise ValueError(f"d (latent dimension) must be an integer >= 1; got {d!r}")
-    return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2.0) - math.lgamma(d / 2.0))
+    """E||z||_2 for z ~ N(0, I_d): sqrt(2) Gamma((d+1)/2) / Gamma(d/2) (Remark 1; it lies in
+    [sqrt(d - 1), sqrt(d)]).
+
+    For d <= 340 the two gamma functions are computed directly; above, the ratio comes from its asymptotic
+    series in 1/x, x = d/2 (seven terms: relative error below 1e-18 at x = 170).  Accurate to a few units
+    in the last place for every d up to 1e300 (a log-gamma difference loses digits from d ~ 1e6 on).
+    """
+    _check_int(d, "d (latent dimension)", 1)
+    try:
+        d_val = float(d)  # type: ignore[arg-type]
+    except OverflowError:
+        d_val = math.inf
+    if not d_val <= 1e300:
+        raise ValueError(f"d (latent dimension) must be an integer in [1, 1e300]; got {d!r}")
+    if d_val <= 340:
+        return math.sqrt(2.0) * math.gamma((d_val + 1) / 2.0) / math.gamma(d_val / 2.0)
+    inv_x = 2.0 / d_val
+    series = sum(c * inv_x**k for k, c in enumerate(_GAMMA_RATIO_SERIES))
+    return math.sqrt(d_val) * series
 
 
 # --------------------------------------------------------------------------------------------------
 # Theorem 3: transferability
 # --------------------------------------------------------------------------------------------------
 
-def transfer_bound(eta: ArrayLike, class_probs: ArrayLike, disagreement: float,
-                   modulus: Modulus | float | None = None) -> np.ndarray | float:
-    """Theorem 3, eq. (6): for classifiers f, h with P(f(g(z)) != h(g(z))) <= delta and
-    P(C_i(f)) + delta <= 1/2 for all i, a single v with ||v|| <= eta fools both with probability at least
+def transfer_probability_lower_bound(eta: ArrayLike, class_probs: ArrayLike, disagreement: float,
+                                     modulus: Modulus | float | None = None,
+                                     delta: float | None = None) -> np.ndarray | float:
+    """Theorem 3, eq. (6): for classifiers f, h with P(f(g(z)) != h(g(z))) <= disagreement and
+    P(C_i(f)) + disagreement <= 1/2 for all i, a single v with ||v|| <= eta fools both with probability at least
 
-        1 - sqrt(pi/2) exp(-omega^{-1}(eta)^2 / 2) - 2 delta.
+        1 - sqrt(pi/2) exp(-omega^{-1}(eta)^2 / 2) - 2 disagreement   (minus ``delta`` of a probabilistic modulus).
 
-    ``class_probs`` are those of f; ``disagreement`` is delta.  The assumption is checked.
+    ``class_probs`` are those of f.  The assumption is checked.  Any modulus of continuity works (the proof
+    applies eq. (3) to the classes of f and a union bound over the disagreement set).
     """
     p = class_probabilities(class_probs)
-    if not (0.0 <= disagreement <= 1.0):
-        raise ValueError(f"disagreement (delta) must be in [0, 1]; got {disagreement!r}")
-    if p.max() + disagreement > 0.5 + 1e-12:
+    dis = _check_probability(disagreement, "disagreement (delta of Theorem 3)")
+    if p.max() + dis > 0.5 + 1e-12:
         raise ValueError(
             "Theorem 3 assumes P(C_i(f)) + delta <= 1/2 for all i; "
-            f"got max class probability {p.max():g} + delta {disagreement:g} > 1/2")
-    t = np.asarray(as_modulus(modulus).inverse(eta), dtype=float)
-    out = 1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - 2.0 * disagreement
-    return float(out) if out.ndim == 0 else out
+            f"got max class probability {p.max():g} + delta {dis:g} > 1/2")
+    mod = as_modulus(modulus)
+    t = np.asarray(mod.inverse(eta), dtype=float)
+    return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - 2.0 * dis - _modulus_delta(mod, delta))
 
 
 # --------------------------------------------------------------------------------------------------
-# Theorem 4: approximate generator
+# Theorem 4: upper bounds on the mean robustness, approximate generator
 # --------------------------------------------------------------------------------------------------
 
-def _require_concave(mod: Modulus) -> None:
+def _theorem4_modulus(modulus: Modulus | float | None, wasserstein: object, diameter: object) -> tuple[Modulus, float]:
+    """The checked modulus and the additive term wasserstein + delta * diameter."""
+    w = real_scalar(wasserstein, "wasserstein (W1 distance delta)")
+    if not (w >= 0 and math.isfinite(w)):
+        raise ValueError(f"wasserstein (W1 distance delta) must be finite and >= 0; got {wasserstein!r}")
+    mod = as_modulus(modulus)
+    hint = ("; for an estimated modulus use EmpiricalModulus.concave_majorant(diameter=D), its least concave "
+            "majorant, with D an upper bound on the distance between two generated points")
     if not mod.is_concave:
-        raise ValueError(f"Theorem 4 requires a concave modulus; {mod!r} is not concave")
+        raise ModulusNotConcaveError(f"Theorem 4 requires a concave modulus; {mod!r} is not concave{hint}")
+    if not mod.is_finite:
+        raise ModulusNotConcaveError(
+            f"Theorem 4 requires a modulus that is concave on all of [0, inf) (Jensen's inequality over the "
+            f"whole distribution of r_Z); {mod!r} is infinite beyond its last radius{hint}")
+    extra = w
+    if mod.delta > 0:
+        if diameter is None:
+            raise ValueError(f"a probabilistic modulus (delta={mod.delta:g}) needs diameter, an upper bound on "
+                             "r_unc, for the mass where it fails: the bound adds delta * diameter")
+        dia = real_scalar(diameter, "diameter")
+        if not (dia >= 0 and math.isfinite(dia)):
+            raise ValueError(f"diameter must be finite and >= 0; got {diameter!r}")
+        extra += mod.delta * dia
+    return mod, extra
 
 
-def expected_latent_robustness_bound(class_probs: ArrayLike | None = None, n_classes: int | None = None) -> float:
-    """sum_i [phi(a_i) - a_i Phi(-a_i)] = sum_i E(Z - a_i)^+: the integral over t of (1 - eq. (2)),
-    an upper bound on E r_Z; the argument of omega in Theorem 4.  Infinite when K = 1.
+def latent_mean_upper_bound(class_probs: ArrayLike | None = None, n_classes: int | None = None) -> float:
+    """Upper bound on E r_Z: sum_i [phi(a_i) - a_i Phi(-a_i)] = sum_i E(Z - a_i)^+, the integral over t of
+    (1 - eq. (2)); the argument of omega in Theorem 4.  Infinite when K = 1.
     """
     p = class_probabilities(class_probs, n_classes)
     total = 0.0
@@ -256,45 +414,78 @@ def expected_latent_robustness_bound(class_probs: ArrayLike | None = None, n_cla
     return total
 
 
-def theorem4_bound(class_probs: ArrayLike | None = None, n_classes: int | None = None,
-                   modulus: Modulus | float | None = None, wasserstein: float = 0.0) -> float:
-    """Theorem 4: if W1(g_* nu, mu) <= delta and omega is concave,
+def mean_upper_bound(class_probs: ArrayLike | None = None, n_classes: int | None = None,
+                     modulus: Modulus | float | None = None, wasserstein: float = 0.0,
+                     diameter: float | None = None) -> float:
+    """Theorem 4: if W1(g_* nu, mu) <= delta and omega is concave on [0, inf),
 
         E_{x ~ mu} r_unc(x) <= omega( sum_i [ -a_i Phi(-a_i) + exp(-a_i^2/2) / sqrt(2 pi) ] ) + delta.
+
+    ``wasserstein`` is delta.  A modulus that is not concave, or infinite beyond a measured range, raises
+    :class:`~advbound.modulus.ModulusNotConcaveError` (use its least concave majorant).  A probabilistic
+    modulus failing on delta_m of the mass also needs ``diameter`` (an upper bound on r_unc): there r_unc
+    is at most the diameter, so the bound adds delta_m * diameter.
     """
-    if not (wasserstein >= 0 and math.isfinite(wasserstein)):
-        raise ValueError(f"wasserstein (W1 distance delta) must be finite and >= 0; got {wasserstein!r}")
-    mod = as_modulus(modulus)
-    _require_concave(mod)
-    s = expected_latent_robustness_bound(class_probs, n_classes)
-    return (float(mod(s)) if math.isfinite(s) else math.inf) + wasserstein
+    mod, extra = _theorem4_modulus(modulus, wasserstein, diameter)
+    s = latent_mean_upper_bound(class_probs, n_classes)
+    return _through(mod, s) + extra
 
 
-def theorem4_equiprobable_bound(n_classes: int, modulus: Modulus | float | None = None, wasserstein: float = 0.0) -> float:
-    """Theorem 4, K >= 5 equiprobable classes: E r_unc <= omega( log(4 pi log K) / sqrt(2 log K) ) + delta."""
-    if isinstance(n_classes, bool) or int(n_classes) != n_classes or n_classes < 5:
-        raise ValueError(f"n_classes (K) must be an integer >= 5 for this form; got {n_classes!r}")
-    if not (wasserstein >= 0 and math.isfinite(wasserstein)):
-        raise ValueError(f"wasserstein (W1 distance delta) must be finite and >= 0; got {wasserstein!r}")
-    mod = as_modulus(modulus)
-    _require_concave(mod)
-    lk = math.log(n_classes)
-    return float(mod(math.log(4 * math.pi * lk) / math.sqrt(2 * lk))) + wasserstein
+def equiprobable_mean_upper_bound(n_classes: int, modulus: Modulus | float | None = None, wasserstein: float = 0.0,
+                                  diameter: float | None = None) -> float:
+    """Theorem 4, K >= 5 equiprobable classes: E r_unc <= omega( log(4 pi log K) / sqrt(2 log K) ) + delta.
 
+    The same requirements on the modulus as :func:`mean_upper_bound`.
+    """
+    k = _check_int(n_classes, "n_classes (K) for this form", 5)
+    mod, extra = _theorem4_modulus(modulus, wasserstein, diameter)
+    lk = math.log(k)
+    return _through(mod, math.log(4 * math.pi * lk) / math.sqrt(2 * lk)) + extra
+
+
+# --------------------------------------------------------------------------------------------------
+# The earlier names (aliases, the same objects)
+# --------------------------------------------------------------------------------------------------
+
+latent_bound = latent_probability_lower_bound
+theorem1_bound = probability_lower_bound
+balanced_bound = balanced_probability_lower_bound
+equiprobable_bound = equiprobable_probability_lower_bound
+latent_radius_quantile = latent_quantile_upper_bound
+robustness_quantile_bound = quantile_upper_bound
+transfer_bound = transfer_probability_lower_bound
+expected_latent_robustness_bound = latent_mean_upper_bound
+theorem4_bound = mean_upper_bound
+theorem4_equiprobable_bound = equiprobable_mean_upper_bound
+
+ALIASES = {
+    "latent_bound": "latent_probability_lower_bound",
+    "theorem1_bound": "probability_lower_bound",
+    "balanced_bound": "balanced_probability_lower_bound",
+    "equiprobable_bound": "equiprobable_probability_lower_bound",
+    "latent_radius_quantile": "latent_quantile_upper_bound",
+    "robustness_quantile_bound": "quantile_upper_bound",
+    "transfer_bound": "transfer_probability_lower_bound",
+    "expected_latent_robustness_bound": "latent_mean_upper_bound",
+    "theorem4_bound": "mean_upper_bound",
+    "theorem4_equiprobable_bound": "equiprobable_mean_upper_bound",
+}
 
 __all__ = [
     "TABLE_QUANTILE",
     "class_probabilities",
-    "latent_bound",
-    "theorem1_bound",
-    "balanced_bound",
-    "equiprobable_bound",
-    "latent_radius_quantile",
-    "robustness_quantile_bound",
+    "latent_probability_lower_bound",
+    "probability_lower_bound",
+    "balanced_probability_lower_bound",
+    "equiprobable_probability_lower_bound",
+    "latent_quantile_upper_bound",
+    "quantile_upper_bound",
+    "balanced_quantile_upper_bound",
+    "equiprobable_quantile_upper_bound",
     "expected_latent_norm",
-    "transfer_bound",
-    "expected_latent_robustness_bound",
-    "theorem4_bound",
-    "theorem4_equiprobable_bound",
+    "transfer_probability_lower_bound",
+    "latent_mean_upper_bound",
+    "mean_upper_bound",
+    "equiprobable_mean_upper_bound",
+    *ALIASES,
 ]
-
