@@ -26,12 +26,12 @@ The complementary mass ``1 - p_i`` is taken as ``sum_{j != i} p_j``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 from scipy import optimize, special
 
-from .modulus import ArrayLike, Modulus, ModulusNotConcaveError, as_modulus, real_scalar
+from .modulus import (ArrayLike, Modulus, ModulusNotConcaveError, as_modulus, check_delta, integer_at_least,
+                      real_scalar)
 
 #: the paper's Tables 1-2 report the 25% quantile; Figure 2 the median.
 TABLE_QUANTILE = 0.25
@@ -45,24 +45,7 @@ PRINTED_PROBABILITY_ROUNDING = 5e-7
 DTYPE_ULPS = 16
 
 
-# --------------------------------------------------------------------------------------------------
-# Input validation
-# --------------------------------------------------------------------------------------------------
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    """An integer >= minimum, Python or numpy (integral floats such as 10.0 are accepted too)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        ok = True
-    else:
-        try:
-            ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
-                and float(value) == int(value)
-        except (ValueError, OverflowError):
-            ok = False
-    if not ok or int(value) < minimum:  # type: ignore[call-overload]
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)  # type: ignore[call-overload]
-
+# ---- Input validation ------------------------------------------------------------------------------
 
 def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | None = None,
                         *, atol: float | None = None) -> np.ndarray:
@@ -77,7 +60,7 @@ def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | N
     if (class_probs is None) == (n_classes is None):
         raise ValueError("give exactly one of class_probs (probabilities summing to 1) and n_classes (K >= 1)")
     if n_classes is not None:
-        k = _check_int(n_classes, "n_classes (K)", 1)
+        k = integer_at_least(n_classes, "n_classes (K)", 1)
         return np.full(k, 1.0 / k)
     if isinstance(class_probs, str):
         raise TypeError(f"class_probs must be a sequence of numbers; got str {class_probs!r}")
@@ -109,21 +92,9 @@ def _check_quantile(q: object, name: str = "quantile") -> float:
     return value
 
 
-def _check_probability(value: object, name: str, upper: float = 1.0) -> float:
-    v = real_scalar(value, name)
-    if not (0.0 <= v <= upper):
-        raise ValueError(f"{name} must be in [0, {upper:g}]; got {value!r}")
-    return v
-
-
 def _modulus_delta(mod: Modulus, delta: object) -> float:
     """The failure probability to account for: ``delta`` if given, else the modulus's own."""
-    if delta is None:
-        return mod.delta
-    d = real_scalar(delta, "delta (modulus failure probability)")
-    if not (0.0 <= d < 1.0):
-        raise ValueError(f"delta (modulus failure probability) must be in [0, 1); got {delta!r}")
-    return d
+    return mod.delta if delta is None else check_delta(delta)
 
 
 def _complements(p: np.ndarray) -> np.ndarray:
@@ -139,9 +110,7 @@ def _as_output(out: np.ndarray) -> np.ndarray | float:
     return float(out) if out.ndim == 0 else out
 
 
-# --------------------------------------------------------------------------------------------------
-# Theorem 1: lower bounds on P(r <= eta)
-# --------------------------------------------------------------------------------------------------
+# ---- Theorem 1: lower bounds on P(r <= eta) --------------------------------------------------------
 
 def _phi_increment(p: np.ndarray, comp: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Phi(a + t) - Phi(a) with a = Phi^{-1}(1 - p), for every (t, class) pair; shape (len(t), K).
@@ -214,7 +183,7 @@ def balanced_probability_lower_bound(eta: ArrayLike, modulus: Modulus | float | 
 
 
 def _eq4_rate(n_classes: object) -> float:
-    k = float(_check_int(n_classes, "n_classes (K) for eq. (4)", 5))
+    k = float(integer_at_least(n_classes, "n_classes (K) for eq. (4)", 5))
     return math.sqrt(math.log(k * k / (4.0 * math.pi * math.log(k))))
 
 
@@ -233,9 +202,7 @@ def equiprobable_probability_lower_bound(eta: ArrayLike, n_classes: int, modulus
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t - rate * t) - _modulus_delta(mod, delta))
 
 
-# --------------------------------------------------------------------------------------------------
-# Inverting Theorem 1: upper bounds on a quantile of the robustness
-# --------------------------------------------------------------------------------------------------
+# ---- Inverting Theorem 1: upper bounds on a quantile of the robustness -----------------------------
 
 def latent_quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, n_classes: int | None = None) -> float:
     """Upper bound on the q-quantile of the latent robustness r_Z: the smallest latent radius t with
@@ -327,7 +294,7 @@ def expected_latent_norm(d: int) -> float:
     series in 1/x, x = d/2 (seven terms: relative error below 1e-18 at x = 170).  Accurate to a few units
     in the last place for every d up to 1e300 (a log-gamma difference loses digits from d ~ 1e6 on).
     """
-    _check_int(d, "d (latent dimension)", 1)
+    integer_at_least(d, "d (latent dimension)", 1)
     try:
         d_val = float(d)  # type: ignore[arg-type]
     except OverflowError:
@@ -341,9 +308,7 @@ def expected_latent_norm(d: int) -> float:
     return math.sqrt(d_val) * series
 
 
-# --------------------------------------------------------------------------------------------------
-# Theorem 3: transferability
-# --------------------------------------------------------------------------------------------------
+# ---- Theorem 3: transferability --------------------------------------------------------------------
 
 def transfer_probability_lower_bound(eta: ArrayLike, class_probs: ArrayLike, disagreement: float,
                                      modulus: Modulus | float | None = None,
@@ -357,7 +322,9 @@ def transfer_probability_lower_bound(eta: ArrayLike, class_probs: ArrayLike, dis
     applies eq. (3) to the classes of f and a union bound over the disagreement set).
     """
     p = class_probabilities(class_probs)
-    dis = _check_probability(disagreement, "disagreement (delta of Theorem 3)")
+    dis = real_scalar(disagreement, "disagreement (delta of Theorem 3)")
+    if not (0.0 <= dis <= 1.0):
+        raise ValueError(f"disagreement (delta of Theorem 3) must be in [0, 1]; got {disagreement!r}")
     if p.max() + dis > 0.5 + 1e-12:
         raise ValueError(
             "Theorem 3 assumes P(C_i(f)) + delta <= 1/2 for all i; "
@@ -367,9 +334,7 @@ def transfer_probability_lower_bound(eta: ArrayLike, class_probs: ArrayLike, dis
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - 2.0 * dis - _modulus_delta(mod, delta))
 
 
-# --------------------------------------------------------------------------------------------------
-# Theorem 4: upper bounds on the mean robustness, approximate generator
-# --------------------------------------------------------------------------------------------------
+# ---- Theorem 4: upper bounds on the mean robustness, approximate generator -------------------------
 
 def _theorem4_modulus(modulus: Modulus | float | None, wasserstein: object, diameter: object) -> tuple[Modulus, float]:
     """The checked modulus and the additive term wasserstein + delta * diameter."""
@@ -437,15 +402,13 @@ def equiprobable_mean_upper_bound(n_classes: int, modulus: Modulus | float | Non
 
     The same requirements on the modulus as :func:`mean_upper_bound`.
     """
-    k = _check_int(n_classes, "n_classes (K) for this form", 5)
+    k = integer_at_least(n_classes, "n_classes (K) for this form", 5)
     mod, extra = _theorem4_modulus(modulus, wasserstein, diameter)
     lk = math.log(k)
     return _through(mod, math.log(4 * math.pi * lk) / math.sqrt(2 * lk)) + extra
 
 
-# --------------------------------------------------------------------------------------------------
-# The earlier names (aliases, the same objects)
-# --------------------------------------------------------------------------------------------------
+# ---- The earlier names (aliases, the same objects) -------------------------------------------------
 
 latent_bound = latent_probability_lower_bound
 theorem1_bound = probability_lower_bound
@@ -458,34 +421,18 @@ expected_latent_robustness_bound = latent_mean_upper_bound
 theorem4_bound = mean_upper_bound
 theorem4_equiprobable_bound = equiprobable_mean_upper_bound
 
-ALIASES = {
-    "latent_bound": "latent_probability_lower_bound",
-    "theorem1_bound": "probability_lower_bound",
-    "balanced_bound": "balanced_probability_lower_bound",
-    "equiprobable_bound": "equiprobable_probability_lower_bound",
-    "latent_radius_quantile": "latent_quantile_upper_bound",
-    "robustness_quantile_bound": "quantile_upper_bound",
-    "transfer_bound": "transfer_probability_lower_bound",
-    "expected_latent_robustness_bound": "latent_mean_upper_bound",
-    "theorem4_bound": "mean_upper_bound",
-    "theorem4_equiprobable_bound": "equiprobable_mean_upper_bound",
-}
+#: earlier name -> current name
+ALIASES = {old: globals()[old].__name__ for old in (
+    "latent_bound", "theorem1_bound", "balanced_bound", "equiprobable_bound", "latent_radius_quantile",
+    "robustness_quantile_bound", "transfer_bound", "expected_latent_robustness_bound", "theorem4_bound",
+    "theorem4_equiprobable_bound")}
 
 __all__ = [
-    "TABLE_QUANTILE",
-    "class_probabilities",
-    "latent_probability_lower_bound",
-    "probability_lower_bound",
-    "balanced_probability_lower_bound",
-    "equiprobable_probability_lower_bound",
-    "latent_quantile_upper_bound",
-    "quantile_upper_bound",
-    "balanced_quantile_upper_bound",
-    "equiprobable_quantile_upper_bound",
-    "expected_latent_norm",
-    "transfer_probability_lower_bound",
-    "latent_mean_upper_bound",
-    "mean_upper_bound",
+    "TABLE_QUANTILE", "class_probabilities", "expected_latent_norm",
+    "probability_lower_bound", "latent_probability_lower_bound", "balanced_probability_lower_bound",
+    "equiprobable_probability_lower_bound", "transfer_probability_lower_bound",
+    "quantile_upper_bound", "latent_quantile_upper_bound", "balanced_quantile_upper_bound",
+    "equiprobable_quantile_upper_bound", "mean_upper_bound", "latent_mean_upper_bound",
     "equiprobable_mean_upper_bound",
     *ALIASES,
 ]

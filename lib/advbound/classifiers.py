@@ -4,14 +4,20 @@ argmax-of-affine cells) or simple non-convex sets (ball complement, checkerboard
 Used in latent space, ``exact_robustness(z)`` is the latent robustness r_Z of Remark 5; composed with an
 isometric generator it is also r_in (Remark 4).  Each classifier is an ``nn.Module`` returning logits, so the
 attacks can be run on them and checked against the exact value.
+
+For Theorem 3, :func:`joint_fooling_distance` is the exact norm of the smallest single perturbation that
+changes the labels of two argmax-of-affine classifiers at once.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 from torch import nn
+
+from .modulus import integer_at_least, real_scalar
 
 
 class ToyClassifier(nn.Module):
@@ -68,6 +74,132 @@ def half_space_classifier(normal: torch.Tensor, threshold: float = 0.0) -> Affin
     weight = torch.stack((n, -n)) / 2.0
     bias = torch.tensor([-threshold / 2.0, threshold / 2.0], dtype=n.dtype)
     return AffineClassifier(weight, bias)
+
+
+def sector_classifier(n_classes: int, phase: float = 0.0, dims: int = 2) -> AffineClassifier:
+    """K cones around the origin in the plane of the first two coordinates: the argmax of the K linear
+    functions with unit directions at angles phase + 2 pi k / K (class k is the cone of angle 2 pi / K
+    centred on its direction; K = 2 gives two half-spaces).  Every cell is a convex polyhedron, and for a
+    rotation-invariant law, such as N(0, I), the classes are equiprobable."""
+    k = integer_at_least(n_classes, "n_classes", 2)
+    dims = integer_at_least(dims, "dims", 2)
+    ang = real_scalar(phase, "phase") + 2 * math.pi * torch.arange(k, dtype=torch.float64) / k
+    weight = torch.zeros(k, dims, dtype=torch.float64)
+    weight[:, 0], weight[:, 1] = torch.cos(ang), torch.sin(ang)
+    return AffineClassifier(weight)
+
+
+def distance_to_two_half_spaces(y: torch.Tensor, c1: torch.Tensor, e1: torch.Tensor | float,
+                                c2: torch.Tensor, e2: torch.Tensor | float) -> torch.Tensor:
+    """Distance from each row of ``y`` (n, m) to {v : c1 . v <= e1} intersected with {v : c2 . v <= e2}.
+
+    ``c1``, ``c2`` are normals, one per row (n, m) or shared (m,); ``e1``, ``e2`` offsets.  The nearest
+    point has 0, 1 or 2 active constraints (the optimality conditions of a projection onto a polyhedron):
+    y itself if feasible; its projection onto one boundary hyperplane if that satisfies the other
+    constraint; or its projection onto the intersection of both hyperplanes, which is always feasible.  The
+    smallest feasible candidate is the distance; ``inf`` when the intersection is empty (opposite normals).
+    Rows with a zero normal give NaN.
+    """
+    c1, c2 = torch.broadcast_to(c1, y.shape), torch.broadcast_to(c2, y.shape)
+    e1, e2 = torch.as_tensor(e1, dtype=y.dtype), torch.as_tensor(e2, dtype=y.dtype)
+    s1, s2 = (c1 * y).sum(-1) - e1, (c2 * y).sum(-1) - e2
+    n1, n2, g12 = (c1 * c1).sum(-1), (c2 * c2).sum(-1), (c1 * c2).sum(-1)
+    inf = torch.full_like(s1, math.inf)
+    best = torch.where((s1 <= 0) & (s2 <= 0), torch.zeros_like(s1), inf)
+    for s_a, c_a, n_a, s_b, c_b, g in ((s1, c1, n1, s2, c2, g12), (s2, c2, n2, s1, c1, g12)):
+        move = s_a.clamp_min(0) / n_a  # the projection y - move c_a onto half-space a
+        ok = s_b - move * g <= 1e-12 * (1 + s_b.abs())  # ... satisfies the other constraint
+        best = torch.where(ok, torch.minimum(best, move * n_a.sqrt()), best)
+    det = n1 * n2 - g12 * g12
+    nonparallel = det > 1e-12 * n1 * n2
+    safe = torch.where(nonparallel, det, torch.ones_like(det))
+    l1, l2 = (n2 * s1 - g12 * s2) / safe, (n1 * s2 - g12 * s1) / safe  # y - l1 c1 - l2 c2 lies on both planes
+    corner = (l1[..., None] * c1 + l2[..., None] * c2).norm(dim=-1)
+    return torch.where(nonparallel, torch.minimum(best, corner), best)
+
+
+def joint_fooling_distance(f: AffineClassifier, h: AffineClassifier, x: torch.Tensor) -> torch.Tensor:
+    """min ||v|| such that f(x + v) != f(x) and h(x + v) != h(x), for two argmax-of-affine classifiers
+    (Theorem 3's event, exactly).
+
+    f's label leaves class i where some j beats it, the half-space (w_j - w_i) . y + b_j - b_i >= 0; so the
+    set of points relabelled by both is the union over pairs (j, l) of the intersection of one such
+    half-space of f and one of h, and the distance is the smallest distance to these intersections
+    (:func:`distance_to_two_half_spaces`).
+    """
+    if f.weight.shape[1] != h.weight.shape[1]:
+        raise ValueError(f"f and h must take the same input dimension; got {f.weight.shape[1]} and {h.weight.shape[1]}")
+    x = x.to(f.weight.dtype)
+    kf, kh = f.predict(x), h.predict(x)
+    best = torch.full((x.shape[0],), math.inf, dtype=x.dtype)
+    for j in range(f.n_classes):
+        c1 = f.weight[kf] - f.weight[j]  # {y : c1 . y <= b_j - b_kf}: j beats f's class
+        e1 = f.bias[j] - f.bias[kf]
+        for l in range(h.n_classes):
+            c2 = h.weight[kh] - h.weight[l]
+            e2 = h.bias[l] - h.bias[kh]
+            with torch.no_grad():
+                d = distance_to_two_half_spaces(x, c1, e1, c2, e2)
+            best = torch.where((kf != j) & (kh != l), torch.minimum(best, d), best)
+    return best
+
+
+class ConeClassifier(ToyClassifier):
+    """Labels the plane by the angle of x: class k on the arc [b_k, b_{k+1}) of angles, in turns (the last
+    arc wraps around to b_0 + 1).  The cells are cones, not necessarily convex.  Optionally, outside the
+    disc of radius ``shell`` every label is shifted by one (k -> k + 1 mod K): a classifier that agrees
+    with the cones on the unit circle but has adversarial examples at distance ``shell - 1`` from it.
+
+    ``exact_robustness`` is the distance to the nearest boundary ray {s (cos 2 pi b, sin 2 pi b), s >= 0}
+    (for a point of the cone, the complement's nearest point lies on its two bounding rays), and with a
+    shell also at most shell - ||x||, which the radial step outwards attains (its label is shifted);
+    it is defined for points inside the shell.
+    """
+
+    def __init__(self, boundaries: Sequence[float] | torch.Tensor, shell: float | None = None) -> None:
+        super().__init__()
+        b = torch.as_tensor(boundaries, dtype=torch.float64).reshape(-1)
+        if b.numel() < 2 or torch.any(torch.diff(b) <= 0) or b[0] < 0 or b[-1] >= 1:
+            raise ValueError("boundaries (in turns) must be at least 2 strictly increasing values in [0, 1)")
+        if shell is not None and not shell > 0:
+            raise ValueError(f"shell must be None or a radius > 0; got {shell!r}")
+        self.register_buffer("boundaries", b)
+        self.shell = None if shell is None else float(shell)
+        self.n_classes = int(b.numel())
+
+    def _turns(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 2:
+            raise ValueError(f"x must have last dimension 2; got shape {tuple(x.shape)}")
+        x = x.to(torch.float64)
+        return torch.remainder(torch.atan2(x[..., 1], x[..., 0]) / (2 * math.pi), 1.0)
+
+    def _cone(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.searchsorted(self.boundaries, self._turns(x).contiguous(), right=True) - 1
+        return torch.remainder(k, self.n_classes)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        label = self._cone(x)
+        if self.shell is not None:
+            label = torch.where(x.to(torch.float64).norm(dim=-1) > self.shell, (label + 1) % self.n_classes, label)
+        return label
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(self.predict(x), self.n_classes).to(torch.float64)
+
+    def exact_robustness(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float64)
+        self._turns(x)
+        ang = 2 * math.pi * self.boundaries
+        rays = torch.stack((torch.cos(ang), torch.sin(ang)), dim=-1)  # (K, 2)
+        along = x @ rays.T
+        across = (x[..., :1] * rays[:, 1] - x[..., 1:] * rays[:, 0]).abs()
+        norm = x.norm(dim=-1)
+        dist = torch.where(along >= 0, across, norm[..., None]).min(dim=-1).values
+        if self.shell is not None:
+            if torch.any(norm > self.shell):
+                raise ValueError(f"exact_robustness is defined inside the shell (||x|| <= {self.shell:g})")
+            dist = torch.minimum(dist, self.shell - norm)
+        return dist
 
 
 class SlabClassifier(ToyClassifier):
@@ -156,6 +288,10 @@ __all__ = [
     "ToyClassifier",
     "AffineClassifier",
     "half_space_classifier",
+    "sector_classifier",
+    "distance_to_two_half_spaces",
+    "joint_fooling_distance",
+    "ConeClassifier",
     "SlabClassifier",
     "BallClassifier",
     "CheckerboardClassifier",

@@ -5,6 +5,10 @@ projection (Theorem 2, eq. (5)) are known exactly.
 * :class:`TorusGenerator` is its d-dimensional analogue, a product of d circles in R^{2d}.
 * :class:`IsometricLinearGenerator` is g(z) = A z + b with orthonormal columns: an isometry onto its range,
   the setting of Remark 4 where eq. (2) is attained.
+
+For the circle and the torus, exact in-distribution robustness: :func:`circle_in_distribution_robustness`
+(chord to the nearest label change), :func:`torus_sine_sum_in_distribution_robustness` (the image-space
+half-space ``sum_k x_{2k} >= 0``), and the latent law of a circle angle, :func:`wrapped_normal_cell_probabilities`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import math
 
 import numpy as np
 import torch
+from scipy import special
 from torch import nn
 
-from .modulus import IdentityModulus, Modulus
+from .modulus import IdentityModulus, Modulus, integer_at_least
 
 
 class TorusModulus(Modulus):
@@ -31,9 +36,7 @@ class TorusModulus(Modulus):
     """
 
     def __init__(self, d: int = 1) -> None:
-        if isinstance(d, bool) or int(d) != d or d < 1:
-            raise ValueError(f"d (number of circles) must be an integer >= 1; got {d!r}")
-        self.d = int(d)
+        self.d = integer_at_least(d, "d (number of circles)", 1)
 
     def _forward(self, t: np.ndarray) -> np.ndarray:
         rd = math.sqrt(self.d)
@@ -59,9 +62,7 @@ class TorusGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = 1) -> None:
         super().__init__()
-        if isinstance(latent_dim, bool) or int(latent_dim) != latent_dim or latent_dim < 1:
-            raise ValueError(f"latent_dim must be an integer >= 1; got {latent_dim!r}")
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = integer_at_least(latent_dim, "latent_dim", 1)
         self.image_dim = 2 * self.latent_dim
         self.modulus = TorusModulus(self.latent_dim)
 
@@ -120,9 +121,104 @@ class IsometricLinearGenerator(nn.Module):
         return (x.to(self.matrix.dtype) - self.offset) @ self.matrix
 
 
+# --------------------------------------------------------------------------------------------------
+# The circle: latent law of the angle and in-distribution robustness
+# --------------------------------------------------------------------------------------------------
+
+def wrapped_normal_cell_probabilities(m: int, terms: int = 12) -> np.ndarray:
+    """P(z mod 1 in [k/m, (k+1)/m)) for z ~ N(0, 1), k = 0..m-1: the law of the circle generator's angle
+    (in turns) on a regular grid of m cells.
+
+    Each cell's mass is sum_j [Phi(b + j) - Phi(a + j)] over |j| <= ``terms`` (the rest is below
+    Phi(-terms + 1) < 1e-25), each difference taken on the side of the small tail.
+    """
+    m = integer_at_least(m, "m (number of grid cells)", 1)
+    edges = np.arange(m + 1) / m
+    out = np.zeros(m)
+    for j in range(-terms, terms + 1):
+        a, b = edges[:-1] + j, edges[1:] + j
+        out += np.where(a >= 0, special.ndtr(-a) - special.ndtr(-b), special.ndtr(b) - special.ndtr(a))
+    return out
+
+
+def circle_label_changes(labels: np.ndarray) -> np.ndarray:
+    """Positions (in turns) of the label changes of a regular grid of m cells of the circle, cell k being
+    [k/m, (k+1)/m): the boundaries k/m between cells k - 1 and k (cyclically) whose labels differ."""
+    lab = np.asarray(labels).ravel()
+    if lab.size < 1:
+        raise ValueError("labels must contain at least one grid cell")
+    return np.flatnonzero(lab != np.roll(lab, 1)) / lab.size
+
+
+def circle_in_distribution_robustness(turns: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    """r_in on the circle generator g(z) = (cos 2 pi z, sin 2 pi z) for a labelling of the circle by arcs.
+
+    A point at angle ``turns`` (in turns) can only move along the circle; the nearest point with another
+    label is the nearest arc end, at circular distance Delta (in turns), and the distance in the plane is
+    the chord 2 sin(pi Delta).  ``boundaries`` are the arc ends in turns (e.g. from
+    :func:`circle_label_changes`, or exact ones); no boundary means one label: r_in = inf.
+    """
+    u = np.mod(np.asarray(turns, dtype=float), 1.0)
+    b = np.sort(np.mod(np.asarray(boundaries, dtype=float).ravel(), 1.0))
+    if b.size == 0:
+        return np.full(u.shape, np.inf)
+    pos = np.searchsorted(b, u)
+    left, right = b[(pos - 1) % b.size], b[pos % b.size]
+    gap = np.minimum(np.mod(u - left, 1.0), np.mod(right - u, 1.0))
+    return 2.0 * np.sin(np.pi * np.minimum(gap, 0.5))
+
+
+def torus_sine_sum_in_distribution_robustness(z: np.ndarray, iters: int = 60, chunk: int = 2_000_000) -> np.ndarray:
+    """Exact r_in on the torus generator for f(x) = [sum_k x_{2k} >= 0], i.e. the sign of
+    S = sum_k sin theta_k with theta_k = 2 pi z_k: the least total squared chord that brings S to 0.
+
+    Derivation (ours).  Moving angle k to theta'_k costs the squared chord 4 sin^2((theta'_k - theta_k)/2)
+    = |e^{i theta'_k} - e^{i theta_k}|^2.  For a multiplier lam >= 0, minimising the cost + lam sgn(S) sum_k
+    sin theta'_k coordinatewise means minimising |p - e^{i theta_k}|^2 + lam sgn(S) Im p over the unit circle,
+    whose solution is the angle of 2 e^{i theta_k} - i lam sgn(S):
+    theta'_k = atan2(2 sin theta_k - lam sgn S, 2 cos theta_k).  These moves change S continuously and
+    monotonically in lam, so bisection on lam reaches S = 0, and by Lagrangian sufficiency that move is a
+    global minimiser.  Rows are processed in chunks of about ``chunk`` angles.
+    """
+    theta = 2.0 * np.pi * np.atleast_2d(np.asarray(z, dtype=float))
+    rows = max(1, chunk // theta.shape[1])
+    return np.concatenate([_sine_sum_chunk(theta[i:i + rows], iters) for i in range(0, len(theta), rows)])
+
+
+def _sine_sum_chunk(theta: np.ndarray, iters: int) -> np.ndarray:
+    sgn = np.where(np.sin(theta).sum(axis=1) >= 0, 1.0, -1.0)[:, None]
+    two_sin, two_cos = 2 * np.sin(theta), 2 * np.cos(theta)
+
+    def moved(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        new = np.arctan2(two_sin - lam[:, None] * sgn, two_cos)
+        return new, (np.sin(new) * sgn).sum(axis=1)
+
+    lo, hi = np.zeros(len(theta)), np.full(len(theta), 4.0)
+    while True:  # grow hi until the sum is pushed past 0 for every row
+        _, val = moved(hi)
+        if np.all(val <= 0):
+            break
+        hi = np.where(val > 0, 2 * hi, hi)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        _, val = moved(mid)
+        lo, hi = np.where(val > 0, mid, lo), np.where(val > 0, hi, mid)
+    new, _ = moved(hi)
+    return np.sqrt((4 * np.sin((new - theta) / 2) ** 2).sum(axis=1))
+
+
 def _check_last_dim(t: torch.Tensor, n: int, name: str) -> None:
     if t.ndim < 1 or t.shape[-1] != n:
         raise ValueError(f"{name} must have last dimension {n}; got shape {tuple(t.shape)}")
 
 
-__all__ = ["TorusModulus", "TorusGenerator", "CircleGenerator", "IsometricLinearGenerator"]
+__all__ = [
+    "TorusModulus",
+    "TorusGenerator",
+    "CircleGenerator",
+    "IsometricLinearGenerator",
+    "wrapped_normal_cell_probabilities",
+    "circle_label_changes",
+    "circle_in_distribution_robustness",
+    "torus_sine_sum_in_distribution_robustness",
+]

@@ -43,6 +43,22 @@ def real_scalar(value: object, name: str) -> float:
     return float(value)
 
 
+def integer_at_least(value: object, name: str, minimum: int) -> int:
+    """``value`` as a Python int >= ``minimum``: Python and numpy integers, and integral floats such as 10.0.
+
+    Raises ``ValueError`` naming ``name`` for anything else (bools, 2.5, strings, too small).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        ok = False
+    elif isinstance(value, numbers.Integral):
+        ok = True
+    else:
+        ok = isinstance(value, numbers.Real) and float(value).is_integer()  # False for nan and inf
+    if not ok or int(value) < minimum:  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
 def _as_nonneg_array(x: ArrayLike, name: str) -> np.ndarray:
     try:
         if np.asarray(x).dtype.kind in "USV":  # text is refused even when it parses as a number
@@ -109,7 +125,7 @@ class AffineModulus(Modulus):
             raise ValueError(f"lipschitz must be finite and > 0; got {lipschitz!r}")
         self.offset = offset
         self.lipschitz = lipschitz
-        self.delta = _check_delta(delta)
+        self.delta = check_delta(delta)
 
     def _forward(self, t: np.ndarray) -> np.ndarray:
         return self.offset + self.lipschitz * t
@@ -185,7 +201,7 @@ class EmpiricalModulus(Modulus):
             raise ValueError(f"ceiling (omega beyond the last radius) must be >= values[-1]={v[-1]:g}; got {ceiling!r}")
         self.radii = r
         self.values = v
-        self.delta = _check_delta(delta)
+        self.delta = check_delta(delta)
         self.ceiling = ceiling
 
     @classmethod
@@ -304,7 +320,8 @@ class RescaledModulus(Modulus):
         return f"RescaledModulus({self.base!r}, scale={self.scale:g})"
 
 
-def _check_delta(delta: float) -> float:
+def check_delta(delta: object) -> float:
+    """A failure probability of a modulus: a real number in [0, 1)."""
     delta = real_scalar(delta, "delta (failure probability of the modulus)")
     if not (0.0 <= delta < 1.0):
         raise ValueError(f"delta (failure probability of the modulus) must be in [0, 1); got {delta!r}")
@@ -336,5 +353,7 @@ __all__ = [
     "RescaledModulus",
     "as_modulus",
     "real_scalar",
+    "integer_at_least",
+    "check_delta",
     "upper_concave_hull",
 ]

@@ -1,4 +1,5 @@
-"""Monte Carlo estimates with their standard errors, for checking the bounds against sampled robustness."""
+"""Monte Carlo estimates with their standard errors, and quadrature-weighted distributions, for checking
+the bounds against sampled or gridded robustness."""
 
 from __future__ import annotations
 
@@ -6,25 +7,64 @@ import numpy as np
 import torch
 
 
+def _as_numpy(values: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    arr = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    arr = arr.ravel()
+    if arr.size == 0:
+        raise ValueError(f"{name} must contain at least one sample")
+    return arr
+
+
+def binomial_standard_error(p: np.ndarray | float, n: int) -> np.ndarray:
+    """sqrt(p (1 - p) / n): the standard error of a proportion p estimated from n independent samples."""
+    p = np.asarray(p, dtype=float)
+    return np.sqrt(p * (1.0 - p) / n)
+
+
 def probability_at_most(robustness: np.ndarray | torch.Tensor, eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical P(r <= eta) for each eta, with the binomial standard error sqrt(p (1 - p) / n)."""
-    r = robustness.detach().cpu().numpy() if isinstance(robustness, torch.Tensor) else np.asarray(robustness)
-    r = r.ravel()
-    if r.size == 0:
-        raise ValueError("robustness must contain at least one sample")
+    r = _as_numpy(robustness, "robustness")
     e = np.atleast_1d(np.asarray(eta, dtype=float))
-    p = (r[None, :] <= e[:, None]).mean(axis=1)
-    return p, np.sqrt(p * (1.0 - p) / r.size)
+    p = (np.sort(r).searchsorted(e, side="right")) / r.size
+    return p, binomial_standard_error(p, r.size)
+
+
+def weighted_probability_at_most(values: np.ndarray, weights: np.ndarray, eta: float | np.ndarray) -> np.ndarray:
+    """sum of ``weights`` over the values <= eta, for each eta: P(r <= eta) when the weights are the
+    probabilities of the grid points where r was computed (a quadrature, not a sample: no standard error)."""
+    v, w = _check_weighted(values, weights)
+    order = np.argsort(v, kind="stable")
+    cum = np.concatenate([[0.0], np.cumsum(w[order])])
+    return cum[np.searchsorted(v[order], np.atleast_1d(np.asarray(eta, dtype=float)), side="right")]
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """The q-quantile of a weighted distribution: the smallest value whose cumulative weight reaches q
+    (the inverse of :func:`weighted_probability_at_most`)."""
+    v, w = _check_weighted(values, weights)
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1]; got {q!r}")
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(v[order][min(int(np.searchsorted(cum, q * cum[-1])), v.size - 1)])
+
+
+def _check_weighted(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v, w = _as_numpy(values, "values"), _as_numpy(weights, "weights").astype(float)
+    if v.shape != w.shape:
+        raise ValueError(f"values and weights must have the same length; got {v.size} and {w.size}")
+    if np.any(w < 0) or not np.isfinite(w).all():
+        raise ValueError("weights must be finite and >= 0")
+    return v, w
 
 
 def class_proportions(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.ndarray:
     """Empirical class probabilities p_i = P(f(g(z)) = i) from sampled labels."""
-    lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if lab.size == 0:
-        raise ValueError("labels must contain at least one sample")
+    lab = _as_numpy(labels, "labels")
     if lab.min() < 0 or lab.max() >= n_classes:
         raise ValueError(f"labels must lie in [0, {n_classes - 1}]")
-    return np.bincount(lab.ravel().astype(np.int64), minlength=n_classes) / lab.size
+    return np.bincount(lab.astype(np.int64), minlength=n_classes) / lab.size
 
 
-__all__ = ["probability_at_most", "class_proportions"]
+__all__ = ["binomial_standard_error", "probability_at_most", "weighted_probability_at_most", "weighted_quantile",
+           "class_proportions"]
