@@ -16,10 +16,10 @@ easy).  Let ``T(z) = 2 Phi(z) - 1`` coordinatewise.
 
        P_u(r_in <= eta) >= sum_i [ Phi(a_i + sqrt(pi/2) omega_u^{-1}(eta)) - Phi(a_i) ].
 
-The same constant follows from the isoperimetric inequality for the uniform measure on the cube obtained by
-this contraction (Barthe and Maurey, 2000, which the book cites): for ``A`` in [-1, 1]^d,
-``mu(A_eps) >= Phi(Phi^{-1}(mu(A)) + sqrt(pi/2) eps)``.  It is attained to first order at ``eps = 0`` by the
-half-cube ``{u_1 <= 0}`` (both sides are ``1/2 + eps/2 + O(eps^2)``), so the constant cannot be improved.
+The same contraction transports the Gaussian isoperimetric inequality (Borell 1975; Sudakov and Tsirel'son
+1978) to the cube: for A in [-1, 1]^d of uniform measure p, T^{-1}(A) has Gaussian measure p and T maps its
+(eps / c)-expansion into A_eps, so ``mu(A_eps) >= Phi(Phi^{-1}(p) + sqrt(pi/2) eps)``.  For the half-cube
+``{u_1 <= 0}`` both sides are ``1/2 + eps/2 + O(eps^2)``, so the constant cannot be improved.
 
 The in-cube distance functions below give the exact in-distribution robustness of half-space and slab
 classifiers when ``g_u`` is the identity on the cube (``omega_u(t) = t``), for checking the bound.
