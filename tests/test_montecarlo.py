@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from advbound.montecarlo import (binomial_standard_error, class_proportions, probability_at_most,
+from advbound.montecarlo import (binomial_standard_error, class_proportions, margin_in_standard_errors, probability_at_most,
                                  weighted_probability_at_most, weighted_quantile)
 
 
@@ -40,3 +40,8 @@ def test_weighted_and_class_proportion_errors():
     np.testing.assert_allclose(class_proportions(torch.tensor([0, 2, 2, 1]), 3), [0.25, 0.25, 0.5])
     with pytest.raises(ValueError, match="labels"):
         class_proportions([0, 3], 3)
+
+
+def test_margin_in_standard_errors_handles_zero_standard_errors():
+    got = margin_in_standard_errors([0.5, 1.0, 1.0, 0.2, 0.0], [0.4, 0.9, 1.0, 0.3, 0.1], [0.1, 0, 0, 0, 0])
+    np.testing.assert_allclose(got, [1.0, np.inf, 0.0, -np.inf, -np.inf], rtol=1e-12)

@@ -29,6 +29,16 @@ def probability_at_most(robustness: np.ndarray | torch.Tensor, eta: float | np.n
     return p, binomial_standard_error(p, r.size)
 
 
+def margin_in_standard_errors(estimate: np.ndarray, reference: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """(estimate - reference) / se: how many standard errors an estimate lies above (> 0) or below (< 0) a
+    reference such as a bound.  Where se = 0 (an estimated proportion of exactly 0 or 1) the margin is
+    +inf, -inf or 0 according to the sign of the difference."""
+    diff = np.asarray(estimate, dtype=float) - np.asarray(reference, dtype=float)
+    se = np.asarray(se, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+
+
 def weighted_probability_at_most(values: np.ndarray, weights: np.ndarray, eta: float | np.ndarray) -> np.ndarray:
     """sum of ``weights`` over the values <= eta, for each eta: P(r <= eta) when the weights are the
     probabilities of the grid points where r was computed (a quadrature, not a sample: no standard error)."""
@@ -66,5 +76,5 @@ def class_proportions(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.n
     return np.bincount(lab.astype(np.int64), minlength=n_classes) / lab.size
 
 
-__all__ = ["binomial_standard_error", "probability_at_most", "weighted_probability_at_most", "weighted_quantile",
+__all__ = ["binomial_standard_error", "probability_at_most", "margin_in_standard_errors", "weighted_probability_at_most", "weighted_quantile",
            "class_proportions"]
