@@ -55,3 +55,21 @@ def test_every_chapter_uses_the_one_colab_cell_and_never_locates_the_repository(
         text = "\n".join(code)
         for pattern in (r"pyproject\.toml", r"find_repo_root", r"\.parents\b", r"\bROOT\b"):
             assert not re.search(pattern, text), f"{source.name} locates the repository ({pattern})"
+
+
+def test_glue_stores_python_numbers_for_the_text(capsys):
+    """Numpy scalars are stored as plain numbers (myst-nb's {glue:text} formats float(text/plain))."""
+    import numpy as np
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shown = []
+    shell.display_pub.publish = lambda data, metadata=None, **kw: shown.append((data, metadata))
+    try:
+        book.glue("value", np.float64(0.25))
+        book.glue("count", np.int64(7))
+    finally:
+        InteractiveShell.clear_instance()
+    texts = {m["scrapbook"]["name"]: d for d, m in shown}
+    assert {k: next(v for key, v in d.items() if key.endswith("text/plain")) for k, d in texts.items()} == \
+        {"value": "0.25", "count": "7"}

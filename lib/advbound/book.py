@@ -10,6 +10,7 @@ A chapter starts with::
     chapter = advbound.book.start("circle", seed=seed)
     ...
     chapter.publish(fig, "cdf")          # figures/circle-cdf.{pdf,png}, shown once in the notebook
+    glue("median", value)                # for {glue:text}`median:.3f` in the text
 
 Its first cell installs the package on Colab (and does nothing elsewhere); see :data:`COLAB_CELL`.
 """
@@ -108,6 +109,20 @@ def publish(fig: Any, chapter: str, name: str, folder: str | os.PathLike | None 
     display(Image(data=buf.getvalue()))
 
 
+def glue(name: str, value: Any) -> None:
+    """Store ``value`` under ``name`` for the book's text, where ``{glue:text}`name:.3f``` shows it, so that no
+    number the code computes is typed by hand.  Numpy scalars become Python numbers first (myst-nb formats
+    the stored text, which numpy 2 writes as ``np.float64(...)``).  Without myst-nb (e.g. on Colab, where the
+    book is not built) nothing is stored."""
+    try:
+        from myst_nb import glue as store
+    except ImportError:
+        return
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    store(name, value, display=False)
+
+
 @dataclass(frozen=True)
 class Chapter:
     """A running chapter: its name (the prefix of its figure files) and its output folder."""
@@ -144,6 +159,7 @@ __all__ = [
     "STYLE",
     "Chapter",
     "checkpoint_dir",
+    "glue",
     "output_dir",
     "publish",
     "results_path",
