@@ -351,7 +351,7 @@ def test_float32_class_probabilities_are_accepted():
     rng = np.random.default_rng(0)
     softmax = rng.dirichlet(np.ones(10), size=5000).astype(np.float32)
     p32 = softmax.mean(axis=0)
-    assert abs(math.fsum(p32.astype(float)) - 1) > 1e-9  # what the earlier 1e-9 tolerance rejected
+    assert abs(math.fsum(p32.astype(float)) - 1) > 1e-9  # a 1e-9 tolerance would reject them
     got = B.robustness_quantile_bound(0.25, class_probs=p32)
     ref = B.robustness_quantile_bound(0.25, class_probs=p32.astype(float) / math.fsum(p32.astype(float)))
     assert got == pytest.approx(ref, rel=1e-12)
@@ -373,7 +373,7 @@ def test_probabilities_printed_to_six_decimals_are_accepted():
 @pytest.mark.parametrize("d", [1, 2, 7, 100, 340, 341, 1000, 12_345, 10**6, 10**9, 10**13, 10**16, 10**20,
                                10**100, 1e300, np.int64(100), np.int64(10**18)])
 def test_expected_latent_norm_matches_mpmath_for_every_d(d):
-    """The log-gamma difference lost digits from d ~ 1e6 and returned sqrt(2) from d = 1e16."""
+    """A plain log-gamma difference loses digits from d ~ 1e6 on and gives sqrt(2) from d = 1e16 on."""
     with mp.workdps(40 + len(str(int(d)))):  # log-gamma of d needs about log10(d) extra digits
         dd = mp.mpf(int(d))
         ref = mp.sqrt(2) * mp.exp(mp.loggamma((dd + 1) / 2) - mp.loggamma(dd / 2))
