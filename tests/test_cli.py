@@ -1,8 +1,11 @@
-"""The command line of the foundation issue: ``python -m advbound bound ...``."""
+"""The command line: ``python -m advbound bound ...`` and ``python -m advbound experiment ...``.
+
+The error cases run in-process (``main(argv)``); one test runs the module as a program."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -40,27 +43,120 @@ def test_cli_single_class_has_no_finite_bound(capsys):
     assert json.loads(capsys.readouterr().out)["eta"] is None
 
 
-@pytest.mark.parametrize("args, name", [
-    (["--classes", "0", "--quantile", "0.25"], "--classes"),
-    (["--class-probs", "0.5,0.6", "--quantile", "0.25"], "--class-probs"),
-    (["--class-probs", "0.5,x", "--quantile", "0.25"], "--class-probs"),
-    (["--classes", "10", "--quantile", "1.5"], "--quantile"),
-    (["--classes", "10", "--quantile", "0.25", "--lipschitz", "-1"], "--lipschitz"),
-    (["--classes", "10", "--quantile", "0.25", "--delta", "1.2"], "--delta"),
-    (["--classes", "10", "--quantile", "0.8", "--delta", "0.3"], "--delta"),
-])
-def test_cli_bad_arguments_exit_nonzero_with_one_line_naming_the_argument(args, name):
-    proc = _run("bound", "--latent-dim", "100", *args)
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert name in lines[0]
-    assert proc.stdout == ""
+def _error(argv: list[str], capsys) -> tuple[int, str]:
+    """Run the command line in-process on ``argv``, which must fail; return its exit status and message.
+
+    Usage errors exit with status 2 after one line on stderr; the library's named errors raise
+    ``SystemExit("advbound: error: ...")``, which Python prints on stderr with status 1."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    code = info.value.code
+    return (1, code) if isinstance(code, str) else (code, captured.err)
 
 
-def test_cli_missing_latent_dim():
-    proc = _run("bound", "--classes", "10", "--quantile", "0.25")
-    assert proc.returncode != 0 and "--latent-dim" in proc.stderr
+def _one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("advbound: "), text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+BOUND = ["bound", "--latent-dim", "100"]
+BAD_ARGUMENTS = {
+    "classes 0": (BOUND + ["--classes", "0", "--quantile", "0.25"], "--classes"),
+    "classes 1e11": (BOUND + ["--classes", "100000000000", "--quantile", "0.25"], "--classes"),
+    "classes ten": (BOUND + ["--classes", "ten", "--quantile", "0.25"], "--classes"),
+    "class-probs sum 1.1": (BOUND + ["--class-probs", "0.5,0.6", "--quantile", "0.25"], "--class-probs"),
+    "class-probs not a number": (BOUND + ["--class-probs", "0.5,x", "--quantile", "0.25"], "--class-probs"),
+    "class-probs nan": (BOUND + ["--class-probs", "nan,1", "--quantile", "0.25"], "--class-probs"),
+    "class-probs empty items": (BOUND + ["--class-probs", ",,", "--quantile", "0.25"], "--class-probs"),
+    "classes and class-probs": (BOUND + ["--classes", "3", "--class-probs", "0.5,0.5", "--quantile", "0.25"],
+                                "--class-probs"),
+    "quantile 1.5": (BOUND + ["--classes", "10", "--quantile", "1.5"], "--quantile"),
+    "quantile nan": (BOUND + ["--classes", "10", "--quantile", "nan"], "--quantile"),
+    "lipschitz -1": (BOUND + ["--classes", "10", "--quantile", "0.25", "--lipschitz", "-1"], "--lipschitz"),
+    "lipschitz inf": (BOUND + ["--classes", "10", "--quantile", "0.25", "--lipschitz", "inf"], "--lipschitz"),
+    "delta 1.2": (BOUND + ["--classes", "10", "--quantile", "0.25", "--delta", "1.2"], "--delta"),
+    "quantile + delta >= 1": (BOUND + ["--classes", "10", "--quantile", "0.8", "--delta", "0.3"], "--delta"),
+    "latent-dim 0": (["bound", "--latent-dim", "0", "--classes", "10", "--quantile", "0.25"], "--latent-dim"),
+    "latent-dim 1e3": (["bound", "--latent-dim", "1e3", "--classes", "10", "--quantile", "0.25"], "--latent-dim"),
+    "latent-dim 10^400": (["bound", "--latent-dim", "1" + "0" * 400, "--classes", "10", "--quantile", "0.25"],
+                          "--latent-dim"),
+    "latent-dim missing": (["bound", "--classes", "10", "--quantile", "0.25"], "--latent-dim"),
+    "prefix --lat": (["bound", "--lat", "5", "--latent-dim", "100", "--classes", "10", "--quantile", "0.25"], "--lat"),
+    "prefix --latent": (["bound", "--latent", "5", "--classes", "10", "--quantile", "0.25"], "--latent"),
+    "no command": ([], "command"),
+    "dataset imagenet": (["experiment", "--dataset", "imagenet"], "--dataset"),
+    "prefix --data": (["experiment", "--data", "mnist"], "--data"),
+    "profile big": (["experiment", "--dataset", "mnist", "--profile", "big"], "--profile"),
+    "seed -1": (["experiment", "--dataset", "mnist", "--seed", "-1"], "--seed"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS), ids=list(BAD_ARGUMENTS))
+def test_bad_arguments_exit_nonzero_with_one_line_naming_the_argument(case, capsys):
+    """In-process: a usage error is one line on stderr that names the argument, and nothing on stdout.
+    (argparse's prefix matching is off: ``--lat 5`` is refused rather than read as ``--latent-dim 5``.)"""
+    args, name = BAD_ARGUMENTS[case]
+    status, message = _error(args, capsys)
+    assert status != 0
+    assert name in _one_line(message)
+
+
+@pytest.fixture()
+def fake_run(monkeypatch):
+    """``run_experiment`` replaced: records its calls and raises what the test puts in ``raises``."""
+    from advbound import experiments
+
+    calls: list[dict] = []
+    raises: list[BaseException] = []
+
+    def run(dataset, profile, **kwargs):
+        calls.append(dict(kwargs, dataset=dataset, profile=profile))
+        if raises:
+            raise raises[0]
+        raise AssertionError("this test expects an error")
+
+    monkeypatch.setattr(experiments, "run_experiment", run)
+    return calls, raises
+
+
+def _experiment(*args: str) -> list[str]:
+    return ["experiment", "--dataset", "mnist", "--profile", "ci", "--quiet", *args]
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--device", "banana"], "argument --device: expected cpu, cuda or cuda:N; got 'banana'"),
+    (["--device", "cuda:99"], "argument --device: cuda:99"),
+    (["--output", "{file}"], "argument --output: .*is a file"),
+    (["--out", "{file}/results"], "argument --out: .*is a file, not a folder"),
+    (["--checkpoint-dir", "{file}"], "argument --checkpoint-dir: .*is a file, not a folder"),
+], ids=["device banana", "device cuda:99", "output is a file", "out below a file", "checkpoint-dir is a file"])
+def test_experiment_checks_device_and_paths_before_the_run(args, pattern, tmp_path, fake_run, capsys):
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("{file}", str(tmp_path / "file")) for a in args]
+    status, message = _error(_experiment(*args), capsys)
+    assert status == 1 and re.search(pattern, _one_line(message))
+    assert fake_run[0] == []  # refused before any training
+
+
+def test_experiment_prints_the_librarys_named_errors_alone(tmp_path, fake_run, capsys):
+    from advbound.data import DataUnavailableError
+    from advbound.training import CheckpointError, TrainingDivergedError
+
+    calls, raises = fake_run
+    for err in (DataUnavailableError("real svhn data is not available: ADVBOUND_DATA=/x has no copy"),
+                CheckpointError("checkpoint c.pt was written by a different configuration"),
+                TrainingDivergedError("the training loss became nan at epoch 2, batch 3")):
+        raises[:] = [err]
+        status, message = _error(_experiment("--output", str(tmp_path)), capsys)
+        assert status == 1 and _one_line(message) == f"advbound: error: {err}"
+    raises[:] = [KeyboardInterrupt()]
+    status, message = _error(_experiment("--output", str(tmp_path), "--checkpoint-dir", str(tmp_path / "ck")), capsys)
+    assert status == 130 and "resume" in _one_line(message)
+    assert len(calls) == 4
 
 
 def test_import_is_torch_free_and_submodules_load_lazily():

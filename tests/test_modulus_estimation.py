@@ -96,3 +96,24 @@ def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match="radius"):
         local_increments(LinearGenerator(), torch.zeros(2, 6), -1.0)
     assert math.isclose(float(local_increments(LinearGenerator(), torch.zeros(2, 6), 0.0).sum()), 0.0)
+
+
+def test_bonferroni_runs_over_the_positive_radii():
+    """At t_0 = 0 the increment is exactly 0 and nothing is estimated, so the union bound runs over the
+    m = len(radii) - 1 positive radii: the rank is the smallest k with P(Binomial(n, 1 - delta) >= k) <=
+    (1 - c) / m, computed here by an exact binomial sum in rationals.  For these n, delta, c, counting t_0
+    too (m + 1 tests) would give another rank, so the test tells the two apart."""
+    from fractions import Fraction
+
+    def rank(n, delta, level):
+        p = 1 - delta
+        for k in range(1, n + 1):
+            if sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1)) <= level:
+                return k
+
+    radii, n = [0.0, 0.1, 0.2, 0.3], 60
+    m = len(radii) - 1
+    expected = rank(n, Fraction(1, 10), Fraction(2, 10) / m)
+    assert (expected, rank(n, Fraction(1, 10), Fraction(2, 10) / (m + 1))) == (58, 59)
+    est = estimate_modulus(TanhGenerator(), radii=radii, n_samples=n, delta=0.1, confidence=0.8, restarts=1, steps=1)
+    assert est.rank == expected

@@ -1,9 +1,10 @@
-"""Training: seeds, atomic checkpoints, resume equal to an uninterrupted run, clear checkpoint errors, PGD."""
+"""Training: seeds, atomic checkpoints, resume equal to an uninterrupted run, clear checkpoint errors, PGD,
+augmentation, and what adversarial training buys (exact robust accuracy of a linear model)."""
 
 import pytest
 import torch
 
-from advbound.data import synthetic_stand_in
+from advbound.data import STAND_IN, ImageData, synthetic_stand_in
 from advbound.models import DCGANDiscriminator, DCGANGenerator, LeNet
 from advbound.training import (CheckpointError, PGDConfig, augment_batch, error_rate, load_checkpoint, pgd_attack,
                                save_checkpoint, train_classifier, train_gan)
@@ -100,9 +101,43 @@ def test_pgd_stays_in_ball_and_box(norm, eps):
         assert float(loss(model(adv), y)) >= float(loss(model(x), y)) - 1e-6
 
 
-def test_adversarial_training_runs():
-    hist = train_classifier(_lenet(), DATA, epochs=1, batch_size=48, adversarial=PGDConfig(steps=1), progress=False)
-    assert len(hist) == 1 and hist[0]["loss"] > 0
+def _weak_and_strong_features(n: int, seed: int) -> ImageData:
+    """Two classes, s = +-1, 5x5 images: pixel 0 is a strong but noisy feature (0.5 + 0.3 s, sign right in 75% of
+    the samples); the 24 others are weak ones (0.5 + 0.05 s + N(0, 0.05^2)), together highly predictive.  An
+    L_inf perturbation of 0.1 reverses every weak feature but not the strong one (Tsipras et al., ICLR 2019)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    s = (2 * y - 1).float()
+    x = 0.5 + 0.05 * s[:, None] + 0.05 * torch.randn(n, 25, generator=g)
+    x[:, 0] = 0.5 + 0.3 * s * torch.where(torch.rand(n, generator=g) < 0.75, 1.0, -1.0)
+    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).view(n, 1, 5, 5)
+    return ImageData(images, y, "weak-and-strong features", STAND_IN, n_classes=2)
+
+
+def _exact_robust_accuracy(model: torch.nn.Sequential, data: ImageData, eps: float) -> float:
+    """For a linear two-class model the worst L_inf perturbation lowers the margin s (w . x + c) by exactly
+    eps ||w||_1 (w, c the differences of the two rows), so the robust accuracy has a closed form."""
+    lin = model[1]
+    w, c = lin.weight[1] - lin.weight[0], lin.bias[1] - lin.bias[0]
+    s = (2 * data.labels - 1).float()
+    margin = s * (data.floats().flatten(1) @ w + c)
+    return float((margin - eps * w.abs().sum() > 0).float().mean())
+
+
+def test_adversarial_training_buys_robustness_that_standard_training_lacks():
+    """Same data, initialisation and seed; PGD training (eps = 0.1) learns to ignore the weak features, so its
+    exact robust accuracy on fresh samples is near the strong feature's 75%, standard training's far below."""
+    train, test = _weak_and_strong_features(512, seed=0), _weak_and_strong_features(512, seed=1)
+    robust = {}
+    for name, adversarial in (("standard", None), ("pgd", PGDConfig(eps=0.1, step_size=0.025, steps=7))):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(25, 2))
+        train_classifier(model, train, epochs=10, batch_size=64, lr=0.05, optimizer="adam", weight_decay=0.0,
+                         adversarial=adversarial, progress=False)
+        with torch.no_grad():
+            robust[name] = _exact_robust_accuracy(model, test, 0.1)
+            assert error_rate(model, test) < 0.3
+    assert robust["pgd"] > 0.65 and robust["pgd"] - robust["standard"] > 0.2, robust
 
 
 def test_gan_resume_equals_uninterrupted(tmp_path):
@@ -138,5 +173,29 @@ def test_augment_batch_crops_and_flips():
     assert all(torch.equal(flipped[k], x[k]) or torch.equal(flipped[k], x[k].flip(2)) for k in range(6))
     with pytest.raises(ValueError, match="augment"):
         augment_batch(x, "rotate")
-    hist = train_classifier(_lenet(), DATA, epochs=1, batch_size=48, augment="crop", progress=False)
-    assert len(hist) == 1
+
+
+def test_training_sees_the_augmented_images():
+    """With augment="crop" every training batch the model sees is made of shifted windows of the zero-padded
+    images, and not all of them are the unshifted ones; evaluation sees the images as they are."""
+    data = synthetic_stand_in(12, channels=1, image_size=28, seed=2)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _lenet()
+
+        def forward(self, x):
+            if self.training:
+                seen.append(x.detach().clone())
+            return self.net(x)
+
+    train_classifier(Recorder(), data, epochs=1, batch_size=5, augment="crop", progress=False)
+    batch = torch.cat(seen)
+    assert batch.shape == (12, 1, 28, 28)
+    padded = torch.nn.functional.pad(data.floats(), (4, 4, 4, 4))
+    windows = torch.stack([padded[:, :, i:i + 28, j:j + 28] for i in range(9) for j in range(9)], dim=1)
+    match = (windows[None] == batch[:, None, None]).flatten(3).all(dim=3)  # (seen, image, offset)
+    assert bool(match.any(dim=2).any(dim=1).all())            # each seen image is a crop of some image
+    assert not bool(match[:, :, 4 * 9 + 4].any(dim=1).all())  # and not every one is the unshifted crop

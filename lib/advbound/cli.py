@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -30,14 +32,20 @@ class _OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive_int(name: str):
+#: the most classes the ``bound`` command takes: eq. (2) is summed class by class (80 MB at this size)
+MAX_CLASSES = 10_000_000
+
+
+def _positive_int(name: str, maximum: int | None = None):
+    allowed = "an integer >= 1" if maximum is None else f"an integer in [1, {maximum:,}]"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1; got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1; got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}; got {text!r}") from None
+        if value < 1 or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}; got {value}")
         return value
     return parse
 
@@ -56,6 +64,23 @@ def _float_in(name: str, lo: float, hi: float, lo_open: bool, hi_open: bool):
     return parse
 
 
+def _non_negative_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0; got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0; got {value}")
+        return value
+    return parse
+
+
+def _fail(message: str) -> SystemExit:
+    """The command line's error exit: one line ``advbound: error: ...`` on stderr, status 1, no traceback."""
+    return SystemExit(f"advbound: error: {message}")
+
+
 def _probabilities(text: str) -> list[float]:
     try:
         return [float(p) for p in text.split(",")]
@@ -71,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Smallest eta with P(r <= eta) >= Q guaranteed by Theorem 1 for any classifier.")
     b.add_argument("--latent-dim", type=_positive_int("--latent-dim"), required=True, help="latent dimension d")
     classes = b.add_mutually_exclusive_group(required=True)
-    classes.add_argument("--classes", type=_positive_int("--classes"), help="K equiprobable classes")
+    classes.add_argument("--classes", type=_positive_int("--classes", MAX_CLASSES), help="K equiprobable classes")
     classes.add_argument("--class-probs", type=_probabilities, help="class probabilities p1,p2,... summing to 1")
     b.add_argument("--quantile", type=_float_in("--quantile", 0, 1, True, True), required=True,
                    help="target probability Q in (0, 1) (0.25 in Tables 1-2)")
@@ -84,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the table with its bounds, and save the results JSON and CSV.")
     e.add_argument("--dataset", choices=("mnist", "svhn", "cifar10"), required=True)
     e.add_argument("--profile", choices=("ci", "colab", "full"), default="ci")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_non_negative_int("--seed"), default=0)
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     e.add_argument("--output", default=None,
                    help="output folder for results/, checkpoints/, data/ (default: $ADVBOUND_OUTPUT, else .)")
@@ -106,14 +131,16 @@ def bound_command(args: argparse.Namespace) -> dict:
         probs = class_probabilities(args.class_probs, args.classes)
     except ValueError as exc:
         arg = "--class-probs" if args.class_probs is not None else "--classes"
-        raise SystemExit(f"advbound: error: argument {arg}: {exc}") from None
+        raise _fail(f"argument {arg}: {exc}") from None
     if args.quantile + args.delta >= 1.0:
-        raise SystemExit(f"advbound: error: argument --delta: --quantile + --delta must be < 1; "
-                         f"got {args.quantile:g} + {args.delta:g}")
+        raise _fail(f"argument --delta: --quantile + --delta must be < 1; got {args.quantile:g} + {args.delta:g}")
     modulus = IdentityModulus() if args.lipschitz is None else LipschitzModulus(args.lipschitz)
     t_star = latent_radius_quantile(args.quantile + args.delta, probs)
     eta = float(modulus(t_star)) if math.isfinite(t_star) else math.inf
-    norm = expected_latent_norm(args.latent_dim)
+    try:
+        norm = expected_latent_norm(args.latent_dim)
+    except (ValueError, OverflowError) as exc:
+        raise _fail(f"argument --latent-dim: {exc}") from None
     return {
         "eta": eta,
         "normalized": eta / norm,
@@ -129,31 +156,78 @@ def bound_command(args: argparse.Namespace) -> dict:
     }
 
 
+def _check_device(text: str | None) -> None:
+    import torch
+
+    if text is None:
+        return
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise _fail(f"argument --device: expected cpu, cuda or cuda:N; got {text!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _fail(f"argument --device: {text} was asked for but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise _fail(f"argument --device: {text} does not exist; this machine has "
+                        f"{torch.cuda.device_count()} CUDA device(s)")
+
+
+def _writable_folder(path: Path, arg: str) -> None:
+    """Create ``path`` (a folder) now, so that a bad location fails before a long run, not after it."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise _fail(f"argument {arg}: {str(path)!r} is a file, not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _fail(f"argument {arg}: cannot create the folder {str(path)!r} ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK):
+        raise _fail(f"argument {arg}: the folder {str(path)!r} is not writable")
+
+
 def experiment_command(args: argparse.Namespace) -> int:
-    """Run one table (:func:`advbound.experiments.run_experiment`), print it and save its results."""
+    """Run one table (:func:`advbound.experiments.run_experiment`), print it and save its results.
+
+    Every path and the device are checked before the run starts; the library's named errors (missing data,
+    an unusable checkpoint, a diverged training) are printed as one line, without a traceback.
+    """
     import json as _json
 
     from . import book
     from .data import DataUnavailableError
     from .experiments import run_experiment, set_determinism, side_by_side
     from .experiments.report import _title
+    from .training import CheckpointError, TrainingDivergedError
 
+    _check_device(args.device)
+    try:
+        out_folder = book.output_dir(args.output)
+    except (ValueError, OSError) as err:
+        raise _fail(f"argument --output: {err}") from None
+    out = Path(args.out) if args.out else book.results_path(args.dataset, args.profile, args.output)
+    _writable_folder(out.parent, "--out" if args.out else "--output")
     ckdir = args.checkpoint_dir
     if ckdir is None and args.profile != "ci":
         ckdir = book.checkpoint_dir(args.dataset, args.profile, args.seed, args.output)
+    if ckdir is not None:
+        _writable_folder(Path(ckdir), "--checkpoint-dir")
     data_root = args.data_root if args.data_root is not None else (
-        None if args.output is None else book.output_dir(args.output) / "data")
+        None if args.output is None else out_folder / "data")
     # the ci profile's tiny networks run fastest (and reproducibly) on one CPU thread
     set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
     try:
         res = run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=data_root,
                              download=not args.no_download, checkpoint_dir=ckdir, progress=not args.quiet)
-    except DataUnavailableError as err:
-        raise SystemExit(f"advbound: error: {err}") from None
+    except (DataUnavailableError, CheckpointError, TrainingDivergedError) as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        again = " (run the same command again to resume from the checkpoints)" if ckdir is not None else ""
+        sys.stderr.write(f"advbound: interrupted{again}\n")
+        raise SystemExit(130) from None
     print(_title(args.dataset, res.provenance["data"]))
     print(side_by_side(res).to_string())
     print(_json.dumps(res.to_json_dict()["checks"], indent=1))
-    path = res.save(args.out or book.results_path(args.dataset, args.profile, args.output))
+    path = res.save(out)
     print(f"results written to {path} and {path.with_suffix('.csv')}")
     return 0
 

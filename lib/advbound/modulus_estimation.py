@@ -20,9 +20,10 @@ Honest caveats (also printed in the book):
 * the inner maximum is found by a local ascent, so ``s_t(z)`` is a *lower* estimate of the true supremum;
 * the ``(1 - delta)`` quantile of a finite sample is itself an estimate.  With ``confidence = c`` we use
   the distribution-free order statistic ``s_(k)`` with the smallest rank ``k`` such that
-  ``P(Binomial(n, 1 - delta) >= k) <= (1 - c) / (m + 1)`` (Bonferroni over the ``m + 1`` grid radii), so
-  that, *for the increments as computed*, ``P(s_t(z) > omega(t)) <= delta`` holds at every grid radius
-  simultaneously with probability at least ``c`` over the sample;
+  ``P(Binomial(n, 1 - delta) >= k) <= (1 - c) / m`` (Bonferroni over the ``m`` radii ``t_1 .. t_m``; at
+  ``t_0 = 0`` the increment is exactly 0 and nothing is estimated), so that, *for the increments as
+  computed*, ``P(s_t(z) > omega(t)) <= delta`` holds at every grid radius simultaneously with probability
+  at least ``c`` over the sample;
 * between grid radii the modulus is interpolated linearly (not a certified upper bound), and beyond the
   last radius it is ``+inf``;
 * a modulus that holds for most ``z`` around each ``z`` is what the bound uses here; whether this matches
@@ -40,6 +41,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+from .attacks.base import _module_device, _module_dtype, eval_mode
 from .modulus import EmpiricalModulus
 from .training import resolve_device
 
@@ -88,6 +90,7 @@ def local_increments(generator: nn.Module, z: torch.Tensor, radius: float, *, re
     For each ``z`` and each of ``restarts`` random unit directions, start at ``u = radius * direction`` and
     take ``steps`` normalised gradient-ascent steps of length ``step_size * radius``, projecting back onto
     the ball; return the best value seen over restarts and iterates.  All samples and restarts are batched.
+    An ``nn.Module`` generator is evaluated in eval mode and given back in the mode it came in.
     """
     if radius < 0 or not math.isfinite(radius):
         raise ValueError(f"radius must be finite and >= 0; got {radius!r}")
@@ -99,6 +102,13 @@ def local_increments(generator: nn.Module, z: torch.Tensor, radius: float, *, re
     n = z.shape[0]
     if radius == 0.0 or n == 0:
         return torch.zeros(n, device=z.device)
+    with eval_mode(generator):
+        return _local_increments(generator, z, radius, restarts, steps, step_size, batch_size, seed)
+
+
+def _local_increments(generator: nn.Module, z: torch.Tensor, radius: float, restarts: int, steps: int,
+                      step_size: float, batch_size: int, seed: int) -> torch.Tensor:
+    n = z.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     out = torch.empty(n, device=z.device)
     per_chunk = max(1, batch_size // restarts)
@@ -159,7 +169,9 @@ def estimate_modulus(generator: nn.Module, *, radii: Sequence[float] | np.ndarra
     ``radii`` (default :func:`default_radii`) must start at 0 and increase.  ``omega(t)`` is the
     ``(1 - delta)`` empirical quantile over ``n_samples`` latent draws of :func:`local_increments`; with
     ``confidence`` it is instead the order statistic of :func:`order_statistic_rank` (Bonferroni over the
-    grid).  Returns a :class:`ModulusEstimate` whose ``modulus`` carries ``delta`` into the bound.
+    ``len(radii) - 1`` positive radii).  Returns a :class:`ModulusEstimate` whose ``modulus`` carries
+    ``delta`` into the bound.  The generator is moved to ``device`` (default: where its parameters are),
+    evaluated in eval mode and given back in the mode it came in.
     """
     r = default_radii() if radii is None else np.asarray(radii, dtype=float).ravel()
     if r.size < 2 or r[0] != 0.0 or np.any(np.diff(r) <= 0) or not np.all(np.isfinite(r)):
@@ -168,13 +180,16 @@ def estimate_modulus(generator: nn.Module, *, radii: Sequence[float] | np.ndarra
         raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}")
     if not (0.0 < delta < 1.0):
         raise ValueError(f"delta (failure probability of the modulus) must be in (0, 1); got {delta!r}")
-    dev = resolve_device(device) if device is not None else next(generator.parameters()).device
-    generator = generator.to(dev).eval()
+    dev = resolve_device(device) if device is not None else (_module_device(generator) or torch.device("cpu"))
+    generator = generator.to(dev)
     d = int(generator.latent_dim)
-    z = torch.randn(int(n_samples), d, generator=torch.Generator().manual_seed(int(seed))).to(dev)
-    inc = np.stack([local_increments(generator, z, float(t), restarts=restarts, steps=steps, step_size=step_size,
-                                     batch_size=batch_size, seed=int(seed) + 1 + k).cpu().numpy()
-                    for k, t in enumerate(r)])
+    dtype = _module_dtype(generator) or torch.get_default_dtype()
+    z = torch.randn(int(n_samples), d, generator=torch.Generator().manual_seed(int(seed))).to(dev, dtype)
+    with eval_mode(generator):
+        inc = np.stack([local_increments(generator, z, float(t), restarts=restarts, steps=steps,
+                                         step_size=step_size, batch_size=batch_size,
+                                         seed=int(seed) + 1 + k).cpu().numpy()
+                        for k, t in enumerate(r)])
     rank = None
     if confidence is None:
         raw = np.quantile(inc, 1.0 - delta, axis=1, method="higher")

@@ -8,14 +8,22 @@ gradient inversion: Adam on ``||g(z) - x||^2`` from several starting points per 
 residual.  The inversion is a local search: on a non-convex generator it may return a local minimum, in
 which case ``f~`` is only an approximation of eq. (5); :meth:`ProjectionClassifier.project` returns the
 residual ``||g(z*) - x||`` so that callers can check.
+
+The classifier and the generator are evaluated in eval mode (:func:`advbound.attacks.base.eval_mode`) and
+given back in the mode they came in; the inversion differentiates with respect to ``z`` only, so it neither
+updates BatchNorm statistics nor fills the ``.grad`` of their parameters, and its random restarts come from
+a private generator seeded by ``seed`` (the global torch RNG is not used).
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
+
+from .attacks.base import _as_int, _check_module_matches, eval_mode
 
 
 class ProjectionClassifier(nn.Module):
@@ -41,14 +49,15 @@ class ProjectionClassifier(nn.Module):
                  latent_dim: int, *, restarts: int = 4, steps: int = 200, lr: float = 0.05,
                  exact_projection: Optional[Callable[[Tensor], Tensor]] = None, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be an integer >= 1; got {latent_dim!r}")
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise ValueError(f"restarts must be an integer >= 1; got {restarts!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
-        if not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"lr must be a number > 0; got {lr!r}")
+        latent_dim = _as_int(latent_dim, "latent_dim", 1)
+        restarts = _as_int(restarts, "restarts", 1)
+        steps = _as_int(steps, "steps", 1)
+        seed = _as_int(seed, "seed", 0)
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) < float("inf"):
+            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+        for name, fn in (("classifier", classifier), ("generator", generator)):
+            if not callable(fn):
+                raise ValueError(f"{name} must be a callable (an nn.Module or a function); got {type(fn).__name__}")
         if exact_projection is not None and not callable(exact_projection):
             raise ValueError("exact_projection must be None or a callable x -> z*")
         self.classifier = classifier
@@ -64,10 +73,20 @@ class ProjectionClassifier(nn.Module):
         return (self.generator(z) - x).flatten(1).norm(dim=1)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(z*, ||g(z*) - x||_2)`` per sample, the (approximate) projection of eq. (5)."""
+        """Return ``(z*, ||g(z*) - x||_2)`` per sample, the (approximate) projection of eq. (5).
+
+        Samples are projected independently: a sample with NaN or inf gets a NaN ``z*`` and residual and does
+        not affect the others.
+        """
         if not isinstance(x, Tensor) or x.dim() < 2:
             raise ValueError(f"x must be a tensor of shape (n, ...); got {getattr(x, 'shape', type(x))}")
-        x = x.detach()
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor; got dtype {x.dtype}")
+        _check_module_matches("x", x, self.generator, "generator")
+        with eval_mode(self.classifier, self.generator):
+            return self._project(x.detach())
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.exact_projection is not None:
             z = self.exact_projection(x)
             if not isinstance(z, Tensor) or z.shape != (x.shape[0], self.latent_dim):
@@ -85,9 +104,9 @@ class ProjectionClassifier(nn.Module):
         opt = torch.optim.Adam([z], lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.steps):
-                opt.zero_grad()
                 loss = (self.generator(z) - target).flatten(1).pow(2).sum(dim=1)
-                loss.sum().backward()
+                # the gradient with respect to z only: the generator's parameters get no .grad
+                (z.grad,) = torch.autograd.grad(loss.sum(), z)
                 opt.step()
         with torch.no_grad():
             res = self._residual(z, target).view(r, n)
@@ -97,5 +116,5 @@ class ProjectionClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         z, _ = self.project(x)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(self.classifier, self.generator):
             return self.classifier(self.generator(z))

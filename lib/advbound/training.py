@@ -8,29 +8,45 @@ Reproducibility and interruption:
 * checkpoints are written atomically (a temporary file, then ``os.replace``) after every epoch and hold
   the model(s), optimiser(s), epoch, history and the run's configuration; a run given an existing
   checkpoint resumes from it, after checking that the configuration matches;
-* checkpoints are read with ``torch.load(..., weights_only=True)``; a missing or corrupt file raises a
-  clear error (:class:`CheckpointError`).
+* checkpoints are read with ``torch.load(..., weights_only=True)``; a missing, corrupt, incomplete or
+  tampered file, or one written for another architecture (its parameter shapes are part of the
+  configuration), raises :class:`CheckpointError` before anything is loaded into the caller's objects;
+* a non-finite loss stops the run with :class:`TrainingDivergedError` before that step is taken, so the last
+  checkpoint (of the last finite epoch) is never overwritten by diverged weights.
+
+Global state: the training functions seed the global torch RNG (dropout, PGD random starts, augmentation,
+GAN noise) inside :func:`torch.random.fork_rng`, so the caller's RNG state is the same after the call as
+before it.  They move the models to ``device``, train them in place and leave them in eval mode.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import numbers
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .attacks.base import _module_device, eval_mode
 from .data import ImageData
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, or belongs to a different configuration."""
+    """A checkpoint is missing, corrupt, incomplete, or belongs to a different configuration."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite (the step was not taken; earlier checkpoints are intact)."""
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -54,42 +70,135 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+def _unreadable_reason(err: Exception) -> str:
+    """Why ``torch.load`` failed, in one line, without torch's advice to load the file unsafely."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        # keep only the unpickler's finding (e.g. "Unsupported operand 224" or an unsupported global)
+        text = text.split("WeightsUnpickler error:", 1)[1]
+        for advice in ("Please use", "Check the documentation"):
+            text = text.split(advice, 1)[0]
+        return f"it holds data other than tensors and plain containers ({' '.join(text.split())[:160]})"
+    first = " ".join(text.split())[:160] or "no message"
+    return f"{type(err).__name__}: {first}"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: tensors and plain data
-    only).  Raises :class:`CheckpointError` when it is missing or cannot be read."""
-    path = Path(path)
+    only; nothing else is ever unpickled).  Raises :class:`CheckpointError` when it is missing or cannot be
+    read; the file is left as it is."""
+    path = _checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is an empty file; delete it to retrain from scratch")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, unpickling error, ...
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err}); "
-                              "delete it to retrain from scratch") from err
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint of this library "
+                              f"({_unreadable_reason(err)}); it was not loaded: delete it to retrain from "
+                              "scratch") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dict of states")
     return state
 
 
-def _check_config(state: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    saved = state.get("config")
-    if saved != config:
-        raise CheckpointError(
-            f"checkpoint {path} was written by a different configuration:\n  saved   {saved}\n  current "
-            f"{config}\nuse another checkpoint folder or delete the file to retrain")
+def _checkpoint_path(checkpoint: str | os.PathLike) -> Path:
+    """``checkpoint`` as a file path: a non-empty name that is not a folder (nor ends with a separator)."""
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise ValueError(f"checkpoint must be a file path (str or os.PathLike) or None; got {type(checkpoint).__name__}")
+    text = os.fspath(checkpoint)
+    if isinstance(text, bytes) or text.strip() == "":
+        raise ValueError(f"checkpoint must be a non-empty file path or None; got {checkpoint!r}")
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise ValueError(f"checkpoint must name a file, not a folder; got {text!r} "
+                         f"(e.g. {os.path.join(text, 'model.pt')!r})")
+    return Path(text)
+
+
+def _architecture(module: nn.Module) -> dict[str, list[int]]:
+    """The module's parameter and buffer shapes by name: two models with the same code and widths agree."""
+    return {name: list(t.shape) for name, t in module.state_dict().items()}
+
+
+def _config_difference(saved: Any, current: dict[str, Any]) -> str:
+    if not isinstance(saved, dict):
+        return f"  saved configuration: {saved!r}"
+    lines = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if a == b:
+            continue
+        if key == "architecture" and isinstance(a, dict) and isinstance(b, dict):
+            diff = [k for k in sorted(set(a) | set(b), key=str) if a.get(k) != b.get(k)]
+            shown = "; ".join(f"{k}: saved {a.get(k, '<absent>')}, current {b.get(k, '<absent>')}" for k in diff[:3])
+            lines.append(f"  architecture: {len(diff)} parameter shape(s) differ, e.g. {shown}")
+        else:
+            lines.append(f"  {key}: saved {a!r}, current {b!r}")
+    return "\n".join(lines)
+
+
+def _check_state(state: dict[str, Any], config: dict[str, Any], path: Path, parts: dict[str, Any]) -> None:
+    """A checkpoint of this ``config``, complete, with an epoch in [1, epochs] and one history row per epoch."""
+    if state.get("config") != config:
+        raise CheckpointError(f"checkpoint {path} was written by a different configuration:\n"
+                              f"{_config_difference(state.get('config'), config)}\n"
+                              "use another checkpoint file or delete it to retrain")
+    missing = [key for key in ("epoch", "history", *parts) if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}; nothing was "
+                              "loaded: delete it to retrain")
+    epoch, history, epochs = state["epoch"], state["history"], config["epochs"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
+        raise CheckpointError(f"checkpoint {path} records epoch {epoch!r}, outside [1, {epochs}] for this "
+                              "configuration; nothing was loaded: delete it to retrain")
+    if not isinstance(history, list) or len(history) != epoch:
+        raise CheckpointError(f"checkpoint {path} records epoch {epoch} but a history of "
+                              f"{len(history) if isinstance(history, list) else type(history).__name__} "
+                              "entries; nothing was loaded: delete it to retrain")
 
 
 def _resume(checkpoint: str | os.PathLike | None, config: dict[str, Any], device: torch.device,
             parts: dict[str, Any]) -> tuple[Path | None, int, list[dict[str, float]]]:
     """Load ``parts`` (name -> object with ``load_state_dict``) from an existing checkpoint of the same
-    ``config``; return the checkpoint path, the epoch to start from and the history so far."""
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    ``config``; return the checkpoint path, the epoch to start from and the history so far.
+
+    All or nothing: the checkpoint is checked first, and if a part still fails to load, every part is put
+    back as it was before :class:`CheckpointError` is raised."""
+    ckpt = _checkpoint_path(checkpoint) if checkpoint is not None else None
     if ckpt is None or not ckpt.exists():
         return ckpt, 0, []
     state = load_checkpoint(ckpt, device)
-    _check_config(state, config, ckpt)
-    for name, obj in parts.items():
-        obj.load_state_dict(state[name])
-    return ckpt, int(state["epoch"]), list(state["history"])
+    _check_state(state, config, ckpt, parts)
+    before = {name: copy.deepcopy(obj.state_dict()) for name, obj in parts.items()}
+    try:
+        for name, obj in parts.items():
+            obj.load_state_dict(state[name])
+    except Exception as err:
+        for name, obj in parts.items():
+            obj.load_state_dict(before[name])
+        raise CheckpointError(f"checkpoint {ckpt} does not fit the current objects "
+                              f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); nothing was loaded: "
+                              "delete it to retrain") from None
+    return ckpt, state["epoch"], list(state["history"])
+
+
+def _finite_loss(loss: torch.Tensor, what: str, epoch: int, batch: int) -> float:
+    """``loss`` as a float, or :class:`TrainingDivergedError` when it is NaN or infinite."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrainingDivergedError(f"{what} became {value} at epoch {epoch + 1}, batch {batch + 1}; the step was "
+                                    "not taken and no checkpoint was written for this epoch (try a smaller lr)")
+    return value
+
+
+@contextmanager
+def _private_global_rng(device: torch.device) -> Iterator[None]:
+    """Seed the global torch RNG freely inside; the caller's RNG state (CPU, and ``device`` if CUDA) comes back."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
 
 
 def _save_epoch(ckpt: Path | None, config: dict[str, Any], epoch: int, history: list[dict[str, float]],
@@ -132,9 +241,13 @@ def _batch_norms(v: torch.Tensor) -> torch.Tensor:
 
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: PGDConfig = PGDConfig()) -> torch.Tensor:
     """Adversarial examples maximising the cross-entropy of ``model`` within the ``config`` ball around
-    ``x`` (batched; uses the global torch RNG for the random start)."""
-    was_training = model.training
-    model.eval()
+    ``x`` (batched; uses the global torch RNG for the random start).  ``model`` runs in eval mode and is given
+    back in the mode it came in (:func:`advbound.attacks.base.eval_mode`)."""
+    with eval_mode(model):
+        return _pgd(model, x, y, config)
+
+
+def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: PGDConfig) -> torch.Tensor:
     delta = torch.zeros_like(x)
     if config.random_start:
         if config.norm == "linf":
@@ -155,7 +268,6 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: PGDCo
                 delta = delta + config.step_size * grad / _batch_norms(grad)
                 delta = delta * (config.eps / _batch_norms(delta)).clamp(max=1.0)
             delta = (x + delta).clamp(0, 1) - x
-    model.train(was_training)
     return (x + delta).detach()
 
 
@@ -197,13 +309,22 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
                 dynamic_ncols=True)
 
 
-def _check_training_args(epochs: int, batch_size: int, lr: float) -> None:
-    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
+def _is_whole(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
+            and float(value).is_integer())
+
+
+def _check_training_args(data: Any, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+    if not _is_whole(epochs) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+    if not _is_whole(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    if not (lr > 0 and math.isfinite(lr)):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be finite and > 0; got {lr!r}")
+    if not _is_whole(seed):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    if len(data) == 0:
+        raise ValueError(f"data must hold at least one training image; got an empty data set ({data.describe()})")
 
 
 def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_size: int = 128,
@@ -215,11 +336,20 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
 
     ``optimizer`` is ``"sgd"`` (momentum 0.9, Nesterov) or ``"adam"``.  With ``adversarial`` set, each
     mini-batch is replaced by its PGD adversarial examples (Madry et al. [10]); ``augment`` applies
-    :func:`augment_batch` (random crops, and flips for CIFAR-10) first.  With ``checkpoint`` set,
-    the state is saved after every epoch and an existing checkpoint of the same configuration is resumed.
-    Returns the per-epoch history (mean loss, training accuracy on the batches seen).
+    :func:`augment_batch` (random crops, and flips for CIFAR-10) first.  With ``checkpoint`` (a file path)
+    set, the state is saved after every epoch and an existing checkpoint of the same configuration (recipe,
+    data and architecture: the parameter shapes) is resumed.  Returns the per-epoch history (mean loss,
+    training accuracy on the batches seen).
+
+    ``model`` is moved to the device, trained in place and left in eval mode.  The global torch RNG is
+    seeded per epoch for dropout, augmentation and PGD starts, inside :func:`torch.random.fork_rng`: the
+    caller's RNG state is unchanged by the call.  A NaN or infinite loss raises :class:`TrainingDivergedError`.
     """
-    _check_training_args(epochs, batch_size, lr)
+    _check_training_args(data, epochs, batch_size, lr, seed)
+    epochs, batch_size = int(epochs), int(batch_size)
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
+            or not 0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {optimizer!r}")
     if augment not in AUGMENTATIONS:
@@ -239,50 +369,70 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
               "adversarial": None if adversarial is None else asdict(adversarial)}
     if augment is not None:  # (absent when None, so older checkpoints keep matching)
         config["augment"] = augment
+    config["architecture"] = _architecture(model)
     parts = {"model": model, "optimizer": opt, "scheduler": sched}
     ckpt, start, history = _resume(checkpoint, config, dev, parts)
-    for epoch in range(start, epochs):
-        torch.manual_seed(int(seed) * 7_919 + epoch)  # PGD random starts, dropout
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        n_batches = math.ceil(len(data) / batch_size)
-        batches = data.batches(batch_size, shuffle=True, generator=_epoch_generator(seed, epoch), device=dev)
-        for x, y in _progress(batches, n_batches, f"{type(model).__name__} epoch {epoch + 1}/{epochs}", progress):
-            x = augment_batch(x, augment)
-            if adversarial is not None:
-                x = pgd_attack(model, x, y, adversarial)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += loss.item() * y.numel()
-            correct += int((logits.argmax(1) == y).sum())
-            seen += y.numel()
-        sched.step()
-        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen})
-        _save_epoch(ckpt, config, epoch + 1, history, parts)
+    with _private_global_rng(dev):
+        for epoch in range(start, epochs):
+            torch.manual_seed(int(seed) * 7_919 + epoch)  # PGD random starts, dropout
+            model.train()
+            total_loss, correct, seen = 0.0, 0, 0
+            n_batches = math.ceil(len(data) / batch_size)
+            batches = data.batches(batch_size, shuffle=True, generator=_epoch_generator(seed, epoch), device=dev)
+            desc = f"{type(model).__name__} epoch {epoch + 1}/{epochs}"
+            for b, (x, y) in enumerate(_progress(batches, n_batches, desc, progress)):
+                x = augment_batch(x, augment)
+                if adversarial is not None:
+                    x = pgd_attack(model, x, y, adversarial)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                total_loss += _finite_loss(loss, "the training loss", epoch, b) * y.numel()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                correct += int((logits.argmax(1) == y).sum())
+                seen += y.numel()
+            sched.step()
+            history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen})
+            _save_epoch(ckpt, config, epoch + 1, history, parts)
     model.eval()
     return history
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    return _module_device(model) or torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Labels ``argmax f(x)`` for float images in ``[0, 1]`` (batched, on the model's device)."""
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [model(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], batch_size)]
+    """Labels ``argmax f(x)`` for float images in ``[0, 1]`` (batched, on the model's device).
+
+    ``model`` runs in eval mode and is given back in the mode it came in."""
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise ValueError(f"images must be a floating-point tensor (n, ...) in [0, 1]; got "
+                         f"{getattr(images, 'dtype', type(images).__name__)}")
+    if not _is_whole(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    dev, size = _model_device(model), int(batch_size)
+    with eval_mode(model):
+        out = [model(images[i:i + size].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
 @torch.no_grad()
 def error_rate(model: nn.Module, data: ImageData, batch_size: int = 500) -> float:
-    """Fraction of ``data`` misclassified by ``model`` (the "Error rate" row of Tables 1-2)."""
-    model.eval()
-    dev = next(model.parameters()).device
+    """Fraction of ``data`` misclassified by ``model`` (the "Error rate" row of Tables 1-2).
+
+    ``model`` runs in eval mode and is given back in the mode it came in."""
+    if len(data) == 0:
+        raise ValueError(f"data must hold at least one image to measure an error rate; got {data.describe()}")
+    if not _is_whole(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    dev = _model_device(model)
     wrong = 0
-    for x, y in data.batches(batch_size, device=dev):
-        wrong += int((model(x).argmax(1) != y).sum())
+    with eval_mode(model):
+        for x, y in data.batches(int(batch_size), device=dev):
+            wrong += int((model(x).argmax(1) != y).sum())
     return wrong / len(data)
 
 
@@ -297,9 +447,16 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
     """Train a DCGAN [30] (non-saturating GAN loss, Adam(lr, betas)) on the images of ``data``.
 
     ``generator.latent_dim`` gives d; z ~ N(0, I_d) as in the paper.  Checkpointing and resume as in
-    :func:`train_classifier`.  Returns per-epoch mean discriminator and generator losses.
+    :func:`train_classifier` (the configuration holds both networks' parameter shapes).  Returns per-epoch
+    mean discriminator and generator losses.  As in :func:`train_classifier`, the caller's global RNG state
+    is unchanged, both networks are left in eval mode, and a NaN or infinite loss raises
+    :class:`TrainingDivergedError`.
     """
-    _check_training_args(epochs, batch_size, lr)
+    _check_training_args(data, epochs, batch_size, lr, seed)
+    epochs, batch_size = int(epochs), int(batch_size)
+    if not _is_whole(getattr(generator, "latent_dim", None)) or generator.latent_dim < 1:
+        raise ValueError(f"generator must have an integer attribute latent_dim >= 1 (the d of z ~ N(0, I_d)); "
+                         f"got {getattr(generator, 'latent_dim', '<absent>')!r}")
     dev = resolve_device(device)
     generator.to(dev)
     discriminator.to(dev)
@@ -308,33 +465,35 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     config = {"kind": "dcgan", "generator": repr(generator.output_shape) if hasattr(generator, "output_shape") else "",
               "data": data.describe(), "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-              "betas": [float(b) for b in betas], "seed": int(seed), "latent_dim": d}
+              "betas": [float(b) for b in betas], "seed": int(seed), "latent_dim": d,
+              "architecture": {"generator": _architecture(generator), "discriminator": _architecture(discriminator)}}
     parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}
     ckpt, start, history = _resume(checkpoint, config, dev, parts)
-    for epoch in range(start, epochs):
-        torch.manual_seed(int(seed) * 7_919 + epoch)
-        generator.train()
-        discriminator.train()
-        sums = {"d_loss": 0.0, "g_loss": 0.0}
-        n_batches = math.ceil(len(data) / batch_size)
-        batches = data.batches(batch_size, shuffle=True, generator=_epoch_generator(seed, epoch), device=dev)
-        for real, _ in _progress(batches, n_batches, f"DCGAN epoch {epoch + 1}/{epochs}", progress):
-            n = real.shape[0]
-            fake = generator(torch.randn(n, d, device=dev))
-            ones, zeros = torch.ones(n, device=dev), torch.zeros(n, device=dev)
-            d_loss = (F.binary_cross_entropy_with_logits(discriminator(real), ones)
-                      + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            sums["d_loss"] += d_loss.item() * n
-            sums["g_loss"] += g_loss.item() * n
-        history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
-        _save_epoch(ckpt, config, epoch + 1, history, parts)
+    with _private_global_rng(dev):
+        for epoch in range(start, epochs):
+            torch.manual_seed(int(seed) * 7_919 + epoch)
+            generator.train()
+            discriminator.train()
+            sums = {"d_loss": 0.0, "g_loss": 0.0}
+            n_batches = math.ceil(len(data) / batch_size)
+            batches = data.batches(batch_size, shuffle=True, generator=_epoch_generator(seed, epoch), device=dev)
+            for b, (real, _) in enumerate(_progress(batches, n_batches, f"DCGAN epoch {epoch + 1}/{epochs}", progress)):
+                n = real.shape[0]
+                fake = generator(torch.randn(n, d, device=dev))
+                ones, zeros = torch.ones(n, device=dev), torch.zeros(n, device=dev)
+                d_loss = (F.binary_cross_entropy_with_logits(discriminator(real), ones)
+                          + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros))
+                sums["d_loss"] += _finite_loss(d_loss, "the discriminator loss", epoch, b) * n
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+                sums["g_loss"] += _finite_loss(g_loss, "the generator loss", epoch, b) * n
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+            history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
+            _save_epoch(ckpt, config, epoch + 1, history, parts)
     generator.eval()
     discriminator.eval()
     return history
@@ -342,6 +501,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
 
 __all__ = [
     "CheckpointError",
+    "TrainingDivergedError",
     "AUGMENTATIONS",
     "PGDConfig",
     "augment_batch",

@@ -1,13 +1,17 @@
-"""Shared plumbing of the attacks: argument checks, per-sample norms, the identity metric.
+"""Shared plumbing of the attacks: argument checks, evaluation mode, per-sample norms, the identity metric.
 
-Every public attack validates its arguments here, so bad input gets one clear error naming the argument.
+Every public attack validates its arguments here, so bad input gets one clear error naming the argument,
+and runs its models through :func:`eval_mode`, so a user's model leaves an attack as it came in.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +42,58 @@ def _module_device(module: Callable) -> Optional[torch.device]:
         for tensor in module.buffers():
             return tensor.device
     return None
+
+
+def _module_dtype(module: Callable) -> Optional[torch.dtype]:
+    if isinstance(module, nn.Module):
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return None
+
+
+@contextmanager
+def eval_mode(*models: Any) -> Iterator[None]:
+    """Run the ``nn.Module`` among ``models`` in evaluation mode, then give every submodule back its own mode.
+
+    In evaluation mode BatchNorm uses its running statistics and never updates them (nor
+    ``num_batches_tracked``), and Dropout is the identity, so each sample is classified on its own and
+    deterministically, as the attacks assume.  On exit each submodule's ``training`` flag is restored
+    exactly (a model with some submodules frozen in eval mode keeps them so), also when the body raises.
+    Objects that are not modules (plain functions) are left alone: put the modules they call in eval mode.
+    """
+    saved: dict[int, tuple[nn.Module, bool]] = {}
+    tops = [m for m in models if isinstance(m, nn.Module)]
+    for top in tops:
+        for sub in top.modules():
+            saved.setdefault(id(sub), (sub, sub.training))
+    try:
+        for top in tops:
+            top.eval()
+        yield
+    finally:
+        for sub, flag in saved.values():
+            sub.training = flag
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def evaluates(*names: str) -> Callable[[_F], _F]:
+    """Decorator: call the function with its arguments ``names`` (models) in :func:`eval_mode`."""
+
+    def wrap(fn: _F) -> _F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind_partial(*args, **kwargs).arguments
+            with eval_mode(*(bound.get(name) for name in names)):
+                return fn(*args, **kwargs)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 def _as_int(value: Any, name: str, low: int) -> int:
@@ -80,6 +136,18 @@ class DeepFoolOptions:
         return asdict(self)
 
 
+def _check_module_matches(name: str, x: Tensor, module: Callable, module_name: str) -> None:
+    """``x`` must sit on the device of ``module``'s parameters and have their floating dtype."""
+    device = _module_device(module)
+    if device is not None and device != x.device:
+        raise ValueError(f"{name} is on {x.device} but {module_name}'s parameters are on {device}; "
+                         f"move them to the same device")
+    dtype = _module_dtype(module)
+    if dtype is not None and dtype != x.dtype:
+        raise ValueError(f"{name} has dtype {x.dtype} but {module_name}'s parameters are {dtype}; convert one of "
+                         f"them (e.g. {name}.to({dtype}) or {module_name}.to({x.dtype}))")
+
+
 def _check_input(name: str, x: Tensor, module: Callable, module_name: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor with a leading batch dimension; got {type(x).__name__}")
@@ -87,13 +155,59 @@ def _check_input(name: str, x: Tensor, module: Callable, module_name: str) -> No
         raise ValueError(f"{name} must have shape (n, ...) with n >= 1 and a feature dimension; got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
-    device = _module_device(module)
-    if device is not None and device != x.device:
-        raise ValueError(f"{name} is on {x.device} but {module_name}'s parameters are on {device}; "
-                         f"move them to the same device")
+    bad = torch.nonzero(~torch.isfinite(x.detach().flatten(1)).all(dim=1)).flatten().tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(f"{name} must be finite; {len(bad)} of its {x.shape[0]} samples contain NaN or inf "
+                         f"(rows {shown}): remove or replace them")
+    _check_module_matches(name, x, module, module_name)
+
+
+def _check_output(out: Any, n: int, who: str) -> Tensor:
+    """``out`` (what ``who`` returned for a batch of ``n``) must be a floating tensor with ``n`` rows."""
+    if not isinstance(out, Tensor):
+        raise ValueError(f"{who} must return a torch.Tensor; got {type(out).__name__} (for a model that returns "
+                         f"several outputs, pass a function that picks the logits, e.g. lambda x: model(x)[0])")
+    if out.dim() < 1 or out.shape[0] != n:
+        hint = " (transposed? logits must have shape (n, K))" if out.dim() == 2 and out.shape[1] == n else ""
+        raise ValueError(f"{who} must return one row per sample (a batch of {n} gives {n} rows); "
+                         f"got shape {tuple(out.shape)} (shape mismatch){hint}")
+    if not out.is_floating_point():
+        raise ValueError(f"{who} must return floating-point values; got dtype {out.dtype}")
+    return out
+
+
+def _check_generator(generator: Callable[[Tensor], Tensor], classifier: Callable, z: Tensor) -> None:
+    """The generator's output on one latent sample must be a tensor the classifier can take."""
+    with torch.no_grad():
+        out = _check_output(generator(z[:1].detach()), 1, "generator")
+    _check_module_matches("generator(z)", out, classifier, "classifier")
+
+
+def _check_differentiable(fn: Callable[[Tensor], Tensor], x0: Tensor, n_classes: int, who: str, name: str) -> None:
+    """One sample through ``fn`` with gradients: logits of shape (1, K) with an autograd graph back to the input.
+
+    A batch of one also catches logits returned transposed, (K, n), when n happens to equal K.
+    """
+    xa = x0[:1].detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = _check_output(fn(xa), 1, who)
+        if _check_logits(logits, 1, who) != n_classes:
+            raise ValueError(f"{who} returned {n_classes} logits per sample for a batch of {x0.shape[0]} but "
+                             f"{logits.shape[1]} for a batch of 1: it must return logits of shape (n, K) "
+                             f"(are they transposed?)")
+        if logits.requires_grad:
+            (grad,) = torch.autograd.grad(logits.sum(), xa, allow_unused=True)
+        else:
+            grad = None
+    if grad is None:
+        raise ValueError(f"{who} has no autograd graph back to its input {name}: its logits do not depend "
+                         f"differentiably on {name} (a .detach(), .numpy() or torch.no_grad() inside?); the attacks "
+                         f"need the gradients of the logits with respect to {name}")
 
 
 def _check_logits(logits: Tensor, n: int, who: str) -> int:
+    _check_output(logits, n, who)
     if logits.dim() != 2 or logits.shape[0] != n:
         raise ValueError(f"{who} must return logits of shape (n, K) = ({n}, K) for a batch of {n}; "
                          f"got {tuple(logits.shape)} (shape mismatch)")

@@ -26,8 +26,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .base import (CostFn, DeepFoolOptions, Metric, _box, _candidate_table, _check_input, _check_logits,
-                   _flat_norm, _identity_metric, _predict)
+from .base import (CostFn, DeepFoolOptions, Metric, _box, _candidate_table, _check_differentiable, _check_input,
+                   _check_logits, _flat_norm, _identity_metric, _predict, evaluates)
 from .refine import _margin, _refine
 
 #: the reference implementation's push added to the linearised distance at every step
@@ -97,7 +97,9 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
             break
         xa = x_cur[active].view(-1, *shape).requires_grad_(True)
         logits = fn(xa)
-        still = logits.argmax(dim=1) == cand[active, 0]
+        # a non-finite iterate or logit ends the sample's search (verification then reports no success)
+        finite = torch.isfinite(logits.detach()).all(dim=1) & torch.isfinite(x_cur[active]).all(dim=1)
+        still = (logits.argmax(dim=1) == cand[active, 0]) & finite
         if it == max_steps:
             break
         if not bool(still.all()):
@@ -142,13 +144,22 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
 
 
 
+def _finite_rows(t: Tensor) -> Tensor:
+    return torch.isfinite(t.flatten(1)).all(dim=1)
+
+
 def _run(fn: Callable[[Tensor], Tensor], x: Tensor, opts: DeepFoolOptions, box: Optional[tuple[float, float]],
-         metric: Metric, cost: CostFn, who: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """DeepFool + optional refinement + verification; returns (x_adv, success, steps, labels, adv_labels)."""
+         metric: Metric, cost: CostFn, who: str, name: str = "x") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """DeepFool + optional refinement + verification; returns (x_adv, success, steps, labels, adv_labels).
+
+    Callers run it under :func:`~advbound.attacks.base.eval_mode`.  A success is a finite point with finite
+    logits and another label.
+    """
     x0 = x.detach()
     with torch.no_grad():
         logits0 = fn(x0)
-    _check_logits(logits0, x0.shape[0], who)
+    n_classes = _check_logits(logits0, x0.shape[0], who)
+    _check_differentiable(fn, x0, n_classes, who, name)
     cand = _candidate_table(logits0, opts.candidates)
     y = cand[:, 0]
     x_adv, steps = _deepfool_loop(fn, x0, cand, overshoot=opts.overshoot, max_steps=opts.max_steps, box=box,
@@ -156,7 +167,7 @@ def _run(fn: Callable[[Tensor], Tensor], x: Tensor, opts: DeepFoolOptions, box: 
     with torch.no_grad():
         logits_adv = fn(x_adv)
     adv_labels = logits_adv.argmax(dim=1)
-    success = adv_labels != y
+    success = (adv_labels != y) & _finite_rows(x_adv) & _finite_rows(logits_adv)
     if opts.refine and bool(success.any()):
         m_adv = _margin(logits_adv, y)
         ok = success & (m_adv > 0)
@@ -173,6 +184,7 @@ def _l2_cost(a: Tensor, b: Tensor) -> Tensor:
     return _flat_norm(a - b)
 
 
+@evaluates("model")
 def deepfool(model: Callable[[Tensor], Tensor], x: Tensor, *, candidates: Optional[int] = None,
              overshoot: float = 0.02, max_steps: int = 50, refine: bool = False,
              box: Optional[Sequence[float]] = None, batched_grads: bool = False) -> AttackResult:
@@ -180,9 +192,12 @@ def deepfool(model: Callable[[Tensor], Tensor], x: Tensor, *, candidates: Option
 
     Parameters
     ----------
-    model : callable returning logits of shape (n, K) for inputs of shape (n, ...); evaluated sample-wise
-        (put BatchNorm/Dropout in eval mode).
-    x : inputs (n, ...), on the model's device (CUDA works when both are there).
+    model : callable returning logits of shape (n, K) for inputs of shape (n, ...).  An ``nn.Module`` is
+        attacked in eval mode (BatchNorm on its running statistics, no Dropout) and given back in the mode it
+        came in, its buffers and parameters' ``.grad`` untouched; a plain function must put the modules it
+        calls in eval mode itself.
+    x : finite inputs (n, ...), on the model's device and of its parameters' dtype (CUDA works when both are
+        there).
     candidates : None for all K classes, or an integer k in [2, K]: the top-k classes of each sample's clean
         logits (per sample), the first being the predicted label.
     overshoot : >= 0; iterates are ``x_0 + (1 + overshoot) * r_tot`` with ``r_tot`` the accumulated steps

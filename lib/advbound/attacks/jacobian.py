@@ -13,9 +13,10 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as fwad
 
-from .base import Metric
+from .base import Metric, evaluates
 
 
+@evaluates("generator")
 def generator_gram(generator: Callable[[Tensor], Tensor], z: Tensor, *, max_chunk_elems: int = 2 ** 24) -> Tensor:
     """Pulled-back metric ``G(z) = J(z)^T J(z)`` per sample, shape (n, d, d), J the generator's Jacobian.
 

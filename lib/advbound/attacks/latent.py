@@ -19,7 +19,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from .base import DeepFoolOptions, _check_input, _flat_norm, _identity_metric, _module_device
+from .base import (DeepFoolOptions, _check_generator, _check_input, _flat_norm, _identity_metric, _module_device,
+                   evaluates)
 from .deepfool import _l2_cost, _run
 from .jacobian import _pullback_metric
 
@@ -69,6 +70,7 @@ def _check_latent(classifier: Callable, generator: Callable, z: Tensor) -> None:
     if isinstance(latent_dim, int) and latent_dim != z.shape[1]:
         raise ValueError(f"z has {z.shape[1]} latent coordinates but generator.latent_dim = {latent_dim} "
                          f"(shape mismatch)")
+    _check_generator(generator, classifier, z)
 
 
 def _image_distance(generator: Callable[[Tensor], Tensor], z_adv: Tensor, z: Tensor) -> Tensor:
@@ -84,6 +86,7 @@ def _latent_result(generator: Callable[[Tensor], Tensor], z: Tensor, z_adv: Tens
                               steps=steps, labels=y, adv_labels=adv_labels, method=method)
 
 
+@evaluates("classifier", "generator")
 def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor, *,
                     candidates: Optional[int] = None, overshoot: float = 0.02, max_steps: int = 50,
                     refine: bool = False, batched_grads: bool = False) -> LatentAttackResult:
@@ -95,12 +98,13 @@ def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[
     opts = DeepFoolOptions(candidates, overshoot, max_steps, refine, batched_grads)
     _check_latent(classifier, generator, z)
     z_adv, success, steps, y, adv_labels = _run(_Composed(classifier, generator), z, opts, None, _identity_metric,
-                                                _l2_cost, "classifier(generator(z))")
+                                                _l2_cost, "classifier(generator(z))", "z")
     return _latent_result(generator, z, z_adv, success, steps, y, adv_labels,
                           ["latent_deepfool"] * z.shape[0])
 
 
 
+@evaluates("classifier", "generator")
 def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                            *, candidates: Optional[int] = None, overshoot: float = 0.02, max_steps: int = 50,
                            refine: bool = False, ridge: float = 1e-6, include_latent: bool = True,
@@ -131,7 +135,7 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
 
     z_adv, success, steps, y, adv_labels = _run(_Composed(classifier, generator), z, opts, None,
                                                 _pullback_metric(generator, float(ridge)), image_cost,
-                                                "classifier(generator(z))")
+                                                "classifier(generator(z))", "z")
     result = _latent_result(generator, z, z_adv, success, steps, y, adv_labels, ["pullback_deepfool"] * z.shape[0])
     if latent is None and include_latent:
         latent = latent_deepfool(classifier, generator, z, **opts.kwargs())
