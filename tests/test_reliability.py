@@ -273,6 +273,12 @@ ATTACK_ERRORS = {
                                           "generator\\(z\\) has dtype torch.float32 but classifier"),
     "generator detaches": (lambda: in_distribution_attack(LIN, lambda z: GEN(z).detach(), Z),
                            "no autograd graph back to its input z"),
+    "model None": (lambda: deepfool(None, X), "model must be callable"),
+    "classifier not callable": (lambda: latent_deepfool(3, GEN, Z), "classifier must be callable"),
+    "generator None": (lambda: in_distribution_attack(LIN, None, Z), "generator must be callable"),
+    "generator changes the batch size": (lambda: latent_deepfool(LIN, lambda z: GEN(z[:1]), Z),
+                                         "classifier\\(generator\\(z\\)\\) must return one row per sample"),
+    "gram of a 1-D z": (lambda: generator_gram(GEN, Z[0]), "z must be a floating-point tensor of shape \\(n, d\\)"),
     "ridge negative": (lambda: in_distribution_attack(LIN, GEN, Z, ridge=-1.0), "ridge"),
     "best_of of nothing": (lambda: best_of(), "at least one"),
     "projection restarts 0": (lambda: ProjectionClassifier(LIN, GEN, 3, restarts=0), "restarts"),
@@ -308,9 +314,13 @@ def _exact(res, x: torch.Tensor, overshoot: float = 0.02) -> bool:
     return bool(res.success.all()) and torch.allclose(res.norms, ref, rtol=1e-9, atol=0)
 
 
-def _unused_row_free(x):
-    lin = nn.Linear(5, 3).to(DT)
-    return lin(x) * 0.0
+def _under_no_grad(check):
+    with torch.no_grad():
+        return check()
+
+
+def _constant_logits(x):
+    return LIN(x) * 0.0
 
 
 UNUSUAL_BUT_VALID = {
@@ -319,7 +329,10 @@ UNUSUAL_BUT_VALID = {
         deepfool(LIN, X, max_steps=np.int64(5), candidates=np.int32(3)), X),
     "x requiring grad": lambda: (lambda x: _exact(deepfool(LIN, x), X) and x.grad is None)(X.clone().requires_grad_()),
     "a plain function as model": lambda: _exact(deepfool(lambda t: LIN(t), X), X),
-    "constant logits (no adversarial point exists)": lambda: not bool(deepfool(_unused_row_free, X).success.any()),
+    "called under torch.no_grad()": lambda: _under_no_grad(lambda: _exact(deepfool(LIN, X), X)),
+    "latent attack under torch.no_grad()": lambda: _under_no_grad(
+        lambda: bool(latent_deepfool(LIN, GEN, Z, max_steps=20).success.all())),
+    "constant logits (no adversarial point exists)": lambda: not bool(deepfool(_constant_logits, X).success.any()),
     "overshoot 0": lambda: _exact(deepfool(LIN, X, overshoot=0.0), X, overshoot=0.0),
     "box containing x": lambda: _exact(deepfool(LIN, X, box=(-100, 100)), X),
     "projection numpy integer restarts and float32 lr": lambda: ProjectionClassifier(

@@ -13,8 +13,8 @@ from torch import nn
 
 from advbound.data import STAND_IN, ImageData, synthetic_stand_in
 from advbound.models import DCGANDiscriminator, DCGANGenerator, LeNet
-from advbound.training import (CheckpointError, TrainingDivergedError, error_rate, load_checkpoint, save_checkpoint,
-                               train_classifier, train_gan)
+from advbound.training import (CheckpointError, PGDConfig, TrainingDivergedError, augment_batch, error_rate,
+                               load_checkpoint, pgd_attack, save_checkpoint, train_classifier, train_gan)
 
 DATA = synthetic_stand_in(40, channels=1, image_size=28, n_classes=3, seed=1)
 EMPTY = ImageData(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), "empty", STAND_IN)
@@ -236,6 +236,14 @@ TRAINING_ERRORS = {
     "lr inf": (lambda: train_classifier(_lenet(), DATA, epochs=1, lr=float("inf")), "lr"),
     "weight_decay negative": (lambda: train_classifier(_lenet(), DATA, epochs=1, weight_decay=-1.0), "weight_decay"),
     "seed 1.5": (lambda: train_classifier(_lenet(), DATA, epochs=1, seed=1.5), "seed"),
+    "device banana": (lambda: train_classifier(_lenet(), DATA, epochs=1, device="banana"), "device must be"),
+    "adversarial not a PGDConfig": (lambda: train_classifier(_lenet(), DATA, epochs=1, adversarial={"eps": 0.1}),
+                                    "adversarial must be None or a PGDConfig"),
+    "PGD eps string": (lambda: PGDConfig(eps="0.1"), "eps must be finite and > 0"),
+    "PGD random_start string": (lambda: PGDConfig(random_start="no"), "random_start"),
+    "PGD on integer images": (lambda: pgd_attack(_lenet(), DATA.images[:2], DATA.labels[:2]), "x must be a floating"),
+    "PGD with float labels": (lambda: pgd_attack(_lenet(), DATA.floats()[:2], DATA.labels[:2].float()), "y must be"),
+    "augment a 3-D batch": (lambda: augment_batch(DATA.floats()[0], "crop"), "x must be a batch of images"),
     "generator without latent_dim": (lambda: train_gan(nn.Linear(4, 64), DCGANDiscriminator(1, 28, width=2), DATA,
                                                        epochs=1, progress=False), "latent_dim"),
 }
@@ -248,11 +256,18 @@ def test_bad_training_argument_gets_a_named_error(case):
         call()
 
 
-def test_numpy_and_float_whole_numbers_are_accepted_and_train_alike():
+def test_numpy_and_float_whole_numbers_are_accepted_and_train_alike(tmp_path):
+    """numpy scalars and whole floats work like Python ints, also inside a resumable checkpoint (which holds
+    plain data only: a numpy integer saved in its configuration would make it unreadable)."""
     import numpy as np
 
     a, b = _lenet(), _lenet()
-    train_classifier(a, DATA, epochs=1, **KW)
+    train_classifier(a, DATA, epochs=1, adversarial=PGDConfig(steps=1), **KW)
     kw = dict(KW, batch_size=np.int64(16), seed=np.int32(2))
-    train_classifier(b, DATA, epochs=1.0, **kw)
+    path = tmp_path / "c.pt"
+    train_classifier(b, DATA, epochs=1.0, adversarial=PGDConfig(steps=np.int64(1)),
+                     checkpoint=path, **kw)
     assert _same(b, _state(a))
+    c = _lenet(seed=5)
+    hist = train_classifier(c, DATA, epochs=np.int64(1), adversarial=PGDConfig(steps=np.int64(1)), checkpoint=path, **kw)
+    assert len(hist) == 1 and _same(c, _state(a))  # resumed from the finished checkpoint: nothing to train

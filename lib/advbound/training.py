@@ -49,10 +49,20 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite (the step was not taken; earlier checkpoints are intact)."""
 
 
+def _is_whole(value: Any) -> bool:
+    """An integer, or a float with an integer value (numpy scalars included; bools excluded)."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
+            and float(value).is_integer())
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given, else CUDA when available, else CPU."""
     if device is not None:
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch.device or a string such as 'cpu', 'cuda' or 'cuda:1'; "
+                             f"got {device!r}") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -225,14 +235,19 @@ class PGDConfig:
     random_start: bool = True
 
     def __post_init__(self) -> None:
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            raise ValueError(f"eps must be finite and > 0; got {self.eps!r}")
-        if not (self.step_size > 0):
-            raise ValueError(f"step_size must be > 0; got {self.step_size!r}")
-        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+        # plain Python values: the configuration is saved in checkpoints, which hold plain data only
+        for name in ("eps", "step_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be finite and > 0; got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not _is_whole(self.steps) or self.steps < 1:
             raise ValueError(f"steps must be an integer >= 1; got {self.steps!r}")
+        object.__setattr__(self, "steps", int(self.steps))
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2'; got {self.norm!r}")
+        if not isinstance(self.random_start, bool):
+            raise ValueError(f"random_start must be True or False; got {self.random_start!r}")
 
 
 def _batch_norms(v: torch.Tensor) -> torch.Tensor:
@@ -243,6 +258,14 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: PGDCo
     """Adversarial examples maximising the cross-entropy of ``model`` within the ``config`` ball around
     ``x`` (batched; uses the global torch RNG for the random start).  ``model`` runs in eval mode and is given
     back in the mode it came in (:func:`advbound.attacks.base.eval_mode`)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+        raise ValueError(f"x must be a floating-point tensor (n, ...) of images in [0, 1]; got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape[:1] or y.is_floating_point():
+        raise ValueError(f"y must be an integer label tensor of shape ({x.shape[0]},); got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    if not isinstance(config, PGDConfig):
+        raise ValueError(f"config must be a PGDConfig; got {type(config).__name__}")
     with eval_mode(model):
         return _pgd(model, x, y, config)
 
@@ -286,6 +309,8 @@ def augment_batch(x: torch.Tensor, kind: str | None, pad: int = 4) -> torch.Tens
         raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {kind!r}")
     if kind is None:
         return x
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a batch of images (n, C, H, W); got shape {tuple(getattr(x, 'shape', ()))}")
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,)).to(x.device)
@@ -307,11 +332,6 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def _progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False,
                 dynamic_ncols=True)
-
-
-def _is_whole(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
-            and float(value).is_integer())
 
 
 def _check_training_args(data: Any, epochs: int, batch_size: int, lr: float, seed: int) -> None:
@@ -347,6 +367,8 @@ def train_classifier(model: nn.Module, data: ImageData, *, epochs: int, batch_si
     """
     _check_training_args(data, epochs, batch_size, lr, seed)
     epochs, batch_size = int(epochs), int(batch_size)
+    if adversarial is not None and not isinstance(adversarial, PGDConfig):
+        raise ValueError(f"adversarial must be None or a PGDConfig; got {type(adversarial).__name__}")
     if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
             or not 0 <= weight_decay < math.inf):
         raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")

@@ -149,6 +149,8 @@ def _check_module_matches(name: str, x: Tensor, module: Callable, module_name: s
 
 
 def _check_input(name: str, x: Tensor, module: Callable, module_name: str) -> None:
+    if not callable(module):
+        raise ValueError(f"{module_name} must be callable (an nn.Module or a function); got {type(module).__name__}")
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor with a leading batch dimension; got {type(x).__name__}")
     if x.dim() < 2 or x.shape[0] < 1:
@@ -169,7 +171,8 @@ def _check_output(out: Any, n: int, who: str) -> Tensor:
         raise ValueError(f"{who} must return a torch.Tensor; got {type(out).__name__} (for a model that returns "
                          f"several outputs, pass a function that picks the logits, e.g. lambda x: model(x)[0])")
     if out.dim() < 1 or out.shape[0] != n:
-        hint = " (transposed? logits must have shape (n, K))" if out.dim() == 2 and out.shape[1] == n else ""
+        transposed = out.dim() == 2 and out.shape[1] == n and out.shape[0] > 1
+        hint = " (transposed? logits must have shape (n, K))" if transposed else ""
         raise ValueError(f"{who} must return one row per sample (a batch of {n} gives {n} rows); "
                          f"got shape {tuple(out.shape)} (shape mismatch){hint}")
     if not out.is_floating_point():
@@ -179,6 +182,8 @@ def _check_output(out: Any, n: int, who: str) -> Tensor:
 
 def _check_generator(generator: Callable[[Tensor], Tensor], classifier: Callable, z: Tensor) -> None:
     """The generator's output on one latent sample must be a tensor the classifier can take."""
+    if not callable(classifier):
+        raise ValueError(f"classifier must be callable (an nn.Module or a function); got {type(classifier).__name__}")
     with torch.no_grad():
         out = _check_output(generator(z[:1].detach()), 1, "generator")
     _check_module_matches("generator(z)", out, classifier, "classifier")

@@ -148,12 +148,13 @@ def _finite_rows(t: Tensor) -> Tensor:
     return torch.isfinite(t.flatten(1)).all(dim=1)
 
 
+@torch.enable_grad()
 def _run(fn: Callable[[Tensor], Tensor], x: Tensor, opts: DeepFoolOptions, box: Optional[tuple[float, float]],
          metric: Metric, cost: CostFn, who: str, name: str = "x") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """DeepFool + optional refinement + verification; returns (x_adv, success, steps, labels, adv_labels).
 
-    Callers run it under :func:`~advbound.attacks.base.eval_mode`.  A success is a finite point with finite
-    logits and another label.
+    Callers run it under :func:`~advbound.attacks.base.eval_mode`; gradients are enabled inside, also when the
+    caller is under ``torch.no_grad()``.  A success is a finite point with finite logits and another label.
     """
     x0 = x.detach()
     with torch.no_grad():

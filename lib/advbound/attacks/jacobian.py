@@ -23,6 +23,9 @@ def generator_gram(generator: Callable[[Tensor], Tensor], z: Tensor, *, max_chun
     Computed with forward-mode AD: the batch is replicated ``d`` times with the unit tangents, so one
     forward pass (chunked to about ``max_chunk_elems`` output numbers) gives every column of ``J``.
     """
+    if not isinstance(z, Tensor) or z.dim() != 2 or not z.is_floating_point():
+        raise ValueError(f"z must be a floating-point tensor of shape (n, d); got {getattr(z, 'dtype', type(z))} "
+                         f"{tuple(getattr(z, 'shape', ()))}")
     n, d = z.shape
     eye = torch.eye(d, dtype=z.dtype, device=z.device)
     grams = []
