@@ -96,7 +96,7 @@ BAD_ARGUMENTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_ARGUMENTS), ids=list(BAD_ARGUMENTS))
-def test_bad_arguments_exit_nonzero_with_one_line_naming_the_argument(case, capsys):
+def test_bad_arguments_exit_nonzero_with_one_line_naming_the_argument(case, capsys, fake_run):
     """In-process: a usage error is one line on stderr that names the argument, and nothing on stdout.
     (argparse's prefix matching is off: ``--lat 5`` is refused rather than read as ``--latent-dim 5``.)"""
     args, name = BAD_ARGUMENTS[case]
@@ -106,9 +106,13 @@ def test_bad_arguments_exit_nonzero_with_one_line_naming_the_argument(case, caps
 
 
 @pytest.fixture()
-def fake_run(monkeypatch):
-    """``run_experiment`` replaced: records its calls and raises what the test puts in ``raises``."""
+def fake_run(monkeypatch, tmp_path):
+    """``run_experiment`` replaced: records its calls and raises what the test puts in ``raises``; the test
+    runs in an empty working directory, so that nothing can be written elsewhere."""
     from advbound import experiments
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ADVBOUND_OUTPUT", raising=False)
 
     calls: list[dict] = []
     raises: list[BaseException] = []
@@ -130,7 +134,7 @@ def _experiment(*args: str) -> list[str]:
 @pytest.mark.parametrize("args, pattern", [
     (["--device", "banana"], "argument --device: expected cpu, cuda or cuda:N; got 'banana'"),
     (["--device", "cuda:99"], "argument --device: cuda:99"),
-    (["--output", "{file}"], "argument --output: .*is a file"),
+    (["--output", "{file}"], "argument --output: .*is a file, not a folder"),
     (["--out", "{file}/results"], "argument --out: .*is a file, not a folder"),
     (["--checkpoint-dir", "{file}"], "argument --checkpoint-dir: .*is a file, not a folder"),
 ], ids=["device banana", "device cuda:99", "output is a file", "out below a file", "checkpoint-dir is a file"])
@@ -140,6 +144,7 @@ def test_experiment_checks_device_and_paths_before_the_run(args, pattern, tmp_pa
     status, message = _error(_experiment(*args), capsys)
     assert status == 1 and re.search(pattern, _one_line(message))
     assert fake_run[0] == []  # refused before any training
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # and before creating any folder
 
 
 def test_experiment_prints_the_librarys_named_errors_alone(tmp_path, fake_run, capsys):
@@ -167,3 +172,11 @@ def test_import_is_torch_free_and_submodules_load_lazily():
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         import advbound
         advbound.nonexistent  # noqa: B018
+
+
+def test_experiment_names_the_output_variable_when_it_points_at_a_file(tmp_path, fake_run, monkeypatch, capsys):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("ADVBOUND_OUTPUT", str(tmp_path / "file" / "sub"))
+    status, message = _error(_experiment(), capsys)
+    assert status == 1 and "argument --output ($ADVBOUND_OUTPUT)" in _one_line(message) and "is a file" in message
+    assert fake_run[0] == []

@@ -42,7 +42,7 @@ __version__ = "0.1.0"
 # ``import advbound`` and the ``bound`` command line stay fast and torch-free.
 _LAZY_SUBMODULES = frozenset({"attacks", "projection", "generators", "classifiers", "montecarlo", "models",
                               "isoperimetry", "uniform_prior",
-                              "data", "training", "modulus_estimation", "experiments", "book", "cli"})
+                              "data", "training", "checkpoints", "modulus_estimation", "experiments", "book", "cli"})
 
 
 def __getattr__(name: str):

@@ -173,16 +173,19 @@ def _check_device(text: str | None) -> None:
                         f"{torch.cuda.device_count()} CUDA device(s)")
 
 
-def _writable_folder(path: Path, arg: str) -> None:
-    """Create ``path`` (a folder) now, so that a bad location fails before a long run, not after it."""
-    try:
-        if path.exists() and not path.is_dir():
-            raise _fail(f"argument {arg}: {str(path)!r} is a file, not a folder")
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise _fail(f"argument {arg}: cannot create the folder {str(path)!r} ({err.strerror or err})") from None
-    if not os.access(path, os.W_OK):
-        raise _fail(f"argument {arg}: the folder {str(path)!r} is not writable")
+def _usable_folder(path: Path, arg: str) -> None:
+    """Fail now, not after a long run, if the folder ``path`` could not be created or written to.
+
+    Nothing is created here: the nearest existing ancestor must be a writable folder (and ``path`` itself, if
+    it exists, a folder)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    needed = "" if existing == path else f" (needed for {str(path)!r})"
+    if not existing.is_dir():
+        raise _fail(f"argument {arg}: {str(existing)!r} is a file, not a folder{needed}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _fail(f"argument {arg}: the folder {str(existing)!r} is not writable{needed}")
 
 
 def experiment_command(args: argparse.Namespace) -> int:
@@ -200,19 +203,23 @@ def experiment_command(args: argparse.Namespace) -> int:
     from .training import CheckpointError, TrainingDivergedError
 
     _check_device(args.device)
+    output = Path(args.output if args.output is not None else os.environ.get(book.OUTPUT_ENV) or ".")
+    _usable_folder(output, "--output" if args.output is not None else f"--output (${book.OUTPUT_ENV})")
+    if args.out:
+        _usable_folder(Path(args.out).parent, "--out")
+    if args.checkpoint_dir is not None:
+        _usable_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
+    # the checks passed: now the output folder may be created
     try:
-        out_folder = book.output_dir(args.output)
-    except (ValueError, OSError) as err:
-        raise _fail(f"argument --output: {err}") from None
-    out = Path(args.out) if args.out else book.results_path(args.dataset, args.profile, args.output)
-    _writable_folder(out.parent, "--out" if args.out else "--output")
-    ckdir = args.checkpoint_dir
-    if ckdir is None and args.profile != "ci":
-        ckdir = book.checkpoint_dir(args.dataset, args.profile, args.seed, args.output)
-    if ckdir is not None:
-        _writable_folder(Path(ckdir), "--checkpoint-dir")
-    data_root = args.data_root if args.data_root is not None else (
-        None if args.output is None else out_folder / "data")
+        out = Path(args.out) if args.out else book.results_path(args.dataset, args.profile, args.output)
+        ckdir = args.checkpoint_dir
+        if ckdir is None and args.profile != "ci":
+            ckdir = book.checkpoint_dir(args.dataset, args.profile, args.seed, args.output)
+        data_root = args.data_root if args.data_root is not None else (
+            None if args.output is None else book.output_dir(args.output) / "data")
+    except OSError as err:
+        raise _fail(f"argument --output: cannot create {str(err.filename or output)!r} "
+                    f"({err.strerror or type(err).__name__})") from None
     # the ci profile's tiny networks run fastest (and reproducibly) on one CPU thread
     set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
     try:

@@ -5,12 +5,9 @@ Reproducibility and interruption:
 
 * every source of randomness is seeded from ``seed`` and the epoch number (shuffling, initial weights via
   the caller, PGD random starts, GAN noise), so a resumed run continues exactly as an uninterrupted one;
-* checkpoints are written atomically (a temporary file, then ``os.replace``) after every epoch and hold
-  the model(s), optimiser(s), epoch, history and the run's configuration; a run given an existing
-  checkpoint resumes from it, after checking that the configuration matches;
-* checkpoints are read with ``torch.load(..., weights_only=True)``; a missing, corrupt, incomplete or
-  tampered file, or one written for another architecture (its parameter shapes are part of the
-  configuration), raises :class:`CheckpointError` before anything is loaded into the caller's objects;
+* a checkpoint (:mod:`advbound.checkpoints`) is written atomically after every epoch; a run given an
+  existing checkpoint of the same configuration (recipe, data, parameter shapes) resumes from it, and any
+  other file raises :class:`~advbound.checkpoints.CheckpointError` before anything is loaded;
 * a non-finite loss stops the run with :class:`TrainingDivergedError` before that step is taken, so the last
   checkpoint (of the last finite epoch) is never overwritten by diverged weights.
 
@@ -21,12 +18,10 @@ before it.  They move the models to ``device``, train them in place and leave th
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import os
 import sys
-import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,11 +33,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .attacks.base import _module_device, eval_mode
+from .checkpoints import CheckpointError, _architecture, _resume, load_checkpoint, save_checkpoint
 from .data import ImageData
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, incomplete, or belongs to a different configuration."""
 
 
 class TrainingDivergedError(RuntimeError):
@@ -64,135 +56,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             raise ValueError(f"device must be a torch.device or a string such as 'cpu', 'cuda' or 'cuda:1'; "
                              f"got {device!r}") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------------
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically: to ``path.tmp`` first, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def _unreadable_reason(err: Exception) -> str:
-    """Why ``torch.load`` failed, in one line, without torch's advice to load the file unsafely."""
-    text = str(err)
-    if "WeightsUnpickler error:" in text:
-        # keep only the unpickler's finding (e.g. "Unsupported operand 224" or an unsupported global)
-        text = text.split("WeightsUnpickler error:", 1)[1]
-        for advice in ("Please use", "Check the documentation"):
-            text = text.split(advice, 1)[0]
-        return f"it holds data other than tensors and plain containers ({' '.join(text.split())[:160]})"
-    first = " ".join(text.split())[:160] or "no message"
-    return f"{type(err).__name__}: {first}"
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: tensors and plain data
-    only; nothing else is ever unpickled).  Raises :class:`CheckpointError` when it is missing or cannot be
-    read; the file is left as it is."""
-    path = _checkpoint_path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is an empty file; delete it to retrain from scratch")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, unpickling error, ...
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint of this library "
-                              f"({_unreadable_reason(err)}); it was not loaded: delete it to retrain from "
-                              "scratch") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} does not hold a dict of states")
-    return state
-
-
-def _checkpoint_path(checkpoint: str | os.PathLike) -> Path:
-    """``checkpoint`` as a file path: a non-empty name that is not a folder (nor ends with a separator)."""
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise ValueError(f"checkpoint must be a file path (str or os.PathLike) or None; got {type(checkpoint).__name__}")
-    text = os.fspath(checkpoint)
-    if isinstance(text, bytes) or text.strip() == "":
-        raise ValueError(f"checkpoint must be a non-empty file path or None; got {checkpoint!r}")
-    if text.endswith(("/", os.sep)) or Path(text).is_dir():
-        raise ValueError(f"checkpoint must name a file, not a folder; got {text!r} "
-                         f"(e.g. {os.path.join(text, 'model.pt')!r})")
-    return Path(text)
-
-
-def _architecture(module: nn.Module) -> dict[str, list[int]]:
-    """The module's parameter and buffer shapes by name: two models with the same code and widths agree."""
-    return {name: list(t.shape) for name, t in module.state_dict().items()}
-
-
-def _config_difference(saved: Any, current: dict[str, Any]) -> str:
-    if not isinstance(saved, dict):
-        return f"  saved configuration: {saved!r}"
-    lines = []
-    for key in sorted(set(saved) | set(current), key=str):
-        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
-        if a == b:
-            continue
-        if key == "architecture" and isinstance(a, dict) and isinstance(b, dict):
-            diff = [k for k in sorted(set(a) | set(b), key=str) if a.get(k) != b.get(k)]
-            shown = "; ".join(f"{k}: saved {a.get(k, '<absent>')}, current {b.get(k, '<absent>')}" for k in diff[:3])
-            lines.append(f"  architecture: {len(diff)} parameter shape(s) differ, e.g. {shown}")
-        else:
-            lines.append(f"  {key}: saved {a!r}, current {b!r}")
-    return "\n".join(lines)
-
-
-def _check_state(state: dict[str, Any], config: dict[str, Any], path: Path, parts: dict[str, Any]) -> None:
-    """A checkpoint of this ``config``, complete, with an epoch in [1, epochs] and one history row per epoch."""
-    if state.get("config") != config:
-        raise CheckpointError(f"checkpoint {path} was written by a different configuration:\n"
-                              f"{_config_difference(state.get('config'), config)}\n"
-                              "use another checkpoint file or delete it to retrain")
-    missing = [key for key in ("epoch", "history", *parts) if key not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}; nothing was "
-                              "loaded: delete it to retrain")
-    epoch, history, epochs = state["epoch"], state["history"], config["epochs"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
-        raise CheckpointError(f"checkpoint {path} records epoch {epoch!r}, outside [1, {epochs}] for this "
-                              "configuration; nothing was loaded: delete it to retrain")
-    if not isinstance(history, list) or len(history) != epoch:
-        raise CheckpointError(f"checkpoint {path} records epoch {epoch} but a history of "
-                              f"{len(history) if isinstance(history, list) else type(history).__name__} "
-                              "entries; nothing was loaded: delete it to retrain")
-
-
-def _resume(checkpoint: str | os.PathLike | None, config: dict[str, Any], device: torch.device,
-            parts: dict[str, Any]) -> tuple[Path | None, int, list[dict[str, float]]]:
-    """Load ``parts`` (name -> object with ``load_state_dict``) from an existing checkpoint of the same
-    ``config``; return the checkpoint path, the epoch to start from and the history so far.
-
-    All or nothing: the checkpoint is checked first, and if a part still fails to load, every part is put
-    back as it was before :class:`CheckpointError` is raised."""
-    ckpt = _checkpoint_path(checkpoint) if checkpoint is not None else None
-    if ckpt is None or not ckpt.exists():
-        return ckpt, 0, []
-    state = load_checkpoint(ckpt, device)
-    _check_state(state, config, ckpt, parts)
-    before = {name: copy.deepcopy(obj.state_dict()) for name, obj in parts.items()}
-    try:
-        for name, obj in parts.items():
-            obj.load_state_dict(state[name])
-    except Exception as err:
-        for name, obj in parts.items():
-            obj.load_state_dict(before[name])
-        raise CheckpointError(f"checkpoint {ckpt} does not fit the current objects "
-                              f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); nothing was loaded: "
-                              "delete it to retrain") from None
-    return ckpt, state["epoch"], list(state["history"])
 
 
 def _finite_loss(loss: torch.Tensor, what: str, epoch: int, batch: int) -> float:

@@ -39,7 +39,8 @@ class AttackResult:
     """Per-sample result of an image-space attack (estimate of ``r_unc``).
 
     ``x_adv`` has the input's shape; ``perturbation = x_adv - x``; ``norms`` its L2 norm per sample;
-    ``success`` whether ``model(x_adv)`` predicts a label other than ``labels`` (re-verified);
+    ``success`` whether ``model(x_adv)`` predicts a label other than ``labels`` (re-verified; a point or logits
+    with NaN or inf, e.g. after an overflow, never count as a success);
     ``steps`` the number of DeepFool steps taken; ``labels`` / ``adv_labels`` the predictions at ``x`` and
     ``x_adv``.
     """
