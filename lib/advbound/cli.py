@@ -6,7 +6,8 @@ Example (the paper's Table 1 check value)::
 
 ``python -m advbound experiment --dataset svhn --profile full`` runs one of Tables 1-2 end to end
 (:func:`advbound.experiments.run_experiment`), prints the table and saves the results JSON and CSV under the
-output folder (``--output``, else ``$ADVBOUND_OUTPUT``, else the working directory).
+output folder (``--output``, else ``$ADVBOUND_OUTPUT``, else the working directory).  With ``--dry-run`` it
+trains nothing and prints what the profile's training costs (:mod:`advbound.experiments.dryrun`).
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None,
                    help="results path; NAME.json and NAME.csv are written (default: <output>/results/<dataset>-<profile>)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--dry-run", action="store_true",
+                   help="no data, no training: measure one step of every network at the profile's sizes on "
+                        "synthetic batches (parameters, FLOPs, memory, time) and project the training time on "
+                        "one GPU (advbound.experiments.dryrun); with --out, also save it as JSON and CSV")
     return parser
 
 
@@ -209,6 +214,15 @@ def experiment_command(args: argparse.Namespace) -> int:
         _usable_folder(Path(args.out).parent, "--out")
     if args.checkpoint_dir is not None:
         _usable_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
+    if args.dry_run:
+        from .experiments.dryrun import dry_run
+
+        report = dry_run(args.dataset, args.profile, seed=args.seed, device=args.device or "cpu",
+                         log=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+        print(report.summary())
+        if args.out:
+            print(f"dry run written to {report.save(args.out)}")
+        return 0
     # the checks passed: now the output folder may be created
     try:
         out = Path(args.out) if args.out else book.results_path(args.dataset, args.profile, args.output)

@@ -36,6 +36,9 @@ STAND_IN = "synthetic stand-in"
 DATASETS = ("mnist", "svhn", "cifar10")
 PROFILES = ("ci", "colab", "full")
 
+#: Sizes of the official training splits (SVHN: the "train" split, without "extra", as in the paper).
+TRAIN_SIZES = {"mnist": 60_000, "svhn": 73_257, "cifar10": 50_000}
+
 #: md5 of the official MNIST test files (DESIGN.md, "Data available here").
 MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
@@ -341,6 +344,7 @@ __all__ = [
     "DATASETS",
     "PROFILES",
     "MNIST_MD5",
+    "TRAIN_SIZES",
     "MNIST_DIR_ENV",
     "DataUnavailableError",
     "ImageData",
