@@ -15,6 +15,17 @@ The ``colab`` and ``full`` profiles never fall back to the stand-in: when the re
 
 Images are stored as ``uint8`` tensors ``(N, C, H, W)`` and served as floats in ``[0, 1]``, the range of
 :class:`advbound.models.DCGANGenerator`'s outputs.
+
+Where the files are: ``root`` when given (the command line's ``--data-root``), else ``$ADVBOUND_DATA``, else
+``data/`` under the output folder (:func:`default_data_root`), laid out as torchvision writes them
+(``train_32x32.mat`` / ``test_32x32.mat``; ``cifar-10-batches-py/``; ``MNIST/raw/``).
+
+Checksums: torchvision checks every SVHN ``.mat`` file and CIFAR-10 pickle against its published md5 each
+time it loads one, and this module keeps that check (there is no switch to skip it); a file that is not the
+published one raises :class:`DataUnavailableError`.  MNIST's raw files are checked by torchvision when it
+downloads them; the idx ``.gz`` files of ``$ADVBOUND_MNIST_DIR`` are checked here (:data:`MNIST_MD5`).
+The test suite's tiny copies in the same formats register their own md5 with torchvision for the duration
+of a test instead.
 """
 
 from __future__ import annotations
