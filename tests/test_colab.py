@@ -121,7 +121,7 @@ def _kernel_env(stub: Path, ipython: Path, site: Path, spec: Path) -> dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADVBOUND_", "PIP_")) and k not in drop}
     env.update(PYTHONPATH=f"{stub}{os.pathsep}{site}", IPYTHONDIR=str(ipython), ADVBOUND_PIP_SPEC=str(spec),
                PIP_TARGET=str(site), PIP_NO_DEPS="1", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
-               PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+               PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")  # two kernels share two cores
     return env
 
 
