@@ -77,13 +77,13 @@ def strip_volatile(nb) -> None:
                 tags.append("remove-cell")
 
 
-def execute(source: Path, profile: str, seed: int, url: str, timeout: int) -> float:
+def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_dir: Path = BOOK) -> float:
     import nbformat
     import papermill as pm
 
     name = source.stem
-    out = BOOK / f"{name}.ipynb"
-    failed = BOOK / f"{name}.failed.ipynb"
+    out = out_dir / f"{name}.ipynb"
+    failed = out_dir / f"{name}.failed.ipynb"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         src_nb = Path(tmp) / f"{name}.ipynb"
@@ -99,7 +99,7 @@ def execute(source: Path, profile: str, seed: int, url: str, timeout: int) -> fl
         except pm.PapermillExecutionError as err:
             shutil.copyfile(running, failed)
             print(f"FAILED  {source}: cell {err.exec_count}: {err.ename}: {err.evalue}", file=sys.stderr)
-            print(f"        partial output kept in {failed.relative_to(ROOT)}", file=sys.stderr)
+            print(f"        partial output kept in {failed}", file=sys.stderr)
             raise SystemExit(1) from None
         nb = nbformat.read(running, as_version=4)
     strip_volatile(nb)
@@ -114,20 +114,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="ci", choices=["ci", "colab", "full"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    parser.add_argument("--out-dir", type=Path, default=BOOK,
+                        help="where the executed notebooks go (default book/; the kernel still runs in book/, "
+                             "so figures and results land there: use git to restore them)")
     args = parser.parse_args(argv)
 
     missing = [s for s in args.sources if not s.is_file()]
     if missing:
         parser.error("no such source: " + ", ".join(map(str, missing)))
     BOOK.mkdir(exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     (BOOK / "figures").mkdir(exist_ok=True)
     url = repository_url()
     total = 0.0
     for source in args.sources:
         print(f"executing {source} (profile={args.profile}, seed={args.seed}) ...", flush=True)
-        seconds = execute(source, args.profile, args.seed, url, args.timeout)
+        seconds = execute(source, args.profile, args.seed, url, args.timeout, args.out_dir)
         total += seconds
-        print(f"  wrote book/{source.stem}.ipynb in {seconds:.1f} s", flush=True)
+        print(f"  wrote {args.out_dir / source.stem}.ipynb in {seconds:.1f} s", flush=True)
     print(f"executed {len(args.sources)} notebook(s) in {total:.1f} s")
     return 0
 
