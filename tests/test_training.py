@@ -6,8 +6,17 @@ import torch
 
 from advbound.data import STAND_IN, ImageData, synthetic_stand_in
 from advbound.models import DCGANDiscriminator, DCGANGenerator, LeNet
-from advbound.training import (CheckpointError, PGDConfig, augment_batch, error_rate, load_checkpoint, pgd_attack,
-                               save_checkpoint, train_classifier, train_gan)
+from advbound.training import (
+    CheckpointError,
+    PGDConfig,
+    augment_batch,
+    error_rate,
+    load_checkpoint,
+    pgd_attack,
+    save_checkpoint,
+    train_classifier,
+    train_gan,
+)
 
 DATA = synthetic_stand_in(96, channels=1, image_size=28, seed=5)
 
@@ -18,7 +27,7 @@ def _lenet(seed=0):
 
 
 def _same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def test_checkpoint_atomic_roundtrip_and_errors(tmp_path):

@@ -17,8 +17,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import __version__
 from .bounds import class_probabilities, expected_latent_norm, latent_radius_quantile
@@ -57,7 +57,9 @@ def _float_in(name: str, lo: float, hi: float, lo_open: bool, hi_open: bool):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
-        ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        above_lo = value > lo if lo_open else value >= lo
+        below_hi = value < hi if hi_open else value <= hi
+        ok = math.isfinite(value) and above_lo and below_hi
         if not ok:
             interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
             raise argparse.ArgumentTypeError(f"{name} must be in {interval}; got {text}")
@@ -121,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save/resume training here (default for colab/full: "
                         "<output>/checkpoints/<dataset>-<profile>-seed<seed>)")
     e.add_argument("--out", default=None,
-                   help="results path; NAME.json and NAME.csv are written (default: <output>/results/<dataset>-<profile>)")
+                   help="results path; NAME.json and NAME.csv are written "
+                        "(default: <output>/results/<dataset>-<profile>)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--dry-run", action="store_true",
                    help="no data, no training: measure one step of every network at the profile's sizes on "
@@ -260,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bound":
         result = bound_command(args)
         # JSON has no infinity: an uncertified radius is reported as null
-        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}))
+        finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+        print(json.dumps(finite))
     return 0
 
 

@@ -34,9 +34,9 @@ import gzip
 import hashlib
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ class ImageData:
         imgs = self.images if index is None else self.images[index]
         return imgs.float().div_(255.0)
 
-    def subset(self, index: torch.Tensor | slice) -> "ImageData":
+    def subset(self, index: torch.Tensor | slice) -> ImageData:
         return ImageData(self.images[index], self.labels[index], self.name, self.source, self.origin,
                          self.n_classes, list(self.notes))
 

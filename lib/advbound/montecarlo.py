@@ -21,7 +21,8 @@ def binomial_standard_error(p: np.ndarray | float, n: int) -> np.ndarray:
     return np.sqrt(p * (1.0 - p) / n)
 
 
-def probability_at_most(robustness: np.ndarray | torch.Tensor, eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def probability_at_most(robustness: np.ndarray | torch.Tensor,
+                        eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical P(r <= eta) for each eta, with the binomial standard error sqrt(p (1 - p) / n)."""
     r = _as_numpy(robustness, "robustness")
     e = np.atleast_1d(np.asarray(eta, dtype=float))
@@ -76,5 +77,5 @@ def class_proportions(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.n
     return np.bincount(lab.astype(np.int64), minlength=n_classes) / lab.size
 
 
-__all__ = ["binomial_standard_error", "probability_at_most", "margin_in_standard_errors", "weighted_probability_at_most", "weighted_quantile",
-           "class_proportions"]
+__all__ = ["binomial_standard_error", "probability_at_most", "margin_in_standard_errors",
+           "weighted_probability_at_most", "weighted_quantile", "class_proportions"]
