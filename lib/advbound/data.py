@@ -31,7 +31,6 @@ of a test instead.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
 from collections.abc import Iterator
@@ -128,14 +127,6 @@ class ImageData:
 # MNIST from the official idx files
 # --------------------------------------------------------------------------------------------------
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.ndarray:
     """Read an idx file (``.gz`` or raw) as a numpy uint8 array; check its md5 when given.
 
@@ -145,7 +136,9 @@ def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.
     if not p.is_file():
         raise FileNotFoundError(f"idx file not found: {p}")
     if expected_md5 is not None:
-        got = _md5(p)
+        from torchvision.datasets.utils import calculate_md5
+
+        got = calculate_md5(p)
         if got != expected_md5:
             raise ValueError(f"{p} has md5 {got}, expected {expected_md5}: the file is corrupt or not the "
                              "official MNIST file; replace it (torchvision.datasets.MNIST downloads it)")
