@@ -98,6 +98,17 @@ def test_invalid_arguments(kwargs, match):
     assert math.isclose(float(local_increments(LinearGenerator(), torch.zeros(2, 6), 0.0).sum()), 0.0)
 
 
+@pytest.mark.parametrize("latent_dim", ["<absent>", 0, 2.5, True])
+def test_generator_needs_an_integer_latent_dim(latent_dim):
+    generator = LinearGenerator()
+    if latent_dim == "<absent>":
+        del generator.latent_dim
+    else:
+        generator.latent_dim = latent_dim
+    with pytest.raises(ValueError, match=r"generator must have an integer attribute latent_dim >= 1"):
+        estimate_modulus(generator, n_samples=2)
+
+
 def test_bonferroni_runs_over_the_positive_radii():
     """At t_0 = 0 the increment is exactly 0 and nothing is estimated, so the union bound runs over the
     m = len(radii) - 1 positive radii: the rank is the smallest k with P(Binomial(n, 1 - delta) >= k) <=

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from advbound.montecarlo import (binomial_standard_error, class_proportions, margin_in_standard_errors, probability_at_most,
-                                 weighted_probability_at_most, weighted_quantile)
+from advbound.montecarlo import (
+    binomial_standard_error,
+    class_proportions,
+    margin_in_standard_errors,
+    probability_at_most,
+    weighted_probability_at_most,
+    weighted_quantile,
+)
 
 
 def test_probability_at_most_counts_and_standard_error():

@@ -96,6 +96,9 @@ class IsometricLinearGenerator(nn.Module):
     whose regions pulled back to the latent space are half-spaces attains eq. (2) with equality.
     """
 
+    matrix: torch.Tensor
+    offset: torch.Tensor
+
     def __init__(self, latent_dim: int, image_dim: int, seed: int = 0, offset: bool = False,
                  dtype: torch.dtype = torch.float64) -> None:
         super().__init__()

@@ -18,7 +18,7 @@ a private generator seeded by ``seed`` (the global torch RNG is not used).
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -45,9 +45,18 @@ class ProjectionClassifier(nn.Module):
     ``z*`` and is not meant to be differentiated (attack it with decision-based or exact methods).
     """
 
+    classifier: Callable[[Tensor], Tensor]
+    generator: Callable[[Tensor], Tensor]
+    exact_projection: Callable[[Tensor], Tensor] | None
+    latent_dim: int
+    restarts: int
+    steps: int
+    lr: float
+    seed: int
+
     def __init__(self, classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor],
                  latent_dim: int, *, restarts: int = 4, steps: int = 200, lr: float = 0.05,
-                 exact_projection: Optional[Callable[[Tensor], Tensor]] = None, seed: int = 0) -> None:
+                 exact_projection: Callable[[Tensor], Tensor] | None = None, seed: int = 0) -> None:
         super().__init__()
         latent_dim = _as_int(latent_dim, "latent_dim", 1)
         restarts = _as_int(restarts, "restarts", 1)

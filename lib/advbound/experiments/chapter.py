@@ -116,8 +116,9 @@ def _profile_row(config: ExperimentConfig) -> dict[str, Any]:
         "latent samples attacked": f"{config.n_eval:,}",
         "omega": omega,
         "attacks": (f"{config.attack.max_steps} steps, "
-                    f"{'all classes' if config.attack.candidates is None else f'top {config.attack.candidates} classes'}"
-                    f"{', refined' if config.attack.refine else ''}, {config.analysis_dtype}"),
+                    + ("all classes" if config.attack.candidates is None
+                       else f"top {config.attack.candidates} classes")
+                    + f"{', refined' if config.attack.refine else ''}, {config.analysis_dtype}"),
         "expected time": config.expected_time,
     }
 
