@@ -118,14 +118,23 @@ def test_plot_robustness_draws_each_empirical_cdf_and_the_bounds(tiny_result):
     e_z, e_img = res.normalisers["E||z||"], res.normalisers["E||g(z)||"]
     with _figure(ex.plot_robustness(res)) as fig:
         assert len(fig.axes) == 3
-        for ax, values, row in zip(fig.axes, (c.r_z / e_z, c.r_in / e_img, c.r_unc / e_img), ex.ROWS[1:4],
-                                   strict=True):
+        for ax, values, row, own_row in zip(fig.axes, (c.r_z / e_z, c.r_in / e_img, c.r_unc / e_img),
+                                            ex.ROWS[1:4], (1, 3, 3), strict=True):
             assert ax.get_xscale() == "log"
             cdf = next(line for line in ax.get_lines() if line.get_label() == c.spec.label)
             np.testing.assert_allclose(cdf.get_xdata(), np.sort(values))
             np.testing.assert_allclose(cdf.get_ydata(), np.arange(1, values.size + 1) / values.size)
-            bound = [line for line in ax.get_lines() if line.get_label() == "upper bound (25%)"]
+            bound = [line for line in ax.get_lines() if line.get_label() == "bound, 10 equiprobable classes"]
             assert len(bound) == 1 and bound[0].get_xdata()[0] == pytest.approx(res.table.loc[row, ex.BOUND_COLUMN])
+            # the classifier's own bound (measured class proportions), dashed in its colour
+            xs = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
+            own = res.bounds.iloc[own_row][c.spec.label]
+            assert xs == ([pytest.approx(own)] if np.isfinite(own) else [])
+            # the 95% interval of the 25% quantile, drawn at the 25% level
+            lo, hi = res.ci_low.loc[row, c.spec.label], res.ci_high.loc[row, c.spec.label]
+            if np.isfinite(lo) and np.isfinite(hi):
+                bars = [line for line in ax.get_lines() if list(line.get_ydata()) == [0.25, 0.25]]
+                assert [list(b.get_xdata()) for b in bars] == [[pytest.approx(lo), pytest.approx(hi)]]
 
 
 def test_plot_modulus_reads_the_bound_off_the_estimated_modulus(tiny_result):

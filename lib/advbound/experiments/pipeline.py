@@ -199,7 +199,7 @@ def obtain_networks(cfg: ExperimentConfig, seed: int, train: ImageData, device: 
         log(f"networks: no committed networks in {folder}; training them here")
     nets, timings = train_networks(cfg, train, seed, device, checkpoint_dir=checkpoint_dir, progress=progress,
                                    log=log)
-    if folder is not None:
+    if folder is not None and retrain:
         command = (f"python -m advbound artifacts --dataset {cfg.dataset} --profile {cfg.profile} --seed {seed} "
                    f"--out {folder.parent}")
         save_networks(folder, cfg, seed, nets, command=command, versions=_versions(), machine=_device_name(device))
