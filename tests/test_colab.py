@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 THEORY = ("isoperimetry", "circle", "tightness", "attacks")
 #: data chapters and the profile each runs with (MNIST's ci profile also needs real data)
 DATA = {"svhn": "colab", "cifar10": "colab", "mnist": "ci"}
-DATA_LOAD = "run_experiment("  # the call that loads the data in a data chapter
+DATA_LOAD = "run_chapter("  # the call that loads the data in a data chapter
 PROBE = "COLAB-PROBE "
 
 STARTUP = '''\
