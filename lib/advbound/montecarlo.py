@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 
 
 def _as_numpy(values: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -19,6 +20,21 @@ def binomial_standard_error(p: np.ndarray | float, n: int) -> np.ndarray:
     """sqrt(p (1 - p) / n): the standard error of a proportion p estimated from n independent samples."""
     p = np.asarray(p, dtype=float)
     return np.sqrt(p * (1.0 - p) / n)
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided confidence interval for a proportion after ``successes`` out of ``n``
+    independent trials: the Beta quantiles ``B((1 - level)/2; k, n - k + 1)`` and
+    ``B((1 + level)/2; k + 1, n - k)``, with 0 at k = 0 and 1 at k = n.  Its coverage is at least ``level``."""
+    k, n = int(successes), int(n)
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need n >= 1 and 0 <= successes <= n; got successes={successes!r}, n={n!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1); got {level!r}")
+    alpha = 1.0 - level
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
 
 
 def probability_at_most(robustness: np.ndarray | torch.Tensor, eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,5 +92,5 @@ def class_proportions(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.n
     return np.bincount(lab.astype(np.int64), minlength=n_classes) / lab.size
 
 
-__all__ = ["binomial_standard_error", "probability_at_most", "margin_in_standard_errors", "weighted_probability_at_most", "weighted_quantile",
+__all__ = ["binomial_standard_error", "clopper_pearson", "probability_at_most", "margin_in_standard_errors", "weighted_probability_at_most", "weighted_quantile",
            "class_proportions"]

@@ -17,8 +17,10 @@ a private generator seeded by ``seed`` (the global torch RNG is not used).
 
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -72,21 +74,33 @@ class ProjectionClassifier(nn.Module):
     def _residual(self, z: Tensor, x: Tensor) -> Tensor:
         return (self.generator(z) - x).flatten(1).norm(dim=1)
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def project(self, x: Tensor, starts: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Return ``(z*, ||g(z*) - x||_2)`` per sample, the (approximate) projection of eq. (5).
 
-        Samples are projected independently: a sample with NaN or inf gets a NaN ``z*`` and residual and does
-        not affect the others.
+        ``starts`` (n, s, d), optional: s more starting points per sample for the gradient inversion (for
+        instance latent points known to map near ``x``), searched together with the ``restarts`` ones; the
+        restart with the smallest residual is kept (ignored with an exact projection).  Samples are projected independently: a sample with NaN
+        or inf gets a NaN ``z*`` and residual and does not affect the others.
         """
         if not isinstance(x, Tensor) or x.dim() < 2:
             raise ValueError(f"x must be a tensor of shape (n, ...); got {getattr(x, 'shape', type(x))}")
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating-point tensor; got dtype {x.dtype}")
+        if starts is not None and (not isinstance(starts, Tensor) or starts.dim() != 3
+                                   or starts.shape[0] != x.shape[0] or starts.shape[2] != self.latent_dim):
+            raise ValueError(f"starts must be a tensor of shape (n, s, latent_dim) = ({x.shape[0]}, s, "
+                             f"{self.latent_dim}); got {getattr(starts, 'shape', type(starts))}")
         _check_module_matches("x", x, self.generator, "generator")
         with eval_mode(self.classifier, self.generator):
-            return self._project(x.detach())
+            return self._project(x.detach(), None if starts is None else starts.detach())
 
-    def _project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def on_latent(self, z: Tensor) -> Tensor:
+        """Logits of ``f~ o g = f o g`` at latent points ``z``: the projection of ``g(z)`` is ``z`` itself (or a
+        point with the same image), so no inversion is needed on the data."""
+        with torch.no_grad(), eval_mode(self.classifier, self.generator):
+            return self.classifier(self.generator(z))
+
+    def _project(self, x: Tensor, extra: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         if self.exact_projection is not None:
             z = self.exact_projection(x)
             if not isinstance(z, Tensor) or z.shape != (x.shape[0], self.latent_dim):
@@ -98,6 +112,9 @@ class ProjectionClassifier(nn.Module):
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         starts = torch.randn(r, n, self.latent_dim, generator=gen).to(device=x.device, dtype=x.dtype)
         starts[0] = 0.0
+        if extra is not None:
+            starts = torch.cat([starts, extra.to(device=x.device, dtype=x.dtype).transpose(0, 1)])
+            r = starts.shape[0]
         # all restarts as one batch of r * n latent vectors
         z = starts.reshape(r * n, self.latent_dim).clone().requires_grad_(True)
         target = x.repeat(r, *([1] * (x.dim() - 1)))
@@ -118,3 +135,92 @@ class ProjectionClassifier(nn.Module):
         z, _ = self.project(x)
         with torch.no_grad(), eval_mode(self.classifier, self.generator):
             return self.classifier(self.generator(z))
+
+
+@dataclass
+class Theorem2Check:
+    """Theorem 2, ``r_unc(f~)(x) >= r_in(f)(x) / 2``, checked at data points ``x = g(z)`` (per sample).
+
+    ``r_in``: the estimate of ``r_in(f)(x)`` given by the caller (an attack's valid point: an upper
+    estimate).  ``r_unc``: the norm ``||v||`` of the smallest change of ``f~`` found along the given
+    directions, ``inf`` where none was found up to ``r_in`` (an upper estimate of ``r_unc(f~)``).
+    ``residual_data``: the inversion error at the data point, ``||g(z*(x)) - x||`` (0 for an exact
+    projection).  At the point ``x' = x + v`` found: ``residual_boundary = ||g(z*(x')) - x'||`` and
+    ``borrowed = ||g(z*(x')) - x||``, the distance from ``x`` to the generated point whose label ``f~`` gave
+    to ``x'`` (NaN where nothing was found).
+
+    The proof of Theorem 2 in numbers: the exact projection is at least as close to ``x'`` as ``x`` is, so
+    ``residual_boundary <= ||v||``; then ``borrowed <= 2 ||v||`` by the triangle inequality, and since
+    ``g(z*(x'))`` is a generated point with another label, ``r_in(x) <= borrowed <= 2 ||v||``.  An
+    approximate inversion can break only the first step (:attr:`proof_step`).
+    """
+
+    r_in: Tensor
+    r_unc: Tensor
+    residual_data: Tensor
+    residual_boundary: Tensor
+    borrowed: Tensor
+    agrees_on_data: Tensor
+
+    @property
+    def ratio(self) -> Tensor:
+        """``r_unc(f~) / r_in(f)`` (Theorem 2: >= 1/2; ``inf`` where no change was found)."""
+        return self.r_unc / self.r_in
+
+    @property
+    def holds(self) -> Tensor:
+        """Whether ``r_unc >= r_in / 2`` with the caller's ``r_in``."""
+        return self.r_unc >= 0.5 * self.r_in
+
+    @property
+    def proof_step(self) -> Tensor:
+        """Whether the inversion at the point found was at least as close as ``x``: ``residual_boundary <=
+        ||v||`` (True where nothing was found: there is no point to check)."""
+        return ~torch.isfinite(self.r_unc) | (self.residual_boundary <= self.r_unc)
+
+
+def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, directions: Sequence[Tensor], *,
+                   starts: Optional[Tensor] = None, grid: int = 4, bisect: int = 8) -> Theorem2Check:
+    """Search for the smallest label change of ``f~`` (``projection``) around ``x = g(z)`` along each of
+    ``directions`` (tensors of the shape of ``x``), up to ``r_in`` (:func:`~advbound.attacks.ray.ray_search`),
+    and return the :class:`Theorem2Check`.
+
+    The clean label is ``f(x)``.  ``starts`` (n, s, d) are extra starting points of the inversion for every
+    point of sample i (for instance ``z`` itself and the latent point of an in-distribution adversarial
+    example); the inversion is otherwise that of ``projection``.
+    """
+    from .attacks.ray import ray_search
+
+    if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != projection.latent_dim:
+        raise ValueError(f"z must have shape (n, {projection.latent_dim}); got {getattr(z, 'shape', type(z))}")
+    r_in = torch.as_tensor(r_in, dtype=z.dtype, device=z.device).reshape(-1)
+    if r_in.shape[0] != z.shape[0] or not bool((r_in > 0).all()) or not bool(torch.isfinite(r_in).all()):
+        raise ValueError("r_in must hold one finite value > 0 per sample")
+    if len(directions) == 0:
+        raise ValueError("directions must hold at least one tensor of directions")
+    with torch.no_grad(), eval_mode(projection.classifier, projection.generator):
+        x = projection.generator(z)
+        label = projection.classifier(x).argmax(dim=1)
+    z_data, res_data = projection.project(x, starts)
+    agrees = projection.on_latent(z_data).argmax(dim=1) == label
+
+    def changed(points: Tensor, rows: Tensor) -> Tensor:
+        zs, _ = projection.project(points, None if starts is None else starts[rows])
+        return projection.on_latent(zs).argmax(dim=1) != label[rows]
+
+    best_t = torch.full_like(r_in, math.inf)
+    best_points = x.clone()
+    for u in directions:
+        found = ray_search(changed, x, u, r_in, grid=grid, bisect=bisect)
+        better = found.t < best_t
+        best_t = torch.where(better, found.t, best_t)
+        best_points[better] = found.points[better]
+    nan = torch.full_like(r_in, math.nan)
+    res_b, borrowed = nan.clone(), nan.clone()
+    hit = torch.isfinite(best_t)
+    if bool(hit.any()):
+        zb, rb = projection.project(best_points[hit], None if starts is None else starts[hit])
+        with torch.no_grad(), eval_mode(projection.generator):
+            borrowed[hit] = (projection.generator(zb) - x[hit]).flatten(1).norm(dim=1)
+        res_b[hit] = rb
+    return Theorem2Check(r_in, best_t, res_data, res_b, borrowed, agrees)
