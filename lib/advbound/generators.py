@@ -130,9 +130,10 @@ class InvertibleGenerator(nn.Module):
         g(z) = W_L s(... s(W_2 s(W_1 z + b_1) + b_2) ...) + b_L,
 
     ``s`` the leaky ReLU with negative slope ``slope`` in (0, 1] (a bijection of R), ``W_k`` Gaussian
-    matrices of shape (n_k, n_{k-1}) with n_k >= n_{k-1} (full column rank with probability 1), scaled by
-    1 / (sqrt(n_k) + sqrt(n_{k-1})) so that their spectral norms are about 1 (better conditioned when the
-    widths grow by a factor 2 or more), and biases N(0, 0.1^2).  ``widths = (d, n_1, ..., n_L)``; ``n_L`` is the image dimension m.
+    matrices of shape (n_k, n_{k-1}) with n_k >= n_{k-1} (full column rank with probability 1; better
+    conditioned when the widths grow by a factor 2 or more) with entries of variance 2 / ((1 + slope^2) n_k),
+    so that every layer keeps the norm of its input on average (``E||g(z)|| ~ E||z||``, the normalisation of
+    Remark 1), and biases N(0, 0.1^2).  ``widths = (d, n_1, ..., n_L)``; ``n_L`` is the image dimension m.
 
     :meth:`inverse` undoes the layers one by one (the pseudo-inverse of each W_k, then s^{-1}): on the range
     of g it returns z exactly (up to rounding), which is all Remark 4 needs to define ``f = h o g^{-1}``.
@@ -154,8 +155,8 @@ class InvertibleGenerator(nn.Module):
             raise ValueError(f"slope (leaky-ReLU negative slope) must be in (0, 1]; got {slope!r}")
         gen = torch.Generator().manual_seed(int(seed))
         for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
-            self.register_buffer(f"weight{k}", torch.randn(b, a, generator=gen, dtype=dtype)
-                                 / (math.sqrt(a) + math.sqrt(b)))
+            std = math.sqrt(2.0 / ((1.0 + slope * slope) * b))
+            self.register_buffer(f"weight{k}", std * torch.randn(b, a, generator=gen, dtype=dtype))
             self.register_buffer(f"bias{k}", 0.1 * torch.randn(b, generator=gen, dtype=dtype))
             self.register_buffer(f"pinv{k}", torch.linalg.pinv(getattr(self, f"weight{k}")))
         self.widths = tuple(sizes)

@@ -33,7 +33,8 @@ class ProjectionClassifier(nn.Module):
 
     Parameters
     ----------
-    classifier : image classifier returning logits (n, K).
+    classifier : image classifier returning logits (n, K); with ``latent=True``, a classifier ``h`` of latent
+        codes, so that ``f~(x) = h(z*(x))`` (a classifier linear in the latent space, Section 6, when ``h`` is).
     generator : ``z (n, d) -> x (n, ...)``.
     latent_dim : ``d``.
     restarts : >= 1 starting points per sample for the gradient inversion.
@@ -42,6 +43,7 @@ class ProjectionClassifier(nn.Module):
     exact_projection : optional callable ``x -> z*`` that replaces the optimisation (e.g. a toy
         generator's ``project`` method).
     seed : seed of the random restarts (the inversion is deterministic given it).
+    latent : whether ``classifier`` takes latent codes ``z`` (default: images ``x``).
 
     ``forward(x)`` returns the logits ``classifier(generator(z*))``; it is piecewise constant in ``x`` through
     ``z*`` and is not meant to be differentiated (attack it with decision-based or exact methods).
@@ -49,7 +51,8 @@ class ProjectionClassifier(nn.Module):
 
     def __init__(self, classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor],
                  latent_dim: int, *, restarts: int = 4, steps: int = 200, lr: float = 0.05,
-                 exact_projection: Optional[Callable[[Tensor], Tensor]] = None, seed: int = 0) -> None:
+                 exact_projection: Optional[Callable[[Tensor], Tensor]] = None, seed: int = 0,
+                 latent: bool = False) -> None:
         super().__init__()
         latent_dim = _as_int(latent_dim, "latent_dim", 1)
         restarts = _as_int(restarts, "restarts", 1)
@@ -70,6 +73,9 @@ class ProjectionClassifier(nn.Module):
         self.lr = float(lr)
         self.exact_projection = exact_projection
         self.seed = seed
+        if not isinstance(latent, bool):
+            raise ValueError(f"latent must be True or False; got {latent!r}")
+        self.latent = latent
 
     def _residual(self, z: Tensor, x: Tensor) -> Tensor:
         return (self.generator(z) - x).flatten(1).norm(dim=1)
@@ -96,9 +102,10 @@ class ProjectionClassifier(nn.Module):
 
     def on_latent(self, z: Tensor) -> Tensor:
         """Logits of ``f~ o g = f o g`` at latent points ``z``: the projection of ``g(z)`` is ``z`` itself (or a
-        point with the same image), so no inversion is needed on the data."""
+        point with the same image), so no inversion is needed on the data.  With ``latent=True`` this is
+        ``h(z)``."""
         with torch.no_grad(), eval_mode(self.classifier, self.generator):
-            return self.classifier(self.generator(z))
+            return self.classifier(z) if self.latent else self.classifier(self.generator(z))
 
     def _project(self, x: Tensor, extra: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         if self.exact_projection is not None:
@@ -133,8 +140,7 @@ class ProjectionClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         z, _ = self.project(x)
-        with torch.no_grad(), eval_mode(self.classifier, self.generator):
-            return self.classifier(self.generator(z))
+        return self.on_latent(z)
 
 
 @dataclass
@@ -185,7 +191,7 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
     ``directions`` (tensors of the shape of ``x``), up to ``r_in`` (:func:`~advbound.attacks.ray.ray_search`),
     and return the :class:`Theorem2Check`.
 
-    The clean label is ``f(x)``.  ``starts`` (n, s, d) are extra starting points of the inversion for every
+    The clean label is ``f(x) = f(g(z))`` (``h(z)`` for a latent classifier).  ``starts`` (n, s, d) are extra starting points of the inversion for every
     point of sample i (for instance ``z`` itself and the latent point of an in-distribution adversarial
     example); the inversion is otherwise that of ``projection``.
     """
@@ -198,9 +204,9 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
         raise ValueError("r_in must hold one finite value > 0 per sample")
     if len(directions) == 0:
         raise ValueError("directions must hold at least one tensor of directions")
-    with torch.no_grad(), eval_mode(projection.classifier, projection.generator):
+    with torch.no_grad(), eval_mode(projection.generator):
         x = projection.generator(z)
-        label = projection.classifier(x).argmax(dim=1)
+    label = projection.on_latent(z).argmax(dim=1)
     z_data, res_data = projection.project(x, starts)
     agrees = projection.on_latent(z_data).argmax(dim=1) == label
 
