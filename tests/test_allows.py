@@ -21,7 +21,7 @@ from advbound.latent_linear import (LatentClassifier, decision_gradients, direct
                                     fit_linear_classifier)
 from advbound.lipschitz import dcgan_lipschitz_bound, lipschitz_bound, power_iteration_norm, schur_norm_bound
 from advbound.models import DCGANGenerator, init_dcgan_weights
-from advbound.montecarlo import class_proportions, clopper_pearson, probability_at_most
+from advbound.montecarlo import class_proportions, proportion_interval, probability_at_most
 from advbound.projection import ProjectionClassifier, theorem2_check
 
 DT = torch.float64
@@ -244,23 +244,23 @@ def test_lipschitz_bound_refuses_unknown_layers():
         lipschitz_bound(nn.Sequential(nn.Linear(3, 3)), (3,), scale=0.0)
 
 
-# ---- Clopper-Pearson --------------------------------------------------------------------------------
+# ---- Clopper-Pearson (montecarlo.proportion_interval) --------------------------------------------------------------------------------
 
-def test_clopper_pearson_closed_forms_and_coverage():
-    lo, hi = clopper_pearson(0, 10)
+def test_proportion_interval_closed_forms_and_coverage():
+    lo, hi = proportion_interval(0, 10)
     assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10))
-    lo, hi = clopper_pearson(10, 10)
+    lo, hi = proportion_interval(10, 10)
     assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 10))
     # exact coverage: for every p on a grid, P(p in interval) >= 95% under Binomial(n, p)
     n = 25
-    intervals = [clopper_pearson(k, n) for k in range(n + 1)]
+    intervals = [proportion_interval(k, n) for k in range(n + 1)]
     for p in np.linspace(0.01, 0.99, 99):
         cover = sum(stats.binom.pmf(k, n, p) for k, (a, b) in enumerate(intervals) if a <= p <= b)
         assert cover >= 0.95 - 1e-12
     with pytest.raises(ValueError, match="successes"):
-        clopper_pearson(11, 10)
+        proportion_interval(11, 10)
     with pytest.raises(ValueError, match="level"):
-        clopper_pearson(1, 10, level=1.0)
+        proportion_interval(1, 10, level=1.0)
 
 
 # ---- ray search ---------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from scipy import stats
 from torch import nn
 
 from .attacks.base import _module_device, _module_dtype, eval_mode
+from .portable import normal, seeded_normal
 from .modulus import EmpiricalModulus
 from .training import resolve_device
 
@@ -110,7 +111,7 @@ def _local_increments(generator: nn.Module, z: torch.Tensor, radius: float, rest
                       step_size: float, batch_size: int, seed: int) -> torch.Tensor:
     n = z.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    out = torch.empty(n, device=z.device)
+    out = torch.empty(n, device=z.device, dtype=z.dtype)
     per_chunk = max(1, batch_size // restarts)
     for start in range(0, n, per_chunk):
         zc = z[start:start + per_chunk].detach()
@@ -118,9 +119,9 @@ def _local_increments(generator: nn.Module, z: torch.Tensor, radius: float, rest
         zr = zc.repeat_interleave(restarts, dim=0)
         with torch.no_grad():
             base = generator(zr)
-        u = torch.randn(zr.shape, generator=gen).to(z.device)
+        u = normal(*zr.shape, generator=gen, dtype=z.dtype, device=z.device)
         u = radius * u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        best = torch.zeros(zr.shape[0], device=z.device)
+        best = torch.zeros(zr.shape[0], device=z.device, dtype=z.dtype)
         for it in range(int(steps) + 1):
             u.requires_grad_(True)
             dist = (generator(zr + u) - base).flatten(1).norm(dim=1)
@@ -184,7 +185,7 @@ def estimate_modulus(generator: nn.Module, *, radii: Sequence[float] | np.ndarra
     generator = generator.to(dev)
     d = int(generator.latent_dim)
     dtype = _module_dtype(generator) or torch.get_default_dtype()
-    z = torch.randn(int(n_samples), d, generator=torch.Generator().manual_seed(int(seed))).to(dev, dtype)
+    z = seeded_normal(int(n_samples), d, seed=int(seed), dtype=dtype, device=dev)
     with eval_mode(generator):
         inc = np.stack([local_increments(generator, z, float(t), restarts=restarts, steps=steps,
                                          step_size=step_size, batch_size=batch_size,

@@ -32,7 +32,7 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .attacks.base import _module_device, eval_mode
+from .attacks.base import _module_device, _module_dtype, eval_mode
 from .checkpoints import CheckpointError, _architecture, _resume, load_checkpoint, save_checkpoint
 from .data import ImageData
 
@@ -290,7 +290,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Labels ``argmax f(x)`` for float images in ``[0, 1]`` (batched, on the model's device).
+    """Labels ``argmax f(x)`` for float images in ``[0, 1]`` (batched, on the model's device and converted to
+    its floating dtype).
 
     ``model`` runs in eval mode and is given back in the mode it came in."""
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
@@ -299,14 +300,16 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> to
     if not _is_whole(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     dev, size = _model_device(model), int(batch_size)
+    dtype = _module_dtype(model) or images.dtype
     with eval_mode(model):
-        out = [model(images[i:i + size].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], size)]
+        out = [model(images[i:i + size].to(dev, dtype)).argmax(1).cpu() for i in range(0, images.shape[0], size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
 @torch.no_grad()
 def error_rate(model: nn.Module, data: ImageData, batch_size: int = 500) -> float:
-    """Fraction of ``data`` misclassified by ``model`` (the "Error rate" row of Tables 1-2).
+    """Fraction of ``data`` misclassified by ``model`` (the "Error rate" row of Tables 1-2), with the images
+    converted to the model's floating dtype.
 
     ``model`` runs in eval mode and is given back in the mode it came in."""
     if len(data) == 0:
@@ -314,10 +317,11 @@ def error_rate(model: nn.Module, data: ImageData, batch_size: int = 500) -> floa
     if not _is_whole(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     dev = _model_device(model)
+    dtype = _module_dtype(model) or torch.float32
     wrong = 0
     with eval_mode(model):
         for x, y in data.batches(int(batch_size), device=dev):
-            wrong += int((model(x).argmax(1) != y).sum())
+            wrong += int((model(x.to(dtype)).argmax(1) != y).sum())
     return wrong / len(data)
 
 
