@@ -373,3 +373,31 @@ def test_plot_gap_lists_each_classifier_with_its_median_ratio():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_affine_minimal_perturbation_is_the_exact_robustness_and_changes_the_label():
+    w = torch.randn(5, 4, generator=_gen(7), dtype=DT)
+    b = torch.randn(5, generator=_gen(8), dtype=DT)
+    clf = AffineClassifier(w, b)
+    x = torch.randn(300, 4, generator=_gen(9), dtype=DT)
+    move = clf.minimal_perturbation(x, overshoot=1e-6)
+    torch.testing.assert_close(move.norm(dim=1), (1 + 1e-6) * clf.exact_robustness(x))
+    assert bool((clf.predict(x + move) != clf.predict(x)).all())
+    # brute force: no random move of the same length changes the label more cheaply than the exact distance
+    r = clf.exact_robustness(x[:20])
+    dirs = torch.randn(20, 2000, 4, generator=_gen(10), dtype=DT)
+    dirs = dirs / dirs.norm(dim=2, keepdim=True)
+    inside = x[:20, None] + 0.999 * r[:, None, None] * dirs
+    assert bool((clf.predict(inside) == clf.predict(x[:20])[:, None]).all())
+
+
+def test_projection_keeps_the_best_iterate():
+    """Adam with a huge step overshoots from a start next to the solution; the best iterate is kept, so the
+    returned residual is never larger than the start's."""
+    g = IsometricLinearGenerator(3, 6, seed=1)
+    z = torch.tensor([[0.3, -0.2, 0.5]], dtype=DT)
+    x = g(z)
+    start = z + 1e-3
+    proj = ProjectionClassifier(lambda v: v[:, :2], g, 3, restarts=1, steps=3, lr=10.0)
+    _, res = proj.project(x, starts=start[:, None, :])
+    assert float(res) <= float((g(start) - x).norm()) + 1e-15

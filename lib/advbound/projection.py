@@ -4,8 +4,8 @@
 Theorem 2, has unconstrained robustness ``r_unc(x) >= r_in(x) / 2``.  The argmin is found either by an
 exact projection supplied by the caller (toy generators: e.g. by angle on the circle) or by batched
 gradient inversion: Adam on ``||g(z) - x||^2`` from several starting points per sample (the first at
-``z = 0``, the others drawn from ``N(0, I)``), keeping for every sample the restart with the smallest
-residual.  The inversion is a local search: on a non-convex generator it may return a local minimum, in
+``z = 0``, the others drawn from ``N(0, I)``), keeping for every sample the iterate with the smallest residual
+over all restarts and steps (so the result is never worse than a starting point).  The inversion is a local search: on a non-convex generator it may return a local minimum, in
 which case ``f~`` is only an approximation of eq. (5); :meth:`ProjectionClassifier.project` returns the
 residual ``||g(z*) - x||`` so that callers can check.
 
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .attacks.base import _as_int, _check_module_matches, eval_mode
+from .portable import normal
 
 
 class ProjectionClassifier(nn.Module):
@@ -117,7 +118,7 @@ class ProjectionClassifier(nn.Module):
                 return z, self._residual(z, x)
         n, r = x.shape[0], self.restarts
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        starts = torch.randn(r, n, self.latent_dim, generator=gen).to(device=x.device, dtype=x.dtype)
+        starts = normal(r, n, self.latent_dim, generator=gen, dtype=x.dtype, device=x.device)
         starts[0] = 0.0
         if extra is not None:
             starts = torch.cat([starts, extra.to(device=x.device, dtype=x.dtype).transpose(0, 1)])
@@ -126,17 +127,27 @@ class ProjectionClassifier(nn.Module):
         z = starts.reshape(r * n, self.latent_dim).clone().requires_grad_(True)
         target = x.repeat(r, *([1] * (x.dim() - 1)))
         opt = torch.optim.Adam([z], lr=self.lr)
+        best_z = z.detach().clone()
+        best_loss = torch.full((r * n,), math.inf, dtype=x.dtype, device=x.device)
+
+        def keep_best(loss: Tensor) -> None:  # every iterate is a candidate: keep each restart's best one
+            better = loss < best_loss
+            best_loss.copy_(torch.where(better, loss, best_loss))
+            best_z[better] = z.detach()[better]
+
         with torch.enable_grad():
             for _ in range(self.steps):
                 loss = (self.generator(z) - target).flatten(1).pow(2).sum(dim=1)
+                keep_best(loss.detach())
                 # the gradient with respect to z only: the generator's parameters get no .grad
                 (z.grad,) = torch.autograd.grad(loss.sum(), z)
                 opt.step()
         with torch.no_grad():
-            res = self._residual(z, target).view(r, n)
-            best = res.argmin(dim=0)
-            z_best = z.detach().view(r, n, self.latent_dim)[best, torch.arange(n, device=x.device)]
-            return z_best, res[best, torch.arange(n, device=x.device)]
+            keep_best((self.generator(z) - target).flatten(1).pow(2).sum(dim=1))
+            res = self._residual(best_z, target).view(r, n)
+            pick = res.argmin(dim=0)
+            rows = torch.arange(n, device=x.device)
+            return best_z.view(r, n, self.latent_dim)[pick, rows], res[pick, rows]
 
     def forward(self, x: Tensor) -> Tensor:
         z, _ = self.project(x)
@@ -153,7 +164,8 @@ class Theorem2Check:
     ``residual_data``: the inversion error at the data point, ``||g(z*(x)) - x||`` (0 for an exact
     projection).  At the point ``x' = x + v`` found: ``residual_boundary = ||g(z*(x')) - x'||`` and
     ``borrowed = ||g(z*(x')) - x||``, the distance from ``x`` to the generated point whose label ``f~`` gave
-    to ``x'`` (NaN where nothing was found).
+    to ``x'`` (NaN where nothing was found).  ``agrees_on_data``: whether ``f~(x) = f(x)`` with the
+    approximate inversion; ``points``: the points ``x'`` (``x`` itself where nothing was found).
 
     The proof of Theorem 2 in numbers: the exact projection is at least as close to ``x'`` as ``x`` is, so
     ``residual_boundary <= ||v||``; then ``borrowed <= 2 ||v||`` by the triangle inequality, and since
@@ -167,6 +179,7 @@ class Theorem2Check:
     residual_boundary: Tensor
     borrowed: Tensor
     agrees_on_data: Tensor
+    points: Tensor
 
     @property
     def ratio(self) -> Tensor:
@@ -229,4 +242,4 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
         with torch.no_grad(), eval_mode(projection.generator):
             borrowed[hit] = (projection.generator(zb) - x[hit]).flatten(1).norm(dim=1)
         res_b[hit] = rb
-    return Theorem2Check(r_in, best_t, res_data, res_b, borrowed, agrees)
+    return Theorem2Check(r_in, best_t, res_data, res_b, borrowed, agrees, best_points)
