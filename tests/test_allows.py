@@ -401,3 +401,23 @@ def test_projection_keeps_the_best_iterate():
     proj = ProjectionClassifier(lambda v: v[:, :2], g, 3, restarts=1, steps=3, lr=10.0)
     _, res = proj.project(x, starts=start[:, None, :])
     assert float(res) <= float((g(start) - x).norm()) + 1e-15
+
+
+def test_theorem2_check_reach_and_bad_arguments():
+    circle = CircleGenerator()
+    f = ConeClassifier([0.0, 0.3, 0.6])
+    proj = ProjectionClassifier(f, circle, 1, exact_projection=circle.project)
+    z = torch.tensor([[0.1]], dtype=DT)
+    x = circle(z)
+    away = circle(torch.tensor([[0.0]], dtype=DT)) - x  # the chord to the label change at 0
+    r_in = away.norm(dim=1)
+    short = theorem2_check(proj, z, r_in, [away], grid=2, bisect=0, reach=0.9)
+    assert math.isinf(short.r_unc[0])  # the boundary ray is only reached at the chord's end
+    longer = theorem2_check(proj, z, r_in, [away], grid=2, bisect=0, reach=65 / 64)
+    assert float(longer.r_unc[0]) == pytest.approx(65 / 64 * float(r_in[0]))
+    with pytest.raises(ValueError, match="reach"):
+        theorem2_check(proj, z, r_in, [away], reach=0.0)
+    with pytest.raises(ValueError, match="r_in"):
+        theorem2_check(proj, z, torch.zeros(1, dtype=DT), [away])
+    with pytest.raises(ValueError, match="directions"):
+        theorem2_check(proj, z, r_in, [])

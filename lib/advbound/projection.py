@@ -199,10 +199,15 @@ class Theorem2Check:
 
 
 def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, directions: Sequence[Tensor], *,
-                   starts: Optional[Tensor] = None, grid: int = 4, bisect: int = 8) -> Theorem2Check:
+                   starts: Optional[Tensor] = None, grid: int = 4, bisect: int = 8,
+                   reach: float = 1.0) -> Theorem2Check:
     """Search for the smallest label change of ``f~`` (``projection``) around ``x = g(z)`` along each of
-    ``directions`` (tensors of the shape of ``x``), up to ``r_in`` (:func:`~advbound.attacks.ray.ray_search`),
-    and return the :class:`Theorem2Check`.
+    ``directions`` (tensors of the shape of ``x``), up to ``reach * r_in``
+    (:func:`~advbound.attacks.ray.ray_search`), and return the :class:`Theorem2Check`.
+
+    ``reach`` slightly above 1 (e.g. 65/64) keeps the searched points off the exact midpoint ``r_in / 2`` of
+    the chord towards an in-distribution example, where the inversion's starts at both ends tie (the
+    winner is then decided by rounding).
 
     The clean label is ``f(x) = f(g(z))`` (``h(z)`` for a latent classifier).  ``starts`` (n, s, d) are extra starting points of the inversion for every
     point of sample i (for instance ``z`` itself and the latent point of an in-distribution adversarial
@@ -217,6 +222,8 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
         raise ValueError("r_in must hold one finite value > 0 per sample")
     if len(directions) == 0:
         raise ValueError("directions must hold at least one tensor of directions")
+    if isinstance(reach, bool) or not isinstance(reach, numbers.Real) or not 0 < float(reach) < math.inf:
+        raise ValueError(f"reach must be a finite number > 0; got {reach!r}")
     with torch.no_grad(), eval_mode(projection.generator):
         x = projection.generator(z)
     label = projection.on_latent(z).argmax(dim=1)
@@ -230,7 +237,7 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
     best_t = torch.full_like(r_in, math.inf)
     best_points = x.clone()
     for u in directions:
-        found = ray_search(changed, x, u, r_in, grid=grid, bisect=bisect)
+        found = ray_search(changed, x, u, float(reach) * r_in, grid=grid, bisect=bisect)
         better = found.t < best_t
         best_t = torch.where(better, found.t, best_t)
         best_points[better] = found.points[better]
