@@ -17,11 +17,10 @@ from advbound import bounds
 from advbound.attacks.ray import ray_search
 from advbound.classifiers import AffineClassifier, ConeClassifier, half_space_classifier, sector_classifier
 from advbound.generators import CircleGenerator, InvertibleGenerator, IsometricLinearGenerator
-from advbound.latent_linear import (LatentClassifier, decision_gradients, direction_spread,
-                                    fit_linear_classifier)
+from advbound.latent_linear import LatentClassifier, decision_gradients, direction_spread, fit_linear_classifier
 from advbound.lipschitz import dcgan_lipschitz_bound, lipschitz_bound, power_iteration_norm, schur_norm_bound
 from advbound.models import DCGANGenerator, init_dcgan_weights
-from advbound.montecarlo import class_proportions, proportion_interval, probability_at_most
+from advbound.montecarlo import class_proportions, probability_at_most, proportion_interval
 from advbound.projection import ProjectionClassifier, theorem2_check
 
 DT = torch.float64
@@ -244,7 +243,7 @@ def test_lipschitz_bound_refuses_unknown_layers():
         lipschitz_bound(nn.Sequential(nn.Linear(3, 3)), (3,), scale=0.0)
 
 
-# ---- Clopper-Pearson (montecarlo.proportion_interval) --------------------------------------------------------------------------------
+# ---- Clopper-Pearson (montecarlo.proportion_interval) ----------------------------------------------------
 
 def test_proportion_interval_closed_forms_and_coverage():
     lo, hi = proportion_interval(0, 10)

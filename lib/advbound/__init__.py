@@ -33,8 +33,15 @@ from .bounds import (
     transfer_bound,
     transfer_probability_lower_bound,
 )
-from .modulus import (AffineModulus, EmpiricalModulus, IdentityModulus, LipschitzModulus, Modulus,
-                      ModulusNotConcaveError, RescaledModulus)
+from .modulus import (
+    AffineModulus,
+    EmpiricalModulus,
+    IdentityModulus,
+    LipschitzModulus,
+    Modulus,
+    ModulusNotConcaveError,
+    RescaledModulus,
+)
 
 __version__ = "0.1.0"
 

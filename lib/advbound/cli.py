@@ -21,8 +21,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import __version__
 from .bounds import class_probabilities, expected_latent_norm, latent_radius_quantile
@@ -61,7 +61,9 @@ def _float_in(name: str, lo: float, hi: float, lo_open: bool, hi_open: bool):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
-        ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        above_lo = value > lo if lo_open else value >= lo
+        below_hi = value < hi if hi_open else value <= hi
+        ok = math.isfinite(value) and above_lo and below_hi
         if not ok:
             interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
             raise argparse.ArgumentTypeError(f"{name} must be in {interval}; got {text}")
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save/resume training here (default for colab/full: "
                         "<output>/checkpoints/<dataset>-<profile>-seed<seed>)")
     e.add_argument("--out", default=None,
-                   help="results path; NAME.json and NAME.csv are written (default: <output>/results/<dataset>-<profile>)")
+                   help="results path; NAME.json and NAME.csv are written "
+                        "(default: <output>/results/<dataset>-<profile>)")
     e.add_argument("--dry-run", action="store_true",
                    help="no data, no training: measure one step of every network at the profile's sizes on "
                         "synthetic batches (parameters, FLOPs, memory, time) and project the training time on "
@@ -249,10 +252,10 @@ def experiment_command(args: argparse.Namespace) -> int:
     import json as _json
 
     from . import book
+    from .artifacts import ArtifactError, artifact_folder
     from .data import DataUnavailableError
     from .experiments import run_experiment, set_determinism, side_by_side
     from .experiments.report import _title
-    from .artifacts import ArtifactError, artifact_folder
     from .training import CheckpointError, TrainingDivergedError
 
     _check_device(args.device)
@@ -289,7 +292,8 @@ def experiment_command(args: argparse.Namespace) -> int:
     # the ci profile's tiny networks run fastest (and reproducibly) on one CPU thread
     set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
     try:
-        arts = None if args.artifacts is None else artifact_folder(args.artifacts, args.dataset, args.profile, args.seed)
+        arts = (None if args.artifacts is None
+                else artifact_folder(args.artifacts, args.dataset, args.profile, args.seed))
         res = run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=data_root,
                              download=not args.no_download, checkpoint_dir=ckdir, artifacts=arts,
                              retrain=args.retrain, progress=not args.quiet)
@@ -316,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bound":
         result = bound_command(args)
         # JSON has no infinity: an uncertified radius is reported as null
-        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}))
+        finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+        print(json.dumps(finite))
     return 0
 
 

@@ -31,12 +31,11 @@ of a test instead.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -106,7 +105,7 @@ class ImageData:
         imgs = self.images if index is None else self.images[index]
         return imgs.float().div_(255.0)
 
-    def subset(self, index: torch.Tensor | slice) -> "ImageData":
+    def subset(self, index: torch.Tensor | slice) -> ImageData:
         return ImageData(self.images[index], self.labels[index], self.name, self.source, self.origin,
                          self.n_classes, list(self.notes))
 
@@ -130,14 +129,6 @@ class ImageData:
 # MNIST from the official idx files
 # --------------------------------------------------------------------------------------------------
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.ndarray:
     """Read an idx file (``.gz`` or raw) as a numpy uint8 array; check its md5 when given.
 
@@ -147,7 +138,9 @@ def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.
     if not p.is_file():
         raise FileNotFoundError(f"idx file not found: {p}")
     if expected_md5 is not None:
-        got = _md5(p)
+        from torchvision.datasets.utils import calculate_md5
+
+        got = calculate_md5(p)
         if got != expected_md5:
             raise ValueError(f"{p} has md5 {got}, expected {expected_md5}: the file is corrupt or not the "
                              "official MNIST file; replace it (torchvision.datasets.MNIST downloads it)")
@@ -266,7 +259,8 @@ def synthetic_stand_in(n: int, *, name: str = "cifar10", channels: int = 3, imag
     """A deterministic **synthetic stand-in** data set of SVHN / CIFAR-10 shape (NOT real data).
 
     Each class has a smooth random colour template (drawn once from ``template_seed``, so train and test
-    stand-ins share it; by default a seed of its own per ``name``, so the SVHN and CIFAR-10 stand-ins differ); an image is ``(1 - noise) * template + noise * (smooth random field)`` plus a
+    stand-ins share it; by default a seed of its own per ``name``, so the SVHN and CIFAR-10 stand-ins differ);
+    an image is ``(1 - noise) * template + noise * (smooth random field)`` plus a
     little pixel noise, clipped to ``[0, 1]``.  The classes overlap enough that classifiers make errors.
     Only the ci profile uses it; every output derived from it is labelled ``"synthetic stand-in"``.
     """

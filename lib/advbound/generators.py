@@ -99,6 +99,9 @@ class IsometricLinearGenerator(nn.Module):
     whose regions pulled back to the latent space are half-spaces attains eq. (2) with equality.
     """
 
+    matrix: torch.Tensor
+    offset: torch.Tensor
+
     def __init__(self, latent_dim: int, image_dim: int, seed: int = 0, offset: bool = False,
                  dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
@@ -148,13 +151,13 @@ class InvertibleGenerator(nn.Module):
         sizes = [integer_at_least(w, "widths[k]", 1) for w in widths]
         if len(sizes) < 2:
             raise ValueError(f"widths must list at least (d, m); got {list(widths)!r}")
-        if any(b < a for a, b in zip(sizes, sizes[1:])):
+        if any(b < a for a, b in zip(sizes, sizes[1:], strict=False)):
             raise ValueError(f"widths must be non-decreasing (each layer injective); got {sizes}")
         slope = real_scalar(slope, "slope")
         if not 0.0 < slope <= 1.0:
             raise ValueError(f"slope (leaky-ReLU negative slope) must be in (0, 1]; got {slope!r}")
         gen = torch.Generator().manual_seed(int(seed))
-        for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        for k, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
             std = math.sqrt(2.0 / ((1.0 + slope * slope) * b))
             self.register_buffer(f"weight{k}", std * torch.randn(b, a, generator=gen, dtype=dtype))
             self.register_buffer(f"bias{k}", 0.1 * torch.randn(b, generator=gen, dtype=dtype))

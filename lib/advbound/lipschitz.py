@@ -114,17 +114,15 @@ def _absolute_copy(layers: list[nn.Module]) -> list[nn.Module]:
     out = copy.deepcopy(layers)
     with torch.no_grad():
         for layer in out:
-            if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
-                if layer.running_var is None:
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                if layer.running_mean is None:
                     raise ValueError("a BatchNorm layer without running statistics is not affine per sample")
                 layer.running_mean.zero_()
-                if layer.affine:
-                    layer.weight.abs_()
-                    layer.bias.zero_()
-            elif getattr(layer, "weight", None) is not None:
-                layer.weight.abs_()
-                if getattr(layer, "bias", None) is not None:
-                    layer.bias.zero_()
+            weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+            if isinstance(weight, Tensor):
+                weight.abs_()
+            if isinstance(bias, Tensor):
+                bias.zero_()
     return out
 
 
@@ -188,9 +186,10 @@ def lipschitz_bound(network: nn.Module, input_shape: tuple[int, ...], *, scale: 
 def dcgan_lipschitz_bound(generator: nn.Module, **kwargs) -> LipschitzBound:
     """:func:`lipschitz_bound` of a :class:`~advbound.models.DCGANGenerator`: its ``net`` on inputs of shape
     (d, 1, 1), times 1/2 for the output map ``(tanh + 1) / 2``."""
-    if not isinstance(getattr(generator, "net", None), nn.Sequential) or not hasattr(generator, "latent_dim"):
+    net, latent_dim = getattr(generator, "net", None), getattr(generator, "latent_dim", None)
+    if not isinstance(net, nn.Sequential) or not isinstance(latent_dim, int):
         raise ValueError("generator must be a DCGANGenerator (with .net and .latent_dim)")
-    return lipschitz_bound(generator.net, (generator.latent_dim, 1, 1), scale=0.5, **kwargs)
+    return lipschitz_bound(net, (latent_dim, 1, 1), scale=0.5, **kwargs)
 
 
 __all__ = ["LipschitzBound", "lipschitz_bound", "dcgan_lipschitz_bound", "power_iteration_norm", "schur_norm_bound"]

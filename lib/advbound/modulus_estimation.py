@@ -33,8 +33,9 @@ Honest caveats (also printed in the book):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,9 +43,9 @@ from scipy import stats
 from torch import nn
 
 from .attacks.base import _module_device, _module_dtype, eval_mode
-from .portable import normal, seeded_normal
 from .modulus import EmpiricalModulus
-from .training import resolve_device
+from .portable import normal, seeded_normal
+from .training import latent_dimension, resolve_device
 
 
 def default_radii(n_radii: int = 12, t_max: float = 2.0, t_min: float = 0.02) -> np.ndarray:
@@ -183,7 +184,7 @@ def estimate_modulus(generator: nn.Module, *, radii: Sequence[float] | np.ndarra
         raise ValueError(f"delta (failure probability of the modulus) must be in (0, 1); got {delta!r}")
     dev = resolve_device(device) if device is not None else (_module_device(generator) or torch.device("cpu"))
     generator = generator.to(dev)
-    d = int(generator.latent_dim)
+    d = latent_dimension(generator)
     dtype = _module_dtype(generator) or torch.get_default_dtype()
     z = seeded_normal(int(n_samples), d, seed=int(seed), dtype=dtype, device=dev)
     with eval_mode(generator):

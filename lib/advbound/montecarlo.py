@@ -21,7 +21,8 @@ def binomial_standard_error(p: np.ndarray | float, n: int) -> np.ndarray:
     return np.sqrt(p * (1.0 - p) / n)
 
 
-def probability_at_most(robustness: np.ndarray | torch.Tensor, eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def probability_at_most(robustness: np.ndarray | torch.Tensor,
+                        eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical P(r <= eta) for each eta, with the binomial standard error sqrt(p (1 - p) / n)."""
     r = _as_numpy(robustness, "robustness")
     e = np.atleast_1d(np.asarray(eta, dtype=float))

@@ -5,9 +5,10 @@ Theorem 2, has unconstrained robustness ``r_unc(x) >= r_in(x) / 2``.  The argmin
 exact projection supplied by the caller (toy generators: e.g. by angle on the circle) or by batched
 gradient inversion: Adam on ``||g(z) - x||^2`` from several starting points per sample (the first at
 ``z = 0``, the others drawn from ``N(0, I)``), keeping for every sample the iterate with the smallest residual
-over all restarts and steps (so the result is never worse than a starting point).  The inversion is a local search: on a non-convex generator it may return a local minimum, in
-which case ``f~`` is only an approximation of eq. (5); :meth:`ProjectionClassifier.project` returns the
-residual ``||g(z*) - x||`` so that callers can check.
+over all restarts and steps (so the result is never worse than a starting point).  The inversion is a local
+search: on a non-convex generator it may return a local minimum, in which case ``f~`` is only an
+approximation of eq. (5); :meth:`ProjectionClassifier.project` returns the residual ``||g(z*) - x||`` so that
+callers can check.
 
 The classifier and the generator are evaluated in eval mode (:func:`advbound.attacks.base.eval_mode`) and
 given back in the mode they came in; the inversion differentiates with respect to ``z`` only, so it neither
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -50,9 +51,19 @@ class ProjectionClassifier(nn.Module):
     ``z*`` and is not meant to be differentiated (attack it with decision-based or exact methods).
     """
 
+    classifier: Callable[[Tensor], Tensor]
+    generator: Callable[[Tensor], Tensor]
+    exact_projection: Callable[[Tensor], Tensor] | None
+    latent_dim: int
+    restarts: int
+    steps: int
+    lr: float
+    seed: int
+    latent: bool
+
     def __init__(self, classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor],
                  latent_dim: int, *, restarts: int = 4, steps: int = 200, lr: float = 0.05,
-                 exact_projection: Optional[Callable[[Tensor], Tensor]] = None, seed: int = 0,
+                 exact_projection: Callable[[Tensor], Tensor] | None = None, seed: int = 0,
                  latent: bool = False) -> None:
         super().__init__()
         latent_dim = _as_int(latent_dim, "latent_dim", 1)
@@ -81,13 +92,13 @@ class ProjectionClassifier(nn.Module):
     def _residual(self, z: Tensor, x: Tensor) -> Tensor:
         return (self.generator(z) - x).flatten(1).norm(dim=1)
 
-    def project(self, x: Tensor, starts: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def project(self, x: Tensor, starts: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Return ``(z*, ||g(z*) - x||_2)`` per sample, the (approximate) projection of eq. (5).
 
         ``starts`` (n, s, d), optional: s more starting points per sample for the gradient inversion (for
         instance latent points known to map near ``x``), searched together with the ``restarts`` ones; the
-        restart with the smallest residual is kept (ignored with an exact projection).  Samples are projected independently: a sample with NaN
-        or inf gets a NaN ``z*`` and residual and does not affect the others.
+        iterate with the smallest residual is kept (ignored with an exact projection).  Samples are projected
+        independently: a sample with NaN or inf gets a NaN ``z*`` and residual and does not affect the others.
         """
         if not isinstance(x, Tensor) or x.dim() < 2:
             raise ValueError(f"x must be a tensor of shape (n, ...); got {getattr(x, 'shape', type(x))}")
@@ -108,7 +119,7 @@ class ProjectionClassifier(nn.Module):
         with torch.no_grad(), eval_mode(self.classifier, self.generator):
             return self.classifier(z) if self.latent else self.classifier(self.generator(z))
 
-    def _project(self, x: Tensor, extra: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def _project(self, x: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.exact_projection is not None:
             z = self.exact_projection(x)
             if not isinstance(z, Tensor) or z.shape != (x.shape[0], self.latent_dim):
@@ -199,7 +210,7 @@ class Theorem2Check:
 
 
 def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, directions: Sequence[Tensor], *,
-                   starts: Optional[Tensor] = None, grid: int = 4, bisect: int = 8,
+                   starts: Tensor | None = None, grid: int = 4, bisect: int = 8,
                    reach: float = 1.0) -> Theorem2Check:
     """Search for the smallest label change of ``f~`` (``projection``) around ``x = g(z)`` along each of
     ``directions`` (tensors of the shape of ``x``), up to ``reach * r_in``
@@ -209,9 +220,9 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
     the chord towards an in-distribution example, where the inversion's starts at both ends tie (the
     winner is then decided by rounding).
 
-    The clean label is ``f(x) = f(g(z))`` (``h(z)`` for a latent classifier).  ``starts`` (n, s, d) are extra starting points of the inversion for every
-    point of sample i (for instance ``z`` itself and the latent point of an in-distribution adversarial
-    example); the inversion is otherwise that of ``projection``.
+    The clean label is ``f(x) = f(g(z))`` (``h(z)`` for a latent classifier).  ``starts`` (n, s, d) are extra
+    starting points of the inversion for every point of sample i (for instance ``z`` itself and the latent point
+    of an in-distribution adversarial example); the inversion is otherwise that of ``projection``.
     """
     from .attacks.ray import ray_search
 

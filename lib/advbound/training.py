@@ -22,14 +22,15 @@ import math
 import numbers
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from .attacks.base import _module_device, _module_dtype, eval_mode
@@ -45,6 +46,15 @@ def _is_whole(value: Any) -> bool:
     """An integer, or a float with an integer value (numpy scalars included; bools excluded)."""
     return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
             and float(value).is_integer())
+
+
+def latent_dimension(generator: nn.Module) -> int:
+    """The generator's ``latent_dim`` (the d of z ~ N(0, I_d)), checked to be an integer >= 1."""
+    d: Any = getattr(generator, "latent_dim", None)
+    if not _is_whole(d) or d < 1:
+        raise ValueError(f"generator must have an integer attribute latent_dim >= 1 (the d of z ~ N(0, I_d)); "
+                         f"got {getattr(generator, 'latent_dim', '<absent>')!r}")
+    return int(d)
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -101,7 +111,7 @@ class PGDConfig:
         # plain Python values: the configuration is saved in checkpoints, which hold plain data only
         for name in ("eps", "step_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
                 raise ValueError(f"{name} must be finite and > 0; got {value!r}")
             object.__setattr__(self, name, float(value))
         if not _is_whole(self.steps) or self.steps < 1:
@@ -343,13 +353,10 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
     """
     _check_training_args(data, epochs, batch_size, lr, seed)
     epochs, batch_size = int(epochs), int(batch_size)
-    if not _is_whole(getattr(generator, "latent_dim", None)) or generator.latent_dim < 1:
-        raise ValueError(f"generator must have an integer attribute latent_dim >= 1 (the d of z ~ N(0, I_d)); "
-                         f"got {getattr(generator, 'latent_dim', '<absent>')!r}")
+    d = latent_dimension(generator)
     dev = resolve_device(device)
     generator.to(dev)
     discriminator.to(dev)
-    d = int(generator.latent_dim)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     config = {"kind": "dcgan", "generator": repr(generator.output_shape) if hasattr(generator, "output_shape") else "",

@@ -10,6 +10,7 @@ chapters differ only in their prose and parameters.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,15 @@ def run_chapter(dataset: str, profile: str = "ci", seed: int = 0, *, artifacts: 
     folder = None if artifacts is None else artifact_folder(artifacts, dataset, profile, seed)
     return run_experiment(dataset, profile, seed=seed, checkpoint_dir=checkpoints, artifacts=folder,
                           retrain=retrain, data_root=data_root, progress=False)
+
+
+def start(dataset: str, profile: str = "ci", seed: int = 0) -> book.Chapter:
+    """Begin a data chapter (:func:`advbound.book.start`), silence torch's user warnings (deterministic-kernel
+    notices), and print :func:`setup_text`."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    chapter = book.start(dataset, seed=seed)
+    print(setup_text(dataset, profile, seed))
+    return chapter
 
 
 def _classifier_text(config: ExperimentConfig) -> str:
@@ -116,8 +126,9 @@ def _profile_row(config: ExperimentConfig) -> dict[str, Any]:
         "latent samples attacked": f"{config.n_eval:,}",
         "omega": omega,
         "attacks": (f"{config.attack.max_steps} steps, "
-                    f"{'all classes' if config.attack.candidates is None else f'top {config.attack.candidates} classes'}"
-                    f"{', refined' if config.attack.refine else ''}, {config.analysis_dtype}"),
+                    + ("all classes" if config.attack.candidates is None
+                       else f"top {config.attack.candidates} classes")
+                    + f"{', refined' if config.attack.refine else ''}, {config.analysis_dtype}"),
         "expected time": config.expected_time,
     }
 
@@ -129,4 +140,4 @@ def profiles_table(dataset: str) -> pd.DataFrame:
     return pd.DataFrame({p: _profile_row(experiment_config(dataset, p)) for p in PROFILES})
 
 
-__all__ = ["check_text", "modulus_text", "profiles_table", "run_chapter", "setup_text"]
+__all__ = ["check_text", "modulus_text", "profiles_table", "run_chapter", "setup_text", "start"]

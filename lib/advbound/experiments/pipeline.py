@@ -34,8 +34,9 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,9 +45,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
+from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks
 from ..attacks import deepfool, in_distribution_attack, latent_deepfool
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
-from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks
 from ..data import STAND_IN, ImageData, load_dataset
 from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcgan_weights
 from ..modulus_estimation import default_radii, estimate_modulus
@@ -54,6 +55,7 @@ from ..portable import seeded_normal
 from ..training import error_rate, predict, resolve_device, train_classifier, train_gan
 from .profiles import ExperimentConfig, experiment_config
 from .report import ClassifierResult, ExperimentResult, _checks, _tables
+
 
 def _versions() -> dict[str, str]:
     import scipy
@@ -197,7 +199,7 @@ def obtain_networks(cfg: ExperimentConfig, seed: int, train: ImageData, device: 
         log(f"networks: no committed networks in {folder}; training them here")
     nets, timings = train_networks(cfg, train, seed, device, checkpoint_dir=checkpoint_dir, progress=progress,
                                    log=log)
-    if folder is not None:
+    if folder is not None and retrain:
         command = (f"python -m advbound artifacts --dataset {cfg.dataset} --profile {cfg.profile} --seed {seed} "
                    f"--out {folder.parent}")
         save_networks(folder, cfg, seed, nets, command=command, versions=_versions(), machine=_device_name(device))

@@ -9,6 +9,7 @@ import numpy as np
 from ..bounds import TABLE_QUANTILE
 from .report import BOUND_COLUMN, ROWS, ExperimentResult
 
+
 def plot_examples(result: ExperimentResult, classifier: int = 0, n: int = 4):
     """Generated samples and their three perturbed versions: latent (r_Z), in-distribution (r_in) and
     unconstrained (r_unc), with the classifier's labels.  Returns a matplotlib figure."""
@@ -48,7 +49,7 @@ def plot_robustness(result: ExperimentResult):
     kinds = [("r_z", e_z, ROWS[1], 1, "Z-space  $r_Z / E\\|z\\|$"),
              ("r_in", e_img, ROWS[2], 3, "in-distribution  $r_{in} / E\\|g(z)\\|$"),
              ("r_unc", e_img, ROWS[3], 3, "unconstrained  $r_{unc} / E\\|g(z)\\|$")]
-    for ax, (attr, norm, row, bound_row, title) in zip(axes, kinds):
+    for ax, (attr, norm, row, bound_row, title) in zip(axes, kinds, strict=True):
         for k, c in enumerate(result.classifiers):
             colour = f"C{k}"
             v = np.sort(getattr(c, attr) / norm)

@@ -17,7 +17,6 @@ from ..attacks import DeepFoolOptions
 from ..data import DATASETS, PROFILES
 from ..training import PGDConfig
 
-
 #: latent samples attacked per classifier in the ci profile
 CI_SAMPLES = 500
 
@@ -108,14 +107,14 @@ def _specs(dataset: str, profile: str, channels: int, size: int) -> tuple[Classi
     small = profile == "ci"
     if dataset == "cifar10":
         if small:
-            small_kw = dict(lr=3e-3, batch_size=64)
+            small_kw: dict[str, Any] = dict(lr=3e-3, batch_size=64)
             return (ClassifierSpec("VGG", "vgg", {"layout": "vgg11", "width_scale": 1 / 8}, 3, **small_kw),
                     ClassifierSpec("Wide ResNet", "wide_resnet", {"depth": 10, "widen": 1}, 3, **small_kw),
                     ClassifierSpec("Wide ResNet + Adv. training", "wide_resnet", {"depth": 10, "widen": 1}, 3,
                                    adversarial=_ci_pgd(), **small_kw))
         depth, widen = (16, 4) if profile == "colab" else (28, 10)
         epochs = 15 if profile == "colab" else 100
-        sgd = dict(lr=0.1, optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
+        sgd: dict[str, Any] = dict(lr=0.1, optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
         return (ClassifierSpec("VGG", "vgg", {"layout": "vgg16"}, epochs, **sgd),
                 ClassifierSpec("Wide ResNet", "wide_resnet", {"depth": depth, "widen": widen}, epochs, **sgd),
                 ClassifierSpec("Wide ResNet + Adv. training", "wide_resnet", {"depth": depth, "widen": widen},

@@ -7,18 +7,19 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..bounds import TABLE_QUANTILE, class_probabilities, robustness_quantile_bound
-from ..montecarlo import proportion_interval, quantile_interval
 from ..data import STAND_IN
 from ..modulus_estimation import ModulusEstimate
+from ..montecarlo import proportion_interval, quantile_interval
 from .profiles import ClassifierSpec, ExperimentConfig
 
 ROWS = ("Error rate", "Robustness in the Z-space", "In-distribution robustness", "Unconstrained robustness")
@@ -52,7 +53,8 @@ PAPER_TABLES: dict[str, dict[str, Any]] = {
 def paper_table(dataset: str) -> pd.DataFrame:
     """The paper's table for ``dataset`` (``"svhn"`` -> Table 1, ``"cifar10"`` -> Table 2) as a DataFrame."""
     if dataset not in PAPER_TABLES:
-        raise ValueError(f"dataset must be one of {sorted(PAPER_TABLES)} (the paper has no MNIST table); got {dataset!r}")
+        raise ValueError(f"dataset must be one of {sorted(PAPER_TABLES)} (the paper has no MNIST table); "
+                         f"got {dataset!r}")
     t = PAPER_TABLES[dataset]
     cols = {BOUND_COLUMN: t["bound"], **t["columns"]}
     return pd.DataFrame(cols, index=list(ROWS))
@@ -127,11 +129,11 @@ class ExperimentResult:
         return clean({
             "title": _title(self.config.dataset, self.provenance["data"]),
             "provenance": self.provenance,
-            "table": {col: dict(zip(self.table.index, self.table[col].tolist())) for col in self.table.columns},
+            "table": _frame_dict(self.table),
             "confidence_level": CONFIDENCE,
             "table_ci_low": _frame_dict(self.ci_low),
             "table_ci_high": _frame_dict(self.ci_high),
-            "bounds": {col: dict(zip(self.bounds.index, self.bounds[col].tolist())) for col in self.bounds.columns},
+            "bounds": _frame_dict(self.bounds),
             "checks": self.checks,
             "normalisers": self.normalisers,
             "modulus": self.modulus.to_dict(),
@@ -160,7 +162,7 @@ class ExperimentResult:
 def _frame_dict(frame: pd.DataFrame | None) -> dict[str, Any] | None:
     if frame is None:
         return None
-    return {col: dict(zip(frame.index, frame[col].tolist())) for col in frame.columns}
+    return {col: dict(zip(frame.index, frame[col].tolist(), strict=True)) for col in frame.columns}
 
 
 def _title(dataset: str, data: str) -> str:
@@ -200,7 +202,8 @@ def _tables(results: Sequence[ClassifierResult], est: ModulusEstimate, normalise
     bounds_df = pd.DataFrame(bounds, index=["Z-space bound, 10 equiprobable classes",
                                             "Z-space bound, measured class proportions",
                                             f"Image-space bound, equiprobable (estimated omega, delta = {est.delta:g})",
-                                            f"Image-space bound, measured proportions (estimated omega, delta = {est.delta:g})",
+                                            "Image-space bound, measured proportions "
+                                            f"(estimated omega, delta = {est.delta:g})",
                                             "Largest measured class proportion"])
     return table, bounds_df, low, high
 
@@ -234,8 +237,10 @@ def _checks(results: Sequence[ClassifierResult], bounds_df: pd.DataFrame, table:
             "in_distribution_ci_high_over_image_bound": float(high.loc[ROWS[2], label]) / img_own,
             # by construction (the smaller of two valid points is kept): not a finding
             "r_unc_le_r_in_all_samples": bool(np.all(r.r_unc <= r.r_in)),
-            "deepfool_alone_le_r_in_fraction": float(np.mean(r.r_unc_deepfool[both] <= r.r_in[both])) if both.any() else math.nan,
-            "ratio_r_in_over_r_unc_median": float(np.median(r.r_in[both] / r.r_unc[both])) if both.any() else math.nan,
+            "deepfool_alone_le_r_in_fraction": (float(np.mean(r.r_unc_deepfool[both] <= r.r_in[both]))
+                                                if both.any() else math.nan),
+            "ratio_r_in_over_r_unc_median": (float(np.median(r.r_in[both] / r.r_unc[both]))
+                                             if both.any() else math.nan),
         }
     return checks
 
