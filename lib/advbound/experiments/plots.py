@@ -117,6 +117,7 @@ def plot_gap(result: ExperimentResult):
     could gain unconstrained robustness by projecting onto the generator's range.  Returns a matplotlib
     figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     highest = 2.0
@@ -134,6 +135,9 @@ def plot_gap(result: ExperimentResult):
     ax.axvline(2.0, color="k", ls="--", lw=1.5, label=r"factor 2 of Theorem 2 ($r_{in} = 2 r_{unc}$)")
     ax.set_xscale("log")
     ax.set_xlim(0.9, 1.1 * highest)
+    ax.xaxis.set_major_locator(FixedLocator([t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200) if t <= highest * 1.1]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(r"$r_{in} / r_{unc}$ (per generated sample)")
     ax.set_ylabel("fraction of samples")
     ax.legend(fontsize=7, loc="lower right")
