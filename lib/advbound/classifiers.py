@@ -69,6 +69,22 @@ class AffineClassifier(ToyClassifier):
         dist = dist.masked_fill(torch.nn.functional.one_hot(label, self.n_classes).bool(), torch.inf)
         return dist.min(dim=-1).values
 
+    def minimal_perturbation(self, x: torch.Tensor, overshoot: float = 1e-6) -> torch.Tensor:
+        """The smallest move out of each point's cell, scaled by ``1 + overshoot`` so that it lands in the
+        other cell: ``-(1 + overshoot) h_ij(x) (w_i - w_j) / ||w_i - w_j||^2`` for the facet j that gives
+        :meth:`exact_robustness` (its norm is ``(1 + overshoot)`` times that distance)."""
+        logits = self.forward(x)
+        label = logits.argmax(dim=-1)
+        gap = logits.gather(-1, label[..., None]) - logits
+        diff = self.weight[label][..., None, :] - self.weight  # w_i - w_j, shape (..., K, n)
+        sq = (diff * diff).sum(dim=-1)
+        dist = torch.where(sq > 0, gap / sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt(), torch.inf)
+        dist = dist.masked_fill(torch.nn.functional.one_hot(label, self.n_classes).bool(), torch.inf)
+        j = dist.argmin(dim=-1)
+        pick = torch.gather(diff, -2, j[..., None, None].expand(*j.shape, 1, diff.shape[-1]))[..., 0, :]
+        coef = torch.gather(gap, -1, j[..., None]) / torch.gather(sq, -1, j[..., None])
+        return -(1.0 + float(overshoot)) * coef * pick
+
 
 def half_space_classifier(normal: torch.Tensor, threshold: float = 0.0) -> AffineClassifier:
     """Two classes split by the hyperplane normal . x = threshold (class 0 where normal . x >= threshold),

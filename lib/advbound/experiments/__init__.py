@@ -8,7 +8,7 @@
 """
 
 from .pipeline import run_experiment, set_determinism
-from .plots import plot_examples, plot_modulus, plot_robustness
+from .plots import plot_examples, plot_gap, plot_modulus, plot_robustness
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
 from .report import (
                      BOUND_COLUMN,
@@ -36,6 +36,7 @@ __all__ = [
     "key_numbers",
     "paper_table",
     "plot_examples",
+    "plot_gap",
     "plot_modulus",
     "plot_robustness",
     "quantile_with_failures",
