@@ -212,17 +212,24 @@ def test_latent_and_in_distribution_exact_on_isometric_linear(k: int) -> None:
     assert bool(lat.success.all())
     torch.testing.assert_close(lat.latent_norms, ref + PUSH, rtol=1e-9, atol=0)
     torch.testing.assert_close(lat.image_distances, ref + PUSH, rtol=1e-9, atol=0)
-    ind = in_distribution_attack(f, g, z, overshoot=0.0, include_latent=False)
+    # the pulled-back DeepFool search (boundary_steps=0) stops after one step, with the push
+    ind = in_distribution_attack(f, g, z, overshoot=0.0, include_latent=False, boundary_steps=0)
     assert bool(ind.success.all())
     assert float((ind.image_distances / (ref + PUSH) - 1).abs().max()) < 1e-5
-    both = in_distribution_attack(f, g, z, overshoot=0.02, refine=True)
+    both = in_distribution_attack(f, g, z, overshoot=0.02, refine=True, boundary_steps=0)
     assert bool(both.success.all())
     assert float((both.image_distances / ref - 1).abs().max()) < 1e-4
-    with torch.no_grad():
-        pred = f(g(both.z_adv)).argmax(1)
-    assert torch.equal(pred != both.labels, both.success)
-    torch.testing.assert_close(both.z_adv, z + both.latent_perturbation)
     assert set(both.method) <= {"pullback_deepfool", "latent_deepfool"}
+    # the boundary search (the default) ends on the boundary: the minimum itself, whatever the overshoot
+    for res in (in_distribution_attack(f, g, z, overshoot=0.0, include_latent=False),
+                in_distribution_attack(f, g, z, overshoot=0.02)):
+        assert bool(res.success.all())
+        assert float((res.image_distances / ref - 1).abs().max()) < 1e-8
+        assert set(res.method) <= {"boundary_from_z", "boundary_from_latent", "latent_deepfool"}
+        with torch.no_grad():
+            pred = f(g(res.z_adv)).argmax(1)
+        assert torch.equal(pred != res.labels, res.success)
+        torch.testing.assert_close(res.z_adv, z + res.latent_perturbation)
 
 
 def test_generator_gram_matches_autograd_jacobian() -> None:

@@ -204,12 +204,16 @@ def test_huge_overshoot_never_reports_a_non_finite_success(dtype):
     lin = nn.Linear(5, 3).to(dtype)
     gen = nn.Linear(3, 5).to(dtype)
     res = deepfool(lin, _x(16, 5, 10, dtype), overshoot=1e40)
-    ind = in_distribution_attack(lin, gen, _x(16, 3, 11, dtype), overshoot=1e40)
+    ind = in_distribution_attack(lin, gen, _x(16, 3, 11, dtype), overshoot=1e40, boundary_steps=0)
+    # the boundary search does not use the overshoot: it still finds points on the boundary
+    sqp = in_distribution_attack(lin, gen, _x(16, 3, 11, dtype), overshoot=1e40)
     for point, ok, labels, fn in ((res.x_adv, res.success, res.labels, lin),
-                                  (ind.z_adv, ind.success, ind.labels, lambda z: lin(gen(z)))):
+                                  (ind.z_adv, ind.success, ind.labels, lambda z: lin(gen(z))),
+                                  (sqp.z_adv, sqp.success, sqp.labels, lambda z: lin(gen(z)))):
         assert bool(torch.isfinite(point[ok]).all())
         with torch.no_grad():
             assert bool((fn(point[ok]).argmax(1) != labels[ok]).all())
+    assert bool(sqp.success.all()) and set(sqp.method) <= {"boundary_from_z", "boundary_from_latent"}
     if dtype == torch.float32:  # 1e40 overflows float32: nothing can be reported
         assert not bool(res.success.any()) and not bool(ind.success.any())
     else:  # float64 holds the far-away points, which are valid adversarial examples

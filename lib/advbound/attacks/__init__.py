@@ -14,6 +14,8 @@ and must not be read as robustness values.
 Modules: :mod:`~advbound.attacks.deepfool` (the batched DeepFool loop and :func:`deepfool`),
 :mod:`~advbound.attacks.refine` (shrinking a perturbation back to the boundary),
 :mod:`~advbound.attacks.latent` (:func:`latent_deepfool`, :func:`in_distribution_attack`, :func:`best_of`),
+:mod:`~advbound.attacks.boundary` (the boundary search in ``z`` behind :func:`in_distribution_attack`),
+:mod:`~advbound.attacks.penalty` (:func:`latent_penalty_attack`, a slow penalty search used as a reference),
 :mod:`~advbound.attacks.jacobian` (:func:`generator_gram`, the pulled-back metric), and
 :mod:`~advbound.attacks.base` (:class:`DeepFoolOptions` and the argument checks).
 """
@@ -22,6 +24,7 @@ from .base import DeepFoolOptions
 from .deepfool import PUSH, AttackResult, deepfool
 from .jacobian import generator_gram
 from .latent import LatentAttackResult, best_of, in_distribution_attack, latent_deepfool
+from .penalty import latent_penalty_attack
 
 __all__ = [
     "PUSH",
@@ -33,4 +36,5 @@ __all__ = [
     "generator_gram",
     "in_distribution_attack",
     "latent_deepfool",
+    "latent_penalty_attack",
 ]

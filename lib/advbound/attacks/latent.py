@@ -5,8 +5,10 @@ For ``x = g(z)`` and a classifier ``f``:
 * latent robustness         ``r_Z(z)  = min_r ||r||_2``               s.t. ``f(g(z + r)) != f(g(z))``;
 * in-distribution robustness ``r_in(x) = min_r ||g(z + r) - g(z)||_2`` s.t. ``f(g(z + r)) != f(g(z))``.
 
-Both run the DeepFool loop of :mod:`advbound.attacks.deepfool` on ``z -> f(g(z))``; the in-distribution
-attack measures its steps in the pulled-back metric ``J^T J`` (:mod:`advbound.attacks.jacobian`).
+Latent DeepFool runs the DeepFool loop of :mod:`advbound.attacks.deepfool` on ``z -> f(g(z))``; the
+in-distribution attack searches the decision boundary in ``z`` for the point closest in image space
+(:mod:`advbound.attacks.boundary`), starting from the pulled-back metric ``J^T J``
+(:mod:`advbound.attacks.jacobian`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from .base import (DeepFoolOptions, _check_generator, _check_input, _flat_norm, _identity_metric, _module_device,
-                   evaluates)
+from .base import (DeepFoolOptions, _as_int, _candidate_table, _check_differentiable, _check_generator, _check_input,
+                   _check_logits, _flat_norm, _identity_metric, _module_device, evaluates)
+from .boundary import BOUNDARY_STEPS, boundary_sqp
 from .deepfool import _l2_cost, _run
-from .jacobian import _pullback_metric
+from .jacobian import _pullback_metric, _ridged, generator_gram
 
 
 @dataclass
@@ -108,38 +111,87 @@ def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[
 def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                            *, candidates: Optional[int] = None, overshoot: float = 0.02, max_steps: int = 50,
                            refine: bool = False, ridge: float = 1e-6, include_latent: bool = True,
-                           batched_grads: bool = False,
-                           latent: Optional[LatentAttackResult] = None) -> LatentAttackResult:
+                           batched_grads: bool = False, latent: Optional[LatentAttackResult] = None,
+                           boundary_steps: int = BOUNDARY_STEPS) -> LatentAttackResult:
     """In-distribution attack: an upper estimate of ``r_in(x) = min_r ||g(z + r) - g(z)||`` s.t. a label change.
 
     Method (our design; the paper only says the perturbations were computed with ref. [38]):
 
-    * **pulled-back DeepFool** -- DeepFool steps in ``z`` where each step solves the linearised problem
-      ``min_r ||J r||_2`` s.t. ``h_j + a_j . r = 0`` (``J`` the generator's Jacobian at the iterate,
-      ``a_j = J^T grad_x h_j`` the latent gradient), i.e. the DeepFool step in the metric
-      ``M = J^T J + lambda I`` with a small ridge ``lambda`` (relative to ``trace(J^T J)/d``), solved per
-      sample by Cholesky;
-    * with ``include_latent``, plain latent DeepFool (the ``r_Z`` search) as a second candidate (pass an
+    * **boundary search** (``boundary_steps > 0``, the default): ``boundary_steps`` steps of sequential
+      quadratic programming on ``min ||g(w) - g(z)||`` over the adversarial region
+      (:func:`~advbound.attacks.boundary.boundary_sqp`), whose curvature model starts from the pulled-back
+      metric ``J^T J + lambda I`` at ``z`` (``J`` the generator's Jacobian, ``lambda = ridge * trace(J^T J) / d``,
+      one Jacobian per sample) and is updated by BFGS.  It is run from ``z`` (its first step is the DeepFool
+      step in that metric) and, with ``include_latent``, also from the latent DeepFool point;
+    * **pulled-back DeepFool** (``boundary_steps = 0``): DeepFool steps in ``z`` where each step solves the
+      linearised problem ``min_r ||J r||_2`` s.t. ``h_j + a_j . r = 0`` (``J`` and ``a_j = J^T grad_x h_j`` at
+      the iterate), i.e. the DeepFool step in the metric ``J^T J + lambda I``; with ``refine`` its point is
+      refined with the image distance as cost;
+    * with ``include_latent``, plain latent DeepFool (the ``r_Z`` search) is a further candidate (pass an
       already computed ``latent_deepfool`` result as ``latent`` to reuse it);
     * per sample, the *valid* candidate with the smallest image distance ``||g(z_adv) - g(z)||`` is kept
-      (:func:`best_of`; ``method`` says which).  With ``refine`` both searches are refined, the cost being the
-      image distance.
+      (:func:`best_of`; ``method`` says which: ``"boundary_from_z"``, ``"boundary_from_latent"``,
+      ``"pullback_deepfool"`` or ``"latent_deepfool"``).
+
+    ``candidates`` (the top-k classes of the clean logits) apply to every search; ``overshoot``,
+    ``max_steps`` and ``refine`` to the DeepFool searches only: the boundary search ends on the boundary by
+    construction (each step aims ``1e-3`` of the distance beyond its linearisation, more where steps fall
+    short) and returns its best valid iterate.
     """
     opts = DeepFoolOptions(candidates, overshoot, max_steps, refine, batched_grads)
     _check_latent(classifier, generator, z)
     if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not (0 <= float(ridge) < math.inf):
         raise ValueError(f"ridge must be a finite number >= 0; got {ridge!r}")
+    boundary_steps = _as_int(boundary_steps, "boundary_steps", 0)
+    if latent is not None and (latent.z_adv.shape != z.shape or latent.z_adv.dtype != z.dtype):
+        raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z.shape)}, dtype "
+                         f"{z.dtype}); got z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}")
+    if latent is None and include_latent:
+        latent = latent_deepfool(classifier, generator, z, **opts.kwargs())
+    if boundary_steps == 0:
+        results = [_pullback_deepfool(classifier, generator, z, opts, float(ridge))]
+    else:
+        results = _boundary_searches(classifier, generator, z, opts, float(ridge), boundary_steps, latent)
+    return best_of(*results, *([] if latent is None else [latent]))
 
+
+def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                       opts: DeepFoolOptions, ridge: float) -> LatentAttackResult:
     def image_cost(za: Tensor, zb: Tensor) -> Tensor:
         return _image_distance(generator, za, zb)
 
     z_adv, success, steps, y, adv_labels = _run(_Composed(classifier, generator), z, opts, None,
-                                                _pullback_metric(generator, float(ridge)), image_cost,
+                                                _pullback_metric(generator, ridge), image_cost,
                                                 "classifier(generator(z))", "z")
-    result = _latent_result(generator, z, z_adv, success, steps, y, adv_labels, ["pullback_deepfool"] * z.shape[0])
-    if latent is None and include_latent:
-        latent = latent_deepfool(classifier, generator, z, **opts.kwargs())
-    return result if latent is None else best_of(result, latent)
+    return _latent_result(generator, z, z_adv, success, steps, y, adv_labels, ["pullback_deepfool"] * z.shape[0])
+
+
+@torch.enable_grad()
+def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                       opts: DeepFoolOptions, ridge: float, steps: int,
+                       latent: Optional[LatentAttackResult]) -> list[LatentAttackResult]:
+    """The boundary search from ``z`` and, when given, from the latent DeepFool point, each re-verified."""
+    fn = _Composed(classifier, generator)
+    z0 = z.detach()
+    with torch.no_grad():
+        logits0 = fn(z0)
+    n_classes = _check_logits(logits0, z0.shape[0], "classifier(generator(z))")
+    _check_differentiable(fn, z0, n_classes, "classifier(generator(z))", "z")
+    cand = _candidate_table(logits0, opts.candidates)
+    y = cand[:, 0]
+    metric0 = _ridged(generator_gram(generator, z0), ridge)
+    starts = [("boundary_from_z", z0)] + ([] if latent is None else [("boundary_from_latent", latent.z_adv)])
+    out = []
+    for name, start in starts:
+        z_adv, _ = boundary_sqp(classifier, generator, z0, start, cand, metric0, steps=steps,
+                                batched_grads=opts.batched_grads)
+        with torch.no_grad():
+            logits = fn(z_adv)
+        adv_labels = logits.argmax(dim=1)
+        success = (adv_labels != y) & torch.isfinite(logits).all(dim=1) & torch.isfinite(z_adv).all(dim=1)
+        out.append(_latent_result(generator, z0, z_adv, success, torch.full_like(y, steps), y, adv_labels,
+                                  [name] * z0.shape[0]))
+    return out
 
 
 def best_of(*results: LatentAttackResult) -> LatentAttackResult:
