@@ -212,3 +212,57 @@ def test_rerun_resumes_from_checkpoints(tmp_path):
     assert (tmp_path / "dcgan.pt").exists() and (tmp_path / "2-layer-lenet.pt").exists()
     assert runs[0].table.equals(runs[1].table)
     assert runs[1].gan_history == runs[0].gan_history
+
+
+def test_profiles_table_is_generated_from_the_configuration():
+    from advbound.experiments import chapter
+
+    for dataset in ("mnist", "svhn", "cifar10"):
+        table = chapter.profiles_table(dataset)
+        assert list(table.columns) == ["ci", "colab", "full"]
+        for profile in table.columns:
+            cfg = ex.experiment_config(dataset, profile)
+            assert table.loc["latent samples attacked", profile] == f"{cfg.n_eval:,}"
+            assert table.loc["DCGAN", profile] == f"width {cfg.gan_width}, {cfg.gan_epochs} epochs"
+            assert all(spec.label in table.loc["classifiers", profile] for spec in cfg.classifiers)
+            assert table.loc["attacks", profile].endswith(cfg.analysis_dtype)
+
+
+def test_chapter_texts_report_the_result(tiny_result):
+    from advbound.bounds import TABLE_QUANTILE, latent_radius_quantile
+    from advbound.experiments import chapter
+
+    res = tiny_result
+    text = chapter.check_text(res)
+    c = res.checks["per_classifier"][res.classifiers[0].spec.label]
+    assert f"= {c['z_quantile_over_measured_proportions_bound']:.2f} x its bound" in text
+    assert "SYNTHETIC STAND-IN" in text
+    gap = chapter.gap_text(res)
+    r = res.classifiers[0]
+    both = np.isfinite(r.r_in) & np.isfinite(r.r_unc) & (r.r_unc > 0)
+    if both.any():
+        assert f"median r_in / r_unc = {np.median(r.r_in[both] / r.r_unc[both]):.2f}" in gap
+    mod = chapter.modulus_text(res)
+    t_star = latent_radius_quantile(TABLE_QUANTILE + res.modulus.delta, n_classes=10)
+    assert f"t* = {t_star:.4f}" in mod
+    assert f"omega(t*) = {float(res.modulus.modulus(t_star)):.3g}" in mod
+
+
+def test_check_text_refuses_a_broken_ordering(tiny_result):
+    import copy
+
+    from advbound.experiments import chapter
+
+    broken = copy.deepcopy(tiny_result)
+    label = broken.classifiers[0].spec.label
+    broken.checks["per_classifier"][label]["r_unc_le_r_in_all_samples"] = False
+    with pytest.raises(AssertionError, match=label):
+        chapter.check_text(broken)
+
+
+def test_key_numbers_carry_the_intervals(tiny_result):
+    text = ex.key_numbers(tiny_result)
+    label = tiny_result.classifiers[0].spec.label
+    lo = tiny_result.ci_low.loc[ex.ROWS[0], label]
+    assert "[95% confidence interval]" in text
+    assert f"{100 * lo:.1f}%" in text  # the error rate's Clopper-Pearson lower end
