@@ -224,7 +224,7 @@ def test_latent_and_in_distribution_exact_on_isometric_linear(k: int) -> None:
     for res in (in_distribution_attack(f, g, z, overshoot=0.0, include_latent=False),
                 in_distribution_attack(f, g, z, overshoot=0.02)):
         assert bool(res.success.all())
-        assert float((res.image_distances / ref - 1).abs().max()) < 1e-8
+        assert float((res.image_distances / ref - 1).abs().max()) < 1e-6
         assert set(res.method) <= {"boundary_from_z", "boundary_from_latent", "latent_deepfool"}
         with torch.no_grad():
             pred = f(g(res.z_adv)).argmax(1)
