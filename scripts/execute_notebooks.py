@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="ci", choices=["ci", "colab", "full"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks executed at the same time (each kernel runs its chapter on one thread)")
     parser.add_argument("--out-dir", type=Path, default=BOOK,
                         help="where the executed notebooks go (default book/; the kernel still runs in book/, "
                              "so figures and results land there: use git to restore them)")
@@ -125,14 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     BOOK.mkdir(exist_ok=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (BOOK / "figures").mkdir(exist_ok=True)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1; got {args.jobs}")
     url = repository_url()
-    total = 0.0
-    for source in args.sources:
+    start = time.perf_counter()
+
+    def run(source: Path) -> float:
         print(f"executing {source} (profile={args.profile}, seed={args.seed}) ...", flush=True)
         seconds = execute(source, args.profile, args.seed, url, args.timeout, args.out_dir)
-        total += seconds
         print(f"  wrote {args.out_dir / source.stem}.ipynb in {seconds:.1f} s", flush=True)
-    print(f"executed {len(args.sources)} notebook(s) in {total:.1f} s")
+        return seconds
+
+    # started in the order given (list the longest first); papermill runs each kernel in its own process
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        total = sum(pool.map(run, args.sources))
+    print(f"executed {len(args.sources)} notebook(s) in {time.perf_counter() - start:.1f} s "
+          f"({total:.1f} s of kernel time)")
     return 0
 
 

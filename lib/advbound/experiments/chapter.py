@@ -119,6 +119,7 @@ def gap_text(result: ExperimentResult) -> str:
 
     tag = "SYNTHETIC STAND-IN" if result.is_stand_in else "real data"
     lines = []
+    medians: dict[str, tuple[float, float, float]] = {}
     for r in result.classifiers:
         both = np.isfinite(r.r_in) & np.isfinite(r.r_unc) & (r.r_unc > 0)
         ratio = r.r_in[both] / r.r_unc[both]
@@ -126,10 +127,20 @@ def gap_text(result: ExperimentResult) -> str:
             lines.append(f"{r.spec.label} [{tag}]: no sample where both attacks succeeded")
             continue
         lo, hi = quantile_interval(ratio, 0.5)
+        medians[r.spec.label] = (float(np.median(ratio)), lo, hi)
         above = int(np.sum(ratio > 2))
         plo, phi = proportion_interval(above, ratio.size)
         lines.append(f"{r.spec.label} [{tag}]: median r_in / r_unc = {np.median(ratio):.2f} [{lo:.2f}, {hi:.2f}]; "
                      f"above 2 on {above / ratio.size:.0%} [{plo:.0%}, {phi:.0%}] of {ratio.size} samples")
+    first = result.classifiers[0].spec.label
+    for label, (med, lo, hi) in medians.items():
+        if label == first or first not in medians:
+            continue
+        m0, lo0, hi0 = medians[first]
+        order = "smaller" if med < m0 else "larger"
+        overlap = "the 95% intervals overlap: no measurable difference" if lo <= hi0 and lo0 <= hi else \
+            "the 95% intervals do not overlap"
+        lines.append(f"{label} against {first}: median ratio {order} ({med:.2f} vs {m0:.2f}); {overlap}")
     return "\n".join(lines)
 
 
