@@ -112,3 +112,17 @@ def test_proportion_interval_bad_input():
         proportion_interval(6, 5)
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         proportion_interval(0, 0)
+
+
+def test_bound_margin_table_reads_the_nearest_grid_point():
+    from advbound.montecarlo import bound_margin_table
+
+    grid = np.array([0.0, 0.19, 0.31, 0.5])
+    res = {"a": {"est": np.array([0.0, 0.30, 0.4, 0.6]), "se": np.array([1.0, 0.01, 0.01, 0.02]),
+                 "bound": np.array([0.0, 0.28, 0.5, 0.7])}}
+    text, margins = bound_margin_table(res, grid, (0.2, 0.5), variable="t", heading="est, bound", name_width=3,
+                                       column_width=25)
+    assert margins == {("a", 0.2): pytest.approx(2.0), ("a", 0.5): pytest.approx(-5.0)}
+    lines = text.splitlines()
+    assert lines[0] == "   " + "t = 0.2: est, bound".rjust(25) + "t = 0.5: est, bound".rjust(25)
+    assert lines[1] == "a  " + "0.300±0.010, 0.280 (+2.0 se)".rjust(25) + "0.600±0.020, 0.700 (-5.0 se)".rjust(25)

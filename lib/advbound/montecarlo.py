@@ -123,5 +123,28 @@ def proportion_interval(successes: int, n: int, level: float = 0.95) -> tuple[fl
     return lo, hi
 
 
-__all__ = ["binomial_standard_error", "class_proportions", "margin_in_standard_errors", "probability_at_most",
-           "proportion_interval", "quantile_interval", "weighted_probability_at_most", "weighted_quantile"]
+__all__ = ["binomial_standard_error", "bound_margin_table", "class_proportions", "margin_in_standard_errors",
+           "probability_at_most", "proportion_interval", "quantile_interval", "weighted_probability_at_most",
+           "weighted_quantile"]
+
+
+def bound_margin_table(results: dict[str, dict[str, np.ndarray]], grid: np.ndarray, at: tuple[float, ...],
+                       *, variable: str = "eta", heading: str = "estimate, bound", name_width: int = 18,
+                       column_width: int = 31) -> tuple[str, dict[tuple[str, float], float]]:
+    """A text table comparing Monte Carlo estimates with a bound at a few grid points.
+
+    ``results[name]`` holds arrays ``est``, ``se`` (its standard error) and ``bound`` over ``grid``; for each
+    value in ``at`` the nearest grid point is used.  Each cell reads ``estimate±se, bound (margin se)``, the
+    margin being :func:`margin_in_standard_errors`.  Returns the text and the margins by ``(name, value)``.
+    """
+    g = np.asarray(grid, dtype=float)
+    lines = [f"{'':<{name_width}}" + "".join(f"{f'{variable} = {v:g}: {heading}':>{column_width}}" for v in at)]
+    margins: dict[tuple[str, float], float] = {}
+    for name, res in results.items():
+        cells = []
+        for v in at:
+            i = int(np.argmin(np.abs(g - v)))
+            margins[name, v] = float(margin_in_standard_errors(res["est"][i], res["bound"][i], res["se"][i]))
+            cells.append(f"{res['est'][i]:.3f}±{res['se'][i]:.3f}, {res['bound'][i]:.3f} ({margins[name, v]:+.1f} se)")
+        lines.append(f"{name:<{name_width}}" + "".join(f"{c:>{column_width}}" for c in cells))
+    return "\n".join(lines), margins
