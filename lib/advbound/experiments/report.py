@@ -286,9 +286,9 @@ def side_by_side(result: ExperimentResult) -> pd.DataFrame:
 def _percent_below(ratio: float) -> str:
     if not math.isfinite(ratio):
         return "no finite upper end (too many failed attacks)"
-    if ratio <= 1:
-        return f"{100 * (1 - ratio):.0f}% below the bound"
-    return f"{100 * (ratio - 1):.0f}% ABOVE the bound"
+    gap = abs(1 - ratio)
+    text = f"{100 * gap:.0f}%" if gap >= 0.1 else f"{100 * gap:.1f}%"  # one more digit near the bound
+    return f"{text} below the bound" if ratio <= 1 else f"{text} ABOVE the bound"
 
 
 def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
