@@ -30,8 +30,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -121,7 +121,7 @@ def attack_foolbox(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cand
 
 
 def attack_torchattacks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, candidates: int
-                        ) -> Optional[torch.Tensor]:
+                        ) -> torch.Tensor | None:
     if candidates != N_CLASSES:
         return None  # torchattacks.DeepFool has no candidate option
     import torchattacks
@@ -256,12 +256,12 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['model']:9} {r['candidates']:>4} {r['attack']:16} {r['seconds']:9.2f} "
-                     f"{r['runs']:>4} {r['ratio_to_fastest_peer']:6.2f} {r['success_rate']:8.3f} {r['median_l2']:10.4f} "
-                     f"{r['p25_l2']:8.4f}")
+                     f"{r['runs']:>4} {r['ratio_to_fastest_peer']:6.2f} {r['success_rate']:8.3f} "
+                     f"{r['median_l2']:10.4f} {r['p25_l2']:8.4f}")
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="smaller CPU run: ResNet-18 at width 16 and fewer training steps")
@@ -340,8 +340,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                "models": models_meta, "rows": rows, "throughput": throughput}
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
     with open(out / f"{stem}.csv", "w", newline="") as fh:
-        keys = ["model", "candidates", "attack", "seconds", "runs", "ratio_to_fastest_peer", "success_rate", "median_l2",
-                "p25_l2", "mean_l2_success"]
+        keys = ["model", "candidates", "attack", "seconds", "runs", "ratio_to_fastest_peer", "success_rate",
+                "median_l2", "p25_l2", "mean_l2_success"]
         w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)

@@ -48,11 +48,11 @@ def compare(name: str, a, b) -> int:
     if len(ca) != len(cb):
         print(f"{name}: {len(ca)} vs {len(cb)} checked cells")
         return 1
-    for i, ((src, ta), (_, tb)) in enumerate(zip(ca, cb)):
+    for i, ((src, ta), (_, tb)) in enumerate(zip(ca, cb, strict=True)):
         if ta != tb:
             bad += 1
             print(f"--- {name}, checked cell {i} ({src[:60]!r})")
-            for la, lb in zip(ta.splitlines(), tb.splitlines()):
+            for la, lb in zip(ta.splitlines(), tb.splitlines(), strict=False):  # extra lines: counted below
                 if la != lb:
                     print(f"  - {la}\n  + {lb}")
             if len(ta.splitlines()) != len(tb.splitlines()):

@@ -151,6 +151,30 @@ def test_failure_is_reported_not_hidden() -> None:
     assert bool(res.success.all())
 
 
+def test_clipping_to_the_box_fails_some_samples_of_a_batch() -> None:
+    """Boundary x_1 + x_2 = 1.5e-3 near a corner of the box [-1e-3, 1e-3]^6.  One DeepFool step moves both
+    coordinates by ((c - x_1 - x_2) / sqrt(2) + PUSH) / sqrt(2); it crosses the boundary exactly when neither
+    coordinate is clipped, i.e. when max(x_1, x_2) + (c - x_1 - x_2) / 2 + PUSH / sqrt(2) <= 1e-3."""
+    c, lim = 1.5e-3, 1e-3
+    net = nn.Linear(6, 2).to(DT)
+    with torch.no_grad():  # logits (0, x_1 + x_2 - c): label 0 below the boundary
+        net.weight.zero_()
+        net.weight[1, :2] = 1.0
+        net.bias.copy_(torch.tensor([0.0, -c], dtype=DT))
+    x = torch.zeros(5, 6, dtype=DT)
+    x[:, :2] = torch.tensor([[5e-4, 5e-4], [-9e-4, 9e-4], [0.0, 0.0], [9e-4, -5e-4], [2e-4, 4e-4]], dtype=DT)
+    s = x[:, :2].sum(1)
+    expected = x[:, :2].max(1).values + (c - s) / 2 + PUSH / 2**0.5 <= lim
+    assert expected.tolist() == [True, False, True, False, True]  # each at least 7e-5 from the threshold
+    res = deepfool(net, x, overshoot=0.0, max_steps=1, box=(-lim, lim))
+    verify(net, res.x_adv, res.labels, res.success)
+    assert torch.equal(res.success, expected)
+    assert float(res.x_adv.abs().max()) <= lim
+    # a clipped sample still moved towards the boundary, but stopped short of it
+    failed = ~expected
+    assert bool((res.x_adv[failed, :2].sum(1) > s[failed]).all() and (res.x_adv[failed, :2].sum(1) < c).all())
+
+
 def test_box_must_contain_the_input() -> None:
     net = nn.Linear(3, 2).to(DT)
     with pytest.raises(ValueError, match=r"x must lie inside box"):

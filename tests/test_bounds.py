@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
 
-from advbound import bounds as B
 import advbound
+from advbound import bounds as B
 from advbound.modulus import AffineModulus, EmpiricalModulus, LipschitzModulus, ModulusNotConcaveError
-
 
 # ---------------------------------------------------------------- the paper's numbers
 
@@ -93,7 +92,7 @@ def test_quantile_inversion_matches_mpmath_root():
     for q in (0.01, 0.25, 0.5, 0.9):
         t = B.latent_radius_quantile(q, class_probs=[float(p) for p in probs])
         with mp.workdps(30):
-            root = mp.findroot(lambda s: _mp_bound(s, probs) - q, t)
+            root = mp.findroot(lambda s, q=q: _mp_bound(s, probs) - q, t)
         assert t == pytest.approx(float(root), rel=1e-10)
 
 
@@ -160,7 +159,8 @@ def test_quantile_bound_maps_latent_root_through_the_modulus():
     t = B.latent_radius_quantile(0.25, n_classes=10)
     assert B.latent_bound(t, n_classes=10) == pytest.approx(0.25, abs=1e-12)
     assert B.robustness_quantile_bound(0.25, n_classes=10, modulus=LipschitzModulus(3.0)) == pytest.approx(3 * t)
-    assert B.robustness_quantile_bound(0.25, n_classes=10, modulus=AffineModulus(0.5, 2.0)) == pytest.approx(0.5 + 2 * t)
+    affine = AffineModulus(0.5, 2.0)
+    assert B.robustness_quantile_bound(0.25, n_classes=10, modulus=affine) == pytest.approx(0.5 + 2 * t)
     # a probabilistic modulus: solve eq. (2) >= q + delta
     t2 = B.latent_radius_quantile(0.30, n_classes=10)
     emp = EmpiricalModulus([0, 1, 2], [0, 1.5, 2.5], delta=0.05)
@@ -201,7 +201,8 @@ def test_theorem4_closed_form_equals_integral_of_one_minus_eq2(probs):
     assert B.expected_latent_robustness_bound(class_probs=probs) == pytest.approx(integral, rel=1e-8)
     assert B.theorem4_bound(class_probs=probs) == pytest.approx(integral, rel=1e-8)
     lip = LipschitzModulus(2.5)
-    assert B.theorem4_bound(class_probs=probs, modulus=lip, wasserstein=0.3) == pytest.approx(2.5 * integral + 0.3, rel=1e-8)
+    shifted = B.theorem4_bound(class_probs=probs, modulus=lip, wasserstein=0.3)
+    assert shifted == pytest.approx(2.5 * integral + 0.3, rel=1e-8)
 
 
 def test_theorem4_equiprobable_form_dominates_general_form():
@@ -327,8 +328,8 @@ def test_eq3_and_eq4_quantile_bounds_invert_their_probability_bounds(modulus):
         assert B.balanced_probability_lower_bound(eta3, modulus) == pytest.approx(q, abs=1e-12)
         for k in (5, 10, 1000):
             eta4 = B.equiprobable_quantile_upper_bound(q, k, modulus)
-            root = optimize.brentq(lambda e: B.equiprobable_probability_lower_bound(e, k, modulus) - q, 0, 50,
-                                   xtol=1e-14)
+            root = optimize.brentq(lambda e, k=k, q=q: B.equiprobable_probability_lower_bound(e, k, modulus) - q,
+                                   0, 50, xtol=1e-14)
             assert eta4 == pytest.approx(root, rel=1e-11, abs=1e-13)
             # eqs. (3) and (4) are weaker than eq. (2): their quantile bounds are larger
             eta2 = B.quantile_upper_bound(q, n_classes=k, modulus=modulus)
@@ -397,8 +398,10 @@ def test_numpy_scalars_are_accepted_where_numbers_are_expected():
     ref = B.robustness_quantile_bound(0.25, n_classes=10, modulus=3.0)
     assert B.robustness_quantile_bound(np.float32(0.25), n_classes=np.int64(10), modulus=np.float32(3)) == \
         pytest.approx(ref, rel=1e-7)
-    assert B.robustness_quantile_bound(np.array(0.25), n_classes=np.int32(10), modulus=np.int64(3)) == pytest.approx(ref)
-    assert B.theorem1_bound(1.0, n_classes=10, modulus=np.float32(3)) == B.theorem1_bound(1.0, n_classes=10, modulus=3.0)
+    got = B.robustness_quantile_bound(np.array(0.25), n_classes=np.int32(10), modulus=np.int64(3))
+    assert got == pytest.approx(ref)
+    plain = B.theorem1_bound(1.0, n_classes=10, modulus=3.0)
+    assert B.theorem1_bound(1.0, n_classes=10, modulus=np.float32(3)) == plain
     assert B.equiprobable_bound(1.0, np.int64(10)) == B.equiprobable_bound(1.0, 10)
     assert B.theorem4_equiprobable_bound(np.int64(10), modulus=np.int64(2), wasserstein=np.float32(0.5)) == \
         pytest.approx(B.theorem4_equiprobable_bound(10, modulus=2.0, wasserstein=0.5))

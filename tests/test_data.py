@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from advbound import data
-from advbound.data import (STAND_IN, DataUnavailableError, find_shared_mnist_dir, load_dataset, pad_images,
-                           read_idx, synthetic_stand_in)
+from advbound.data import (
+    STAND_IN,
+    DataUnavailableError,
+    find_shared_mnist_dir,
+    load_dataset,
+    pad_images,
+    read_idx,
+    synthetic_stand_in,
+)
 
 
 def _write_idx(path, array):

@@ -24,7 +24,7 @@ def test_linear_layer_flops_and_saved_bytes_match_closed_forms():
     for batch in (4, 8):
         x = torch.randn(batch, n)
 
-        def step():
+        def step(x=x):
             layer(x).sum().backward()
 
         got = dryrun.measure_step(step, [layer], batch, repeats=1)
@@ -74,7 +74,7 @@ def test_dry_run_rows_scale_to_the_configured_sizes(tiny_dry_run):
     ref = (DCGANGenerator(100, 3, 32, cfg.gan_width), DCGANDiscriminator(3, 32, cfg.disc_width))
     assert gan.params == sum(p.numel() for m in ref for p in m.parameters())
     assert gan.steps == cfg.gan_epochs * math.ceil(50_000 / cfg.gan_batch_size)  # CIFAR-10: 50,000 images
-    for row, spec in zip(run.rows[1:], cfg.classifiers):
+    for row, spec in zip(run.rows[1:], cfg.classifiers, strict=True):
         model = build_classifier(spec.arch, channels=3, n_classes=10, **spec.kwargs)
         assert row.params == sum(p.numel() for p in model.parameters())
         assert row.steps == spec.epochs * math.ceil(50_000 / spec.batch_size)

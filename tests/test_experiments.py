@@ -1,5 +1,6 @@
 """The Tables 1-2 pipeline end to end on a tiny synthetic stand-in (seconds), the paper's tables, checks."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -11,6 +12,7 @@ import pytest
 from advbound import experiments as ex
 from advbound.attacks import DeepFoolOptions
 from advbound.data import STAND_IN, DataUnavailableError
+from advbound.training import PGDConfig
 
 
 def tiny_config(dataset="svhn"):
@@ -60,7 +62,8 @@ def test_profiles_exist_and_are_documented():
             assert cfg.expected_time and cfg.classifiers
     assert [c.label for c in ex.experiment_config("cifar10", "full").classifiers] == list(
         ex.PAPER_TABLES["cifar10"]["columns"])
-    assert ex.experiment_config("cifar10", "full").classifiers[2].adversarial is not None
+    # only the third CIFAR-10 column is adversarially trained, with the default PGD of [10]
+    assert [c.adversarial for c in ex.experiment_config("cifar10", "full").classifiers] == [None, None, PGDConfig()]
     with pytest.raises(ValueError, match="profile"):
         ex.experiment_config("svhn", "huge")
 
@@ -69,8 +72,9 @@ def test_pipeline_on_tiny_stand_in(tiny_result, tmp_path):
     res = tiny_result
     assert res.is_stand_in and res.provenance["data"] == STAND_IN
     assert list(res.table.index) == list(ex.ROWS) and "2-Layer LeNet" in res.table.columns
-    # the paper's check value, and the checks of the issue
-    assert res.checks["z_bound_is_paper_0.016"] and res.checks["z_bound_equiprobable"] == pytest.approx(0.0158, abs=5e-5)
+    # the paper's check value, and the pipeline's own checks
+    assert res.checks["z_bound_is_paper_0.016"]
+    assert res.checks["z_bound_equiprobable"] == pytest.approx(0.0158, abs=5e-5)
     c = res.classifiers[0]
     assert np.all(c.r_unc <= c.r_in)
     assert res.checks["per_classifier"]["2-Layer LeNet"]["r_unc_le_r_in_all_samples"]
@@ -89,8 +93,75 @@ def test_pipeline_on_tiny_stand_in(tiny_result, tmp_path):
     # display helpers say where numbers come from
     side = ex.side_by_side(res)
     assert ("paper", "ResNet-18") in side.columns and ("synthetic stand-in", "2-Layer LeNet") in side.columns
-    assert ex.plot_examples(res, n=2) is not None and ex.plot_robustness(res) is not None
-    assert ex.plot_modulus(res) is not None
+
+
+def test_plot_examples_shows_each_sample_and_its_three_perturbations(tiny_result):
+    ex_ = tiny_result.classifiers[0].examples
+    with _figure(ex.plot_examples(tiny_result, n=2)) as fig:
+        axes = np.array(fig.axes).reshape(2, 4)
+        assert any("SYNTHETIC STAND-IN" in t.get_text() for t in fig.texts)  # the suptitle
+        for i in range(2):
+            for j, (key, lab) in enumerate([("x", "labels"), ("x_latent", "labels_latent"), ("x_in", "labels_in"),
+                                            ("x_unc", "labels_unc")]):
+                shown = axes[i, j].get_images()[0].get_array()
+                image = ex_[key][i].clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy()
+                np.testing.assert_array_equal(shown, image)
+                title = axes[i, j].get_title()
+                assert f"label {int(ex_[lab][i])}" in title
+                if j:  # the distance of the perturbed image to g(z)
+                    assert title.endswith(f", {float((ex_[key][i] - ex_['x'][i]).norm()):.2f}")
+
+
+def test_plot_robustness_draws_each_empirical_cdf_and_the_bounds(tiny_result):
+    res = tiny_result
+    c = res.classifiers[0]
+    e_z, e_img = res.normalisers["E||z||"], res.normalisers["E||g(z)||"]
+    with _figure(ex.plot_robustness(res)) as fig:
+        assert len(fig.axes) == 3
+        for ax, values, row, own_row in zip(fig.axes, (c.r_z / e_z, c.r_in / e_img, c.r_unc / e_img),
+                                            ex.ROWS[1:4], (1, 3, 3), strict=True):
+            assert ax.get_xscale() == "log"
+            cdf = next(line for line in ax.get_lines() if line.get_label() == c.spec.label)
+            np.testing.assert_allclose(cdf.get_xdata(), np.sort(values))
+            np.testing.assert_allclose(cdf.get_ydata(), np.arange(1, values.size + 1) / values.size)
+            bound = [line for line in ax.get_lines() if line.get_label() == "bound, 10 equiprobable classes"]
+            assert len(bound) == 1 and bound[0].get_xdata()[0] == pytest.approx(res.table.loc[row, ex.BOUND_COLUMN])
+            # the classifier's own bound (measured class proportions), dashed in its colour
+            xs = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
+            own = res.bounds.iloc[own_row][c.spec.label]
+            assert xs == ([pytest.approx(own)] if np.isfinite(own) else [])
+            # the 95% interval of the 25% quantile, drawn at the 25% level
+            lo, hi = res.ci_low.loc[row, c.spec.label], res.ci_high.loc[row, c.spec.label]
+            if np.isfinite(lo) and np.isfinite(hi):
+                bars = [line for line in ax.get_lines() if list(line.get_ydata()) == [0.25, 0.25]]
+                assert [list(b.get_xdata()) for b in bars] == [[pytest.approx(lo), pytest.approx(hi)]]
+
+
+def test_plot_modulus_reads_the_bound_off_the_estimated_modulus(tiny_result):
+    from advbound.bounds import TABLE_QUANTILE, latent_radius_quantile
+
+    est = tiny_result.modulus
+    with _figure(ex.plot_modulus(tiny_result)) as fig:
+        (ax,) = fig.axes
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        np.testing.assert_allclose(lines["omega (monotone)"].get_ydata(), est.modulus.values[1:])
+        np.testing.assert_allclose(lines["median over z"].get_ydata(), np.median(est.increments[1:], axis=1))
+        assert np.all(np.diff(lines["omega (monotone)"].get_ydata()) >= 0)
+        t_star = latent_radius_quantile(TABLE_QUANTILE + est.delta, n_classes=10)
+        (reading,) = [line for label, line in lines.items() if label.startswith("t* = ")]
+        assert reading.get_xdata()[0] == pytest.approx(t_star)
+        assert reading.get_ydata()[1] == pytest.approx(float(est.modulus(t_star)))
+
+
+@contextlib.contextmanager
+def _figure(fig):
+    """The figure, closed afterwards (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        yield fig
+    finally:
+        plt.close(fig)
 
 
 def test_real_profiles_fail_without_data(tmp_path):
@@ -141,3 +212,57 @@ def test_rerun_resumes_from_checkpoints(tmp_path):
     assert (tmp_path / "dcgan.pt").exists() and (tmp_path / "2-layer-lenet.pt").exists()
     assert runs[0].table.equals(runs[1].table)
     assert runs[1].gan_history == runs[0].gan_history
+
+
+def test_profiles_table_is_generated_from_the_configuration():
+    from advbound.experiments import chapter
+
+    for dataset in ("mnist", "svhn", "cifar10"):
+        table = chapter.profiles_table(dataset)
+        assert list(table.columns) == ["ci", "colab", "full"]
+        for profile in table.columns:
+            cfg = ex.experiment_config(dataset, profile)
+            assert table.loc["latent samples attacked", profile] == f"{cfg.n_eval:,}"
+            assert table.loc["DCGAN", profile] == f"width {cfg.gan_width}, {cfg.gan_epochs} epochs"
+            assert all(spec.label in table.loc["classifiers", profile] for spec in cfg.classifiers)
+            assert table.loc["attacks", profile].endswith(cfg.analysis_dtype)
+
+
+def test_chapter_texts_report_the_result(tiny_result):
+    from advbound.bounds import TABLE_QUANTILE, latent_radius_quantile
+    from advbound.experiments import chapter
+
+    res = tiny_result
+    text = chapter.check_text(res)
+    c = res.checks["per_classifier"][res.classifiers[0].spec.label]
+    assert f"= {c['z_quantile_over_measured_proportions_bound']:.2f} x its bound" in text
+    assert "SYNTHETIC STAND-IN" in text
+    gap = chapter.gap_text(res)
+    r = res.classifiers[0]
+    both = np.isfinite(r.r_in) & np.isfinite(r.r_unc) & (r.r_unc > 0)
+    if both.any():
+        assert f"median r_in / r_unc = {np.median(r.r_in[both] / r.r_unc[both]):.2f}" in gap
+    mod = chapter.modulus_text(res)
+    t_star = latent_radius_quantile(TABLE_QUANTILE + res.modulus.delta, n_classes=10)
+    assert f"t* = {t_star:.4f}" in mod
+    assert f"omega(t*) = {float(res.modulus.modulus(t_star)):.3g}" in mod
+
+
+def test_check_text_refuses_a_broken_ordering(tiny_result):
+    import copy
+
+    from advbound.experiments import chapter
+
+    broken = copy.deepcopy(tiny_result)
+    label = broken.classifiers[0].spec.label
+    broken.checks["per_classifier"][label]["r_unc_le_r_in_all_samples"] = False
+    with pytest.raises(AssertionError, match=label):
+        chapter.check_text(broken)
+
+
+def test_key_numbers_carry_the_intervals(tiny_result):
+    text = ex.key_numbers(tiny_result)
+    label = tiny_result.classifiers[0].spec.label
+    lo = tiny_result.ci_low.loc[ex.ROWS[0], label]
+    assert "[95% confidence interval]" in text
+    assert f"{100 * lo:.1f}%" in text  # the error rate's Clopper-Pearson lower end

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from advbound.isoperimetry import (HALF_MEASURE_SETS, distances_to_sets, expansion_measure, expansion_monte_carlo,
-                                   isoperimetric_bound, median_ball_radius)
+from advbound.isoperimetry import (
+    HALF_MEASURE_SETS,
+    distances_to_sets,
+    expansion_measure,
+    expansion_monte_carlo,
+    isoperimetric_bound,
+    median_ball_radius,
+)
 
 EPS = np.linspace(0, 2, 41)
 

@@ -3,8 +3,18 @@
 import pytest
 import torch
 
-from advbound.models import (CLASSIFIERS, DCGANDiscriminator, DCGANGenerator, LeNet, VGG, WideResNet,
-                             build_classifier, init_dcgan_weights, resnet18, resnet101)
+from advbound.models import (
+    CLASSIFIERS,
+    VGG,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    LeNet,
+    WideResNet,
+    build_classifier,
+    init_dcgan_weights,
+    resnet18,
+    resnet101,
+)
 
 
 @pytest.mark.parametrize("channels,size", [(3, 32), (1, 28), (1, 32)])

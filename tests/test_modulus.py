@@ -9,12 +9,19 @@ import pytest
 import torch
 
 from advbound.generators import TorusGenerator, TorusModulus
-from advbound.modulus import (AffineModulus, EmpiricalModulus, IdentityModulus, LipschitzModulus, RescaledModulus,
-                              as_modulus)
+from advbound.modulus import (
+    AffineModulus,
+    EmpiricalModulus,
+    IdentityModulus,
+    LipschitzModulus,
+    RescaledModulus,
+    as_modulus,
+)
 
 
 @pytest.mark.parametrize("mod", [IdentityModulus(), LipschitzModulus(2.5), AffineModulus(0.3, 0.7),
-                                 EmpiricalModulus([0, 0.5, 1, 2], [0.1, 0.6, 0.6, 1.4]), TorusModulus(1), TorusModulus(7)])
+                                 EmpiricalModulus([0, 0.5, 1, 2], [0.1, 0.6, 0.6, 1.4]), TorusModulus(1),
+                                 TorusModulus(7)])
 def test_inverse_is_the_largest_certified_radius(mod):
     """omega(omega^{-1}(eta)) <= eta wherever something is certified, and omega^{-1} is non-decreasing."""
     eta = np.linspace(0, 3, 301)

@@ -37,7 +37,7 @@ def test_ascent_finds_the_linear_supremum_random_directions_do_not():
     g = LinearGenerator()
     sigma = float(torch.linalg.matrix_norm(g.A, ord=2))
     z = torch.randn(16, 6)
-    found = local_increments(g, z, 0.5, restarts=2, steps=20)
+    found = local_increments(g, z, 0.5, restarts=2, steps=40)
     assert float(found.max()) <= sigma * 0.5 * (1 + 1e-5)
     assert float(found.min()) >= 0.99 * sigma * 0.5
     random_only = local_increments(g, z, 0.5, restarts=2, steps=0)
@@ -96,6 +96,17 @@ def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match="radius"):
         local_increments(LinearGenerator(), torch.zeros(2, 6), -1.0)
     assert math.isclose(float(local_increments(LinearGenerator(), torch.zeros(2, 6), 0.0).sum()), 0.0)
+
+
+@pytest.mark.parametrize("latent_dim", ["<absent>", 0, 2.5, True])
+def test_generator_needs_an_integer_latent_dim(latent_dim):
+    generator = LinearGenerator()
+    if latent_dim == "<absent>":
+        del generator.latent_dim
+    else:
+        generator.latent_dim = latent_dim
+    with pytest.raises(ValueError, match=r"generator must have an integer attribute latent_dim >= 1"):
+        estimate_modulus(generator, n_samples=2)
 
 
 def test_bonferroni_runs_over_the_positive_radii():

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from advbound.montecarlo import (binomial_standard_error, class_proportions, margin_in_standard_errors, probability_at_most,
-                                 weighted_probability_at_most, weighted_quantile)
+from advbound.montecarlo import (
+    binomial_standard_error,
+    class_proportions,
+    margin_in_standard_errors,
+    probability_at_most,
+    weighted_probability_at_most,
+    weighted_quantile,
+)
 
 
 def test_probability_at_most_counts_and_standard_error():
@@ -45,3 +51,64 @@ def test_weighted_and_class_proportion_errors():
 def test_margin_in_standard_errors_handles_zero_standard_errors():
     got = margin_in_standard_errors([0.5, 1.0, 1.0, 0.2, 0.0], [0.4, 0.9, 1.0, 0.3, 0.1], [0.1, 0, 0, 0, 0])
     np.testing.assert_allclose(got, [1.0, np.inf, 0.0, -np.inf, -np.inf], rtol=1e-12)
+
+
+def test_quantile_interval_ranks_are_the_tightest_equal_tailed_ones():
+    """The ranks (j, k) against the binomial law of the count below the true quantile, by brute force."""
+    from scipy.stats import binom
+
+    from advbound.montecarlo import quantile_interval
+
+    n, q, tail = 500, 0.25, 0.025
+    lo, hi = quantile_interval(np.arange(1.0, n + 1), q)  # X_(r) = r, so the ends are the ranks
+    j, k = int(lo), int(hi)
+    assert binom.cdf(j - 1, n, q) <= tail < binom.cdf(j, n, q)          # j is the largest admissible rank
+    assert binom.sf(k - 1, n, q) <= tail < binom.sf(k - 2, n, q)        # k is the smallest admissible rank
+    assert binom.cdf(k - 1, n, q) - binom.cdf(j - 1, n, q) >= 0.95      # coverage, exactly
+
+
+def test_quantile_interval_covers_the_true_quantile_95_percent_of_the_time():
+    from advbound.montecarlo import quantile_interval
+
+    rng = np.random.default_rng(1)
+    trials, n = 3000, 200
+    hits = sum(lo <= 0.25 <= hi for lo, hi in (quantile_interval(rng.random(n), 0.25) for _ in range(trials)))
+    p = hits / trials
+    se = np.sqrt(0.95 * 0.05 / trials)
+    assert p >= 0.95 - 3 * se           # at least the nominal level (up to Monte Carlo error)
+    assert p <= 0.985                   # and not a trivially wide interval
+
+
+def test_quantile_interval_edge_cases():
+    from advbound.montecarlo import quantile_interval
+
+    # n = 5: P(B = 0) = 0.75**5 = 0.24 > 0.025, so no lower rank qualifies; P(B >= 4) = 0.0156 <= 0.025 while
+    # P(B >= 3) = 0.104, so the upper end is X_(4) (here the value 3.0)
+    assert quantile_interval(np.arange(5.0), 0.25) == (-np.inf, 3.0)
+    lo, hi = quantile_interval(np.r_[np.ones(400), np.full(100, np.inf)], 0.25)
+    assert (lo, hi) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="q must be in"):
+        quantile_interval(np.ones(10), 1.0)
+    with pytest.raises(ValueError, match="level must be in"):
+        quantile_interval(np.ones(10), 0.5, level=1.5)
+    with pytest.raises(ValueError, match="NaN"):
+        quantile_interval(np.array([1.0, np.nan]), 0.5)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 20), (3, 20), (52, 2000), (20, 20)])
+def test_proportion_interval_is_clopper_pearson(k, n):
+    from scipy.stats import binomtest
+
+    from advbound.montecarlo import proportion_interval
+
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert proportion_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-12)
+
+
+def test_proportion_interval_bad_input():
+    from advbound.montecarlo import proportion_interval
+
+    with pytest.raises(ValueError, match=r"successes must be an integer in \[0, n = 5\]"):
+        proportion_interval(6, 5)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        proportion_interval(0, 0)

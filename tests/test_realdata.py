@@ -13,7 +13,6 @@ raw files are checked by torchvision only when it downloads them (its md5 covers
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import struct
@@ -24,6 +23,7 @@ import pytest
 import scipy.io
 import torch
 import torchvision
+from torchvision.datasets.utils import calculate_md5
 
 import advbound
 from advbound import cli
@@ -100,23 +100,19 @@ def write_fixture(dataset: str, root: Path, seed: int = 0) -> dict[str, tuple[np
     return data
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def register_checksums(monkeypatch, dataset: str, root: Path) -> None:
     """Make torchvision expect the fixture files' md5 instead of the published files' (see the module
     docstring); torchvision still checks every file."""
     if dataset == "svhn":
-        table = {split: [url, name, _md5(root / name)]
+        table = {split: [url, name, calculate_md5(root / name)]
                  for split, (url, name, _) in torchvision.datasets.SVHN.split_list.items() if (root / name).exists()}
         monkeypatch.setattr(torchvision.datasets.SVHN, "split_list", table)
     elif dataset == "cifar10":
         cls = torchvision.datasets.CIFAR10
         folder = root / cls.base_folder
         for attr in ("train_list", "test_list"):
-            monkeypatch.setattr(cls, attr, [[name, _md5(folder / name)] for name, _ in getattr(cls, attr)])
-        monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": _md5(folder / cls.meta["filename"])})
+            monkeypatch.setattr(cls, attr, [[name, calculate_md5(folder / name)] for name, _ in getattr(cls, attr)])
+        monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": calculate_md5(folder / cls.meta["filename"])})
 
 
 @pytest.mark.parametrize("dataset", ["svhn", "cifar10", "mnist"])

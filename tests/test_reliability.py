@@ -21,12 +21,11 @@ import pytest
 import torch
 from torch import nn
 
-from advbound.attacks import (DeepFoolOptions, best_of, deepfool, generator_gram, in_distribution_attack,
-                              latent_deepfool)
+from advbound.attacks import DeepFoolOptions, best_of, deepfool, generator_gram, in_distribution_attack, latent_deepfool
+from advbound.data import synthetic_stand_in
 from advbound.modulus_estimation import estimate_modulus, local_increments
 from advbound.projection import ProjectionClassifier
 from advbound.training import error_rate, predict
-from advbound.data import synthetic_stand_in
 
 DT = torch.float64
 
@@ -60,7 +59,7 @@ def _assert_unchanged(model: nn.Module, snap: dict) -> None:
     assert state.keys() == snap["state"].keys()
     for key, value in snap["state"].items():
         assert torch.equal(state[key], value), key
-    for p, g in zip(model.parameters(), snap["grads"]):
+    for p, g in zip(model.parameters(), snap["grads"], strict=True):
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
 
 
@@ -246,13 +245,16 @@ ATTACK_ERRORS = {
     "x empty batch": (lambda: deepfool(LIN, X[:0]), "x must have shape"),
     "x integer": (lambda: deepfool(LIN, X.long()), "x must be a floating-point"),
     "x float32 for a float64 model": (lambda: deepfool(LIN, X.float()), "x has dtype torch.float32 but model"),
-    "model returns tuple": (lambda: deepfool(lambda x: (LIN(x), x), X), "model must return a torch.Tensor; got tuple"),
-    "model returns dict": (lambda: deepfool(lambda x: {"logits": LIN(x)}, X), "model must return a torch.Tensor; got dict"),
+    "model returns tuple": (lambda: deepfool(lambda x: (LIN(x), x), X),
+                            "model must return a torch.Tensor; got tuple"),
+    "model returns dict": (lambda: deepfool(lambda x: {"logits": LIN(x)}, X),
+                           "model must return a torch.Tensor; got dict"),
     "logits 1-D": (lambda: deepfool(lambda x: LIN(x)[:, 0], X), "model must return logits of shape"),
     "one logit": (lambda: deepfool(lambda x: LIN(x)[:, :1], X), "at least K = 2 logits"),
     "transposed logits n != K": (lambda: deepfool(_transposed, X), "model .*transposed"),
     "transposed logits n == K": (lambda: deepfool(_transposed, X[:3]), "model .*transposed"),
-    "model detaches": (lambda: deepfool(lambda x: LIN(x).detach(), X), "model has no autograd graph back to its input x"),
+    "model detaches": (lambda: deepfool(lambda x: LIN(x).detach(), X),
+                       "model has no autograd graph back to its input x"),
     "model under no_grad": (lambda: deepfool(_no_grad_model, X), "model has no autograd graph"),
     "input unused": (lambda: deepfool(lambda x: LIN(torch.zeros_like(x)), X), "model has no autograd graph"),
     "integer logits": (lambda: deepfool(lambda x: (LIN(x) * 100).long(), X), "model must return floating-point"),
@@ -272,7 +274,8 @@ ATTACK_ERRORS = {
     "batched_grads int": (lambda: DeepFoolOptions(batched_grads=1), "batched_grads"),
     "z 3-D": (lambda: latent_deepfool(LIN, GEN, Z[:, :, None]), "z must have shape"),
     "z float32 for a float64 generator": (lambda: latent_deepfool(LIN, GEN, Z.float()), "z has dtype"),
-    "generator returns tuple": (lambda: latent_deepfool(LIN, lambda z: (GEN(z),), Z), "generator must return a torch.Tensor"),
+    "generator returns tuple": (lambda: latent_deepfool(LIN, lambda z: (GEN(z),), Z),
+                                "generator must return a torch.Tensor"),
     "generator output of another dtype": (lambda: latent_deepfool(LIN, lambda z: GEN(z).float(), Z),
                                           "generator\\(z\\) has dtype torch.float32 but classifier"),
     "generator detaches": (lambda: in_distribution_attack(LIN, lambda z: GEN(z).detach(), Z),

@@ -12,8 +12,18 @@ from torch import nn
 
 from advbound.data import STAND_IN, ImageData, synthetic_stand_in
 from advbound.models import DCGANDiscriminator, DCGANGenerator, LeNet
-from advbound.training import (CheckpointError, PGDConfig, TrainingDivergedError, augment_batch, error_rate,
-                               load_checkpoint, pgd_attack, save_checkpoint, train_classifier, train_gan)
+from advbound.training import (
+    CheckpointError,
+    PGDConfig,
+    TrainingDivergedError,
+    augment_batch,
+    error_rate,
+    load_checkpoint,
+    pgd_attack,
+    save_checkpoint,
+    train_classifier,
+    train_gan,
+)
 
 DATA = synthetic_stand_in(40, channels=1, image_size=28, n_classes=3, seed=1)
 EMPTY = ImageData(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), "empty", STAND_IN)
@@ -268,5 +278,6 @@ def test_numpy_and_float_whole_numbers_are_accepted_and_train_alike(tmp_path):
                      checkpoint=path, **kw)
     assert _same(b, _state(a))
     c = _lenet(seed=5)
-    hist = train_classifier(c, DATA, epochs=np.int64(1), adversarial=PGDConfig(steps=np.int64(1)), checkpoint=path, **kw)
+    hist = train_classifier(c, DATA, epochs=np.int64(1), adversarial=PGDConfig(steps=np.int64(1)),
+                            checkpoint=path, **kw)
     assert len(hist) == 1 and _same(c, _state(a))  # resumed from the finished checkpoint: nothing to train

@@ -10,12 +10,26 @@ import torch
 from scipy import stats
 
 from advbound.bounds import latent_bound, theorem1_bound
-from advbound.classifiers import (AffineClassifier, BallClassifier, CheckerboardClassifier, ConeClassifier,
-                                  SlabClassifier, distance_to_two_half_spaces, half_space_classifier,
-                                  joint_fooling_distance, sector_classifier)
-from advbound.generators import (CircleGenerator, IsometricLinearGenerator, TorusGenerator, circle_in_distribution_robustness,
-                                 circle_label_changes, torus_sine_sum_in_distribution_robustness,
-                                 wrapped_normal_cell_probabilities)
+from advbound.classifiers import (
+    AffineClassifier,
+    BallClassifier,
+    CheckerboardClassifier,
+    ConeClassifier,
+    SlabClassifier,
+    distance_to_two_half_spaces,
+    half_space_classifier,
+    joint_fooling_distance,
+    sector_classifier,
+)
+from advbound.generators import (
+    CircleGenerator,
+    IsometricLinearGenerator,
+    TorusGenerator,
+    circle_in_distribution_robustness,
+    circle_label_changes,
+    torus_sine_sum_in_distribution_robustness,
+    wrapped_normal_cell_probabilities,
+)
 from advbound.montecarlo import class_proportions, probability_at_most
 
 N_MC = 400_000
@@ -177,7 +191,8 @@ def test_cone_classifier_with_and_without_shell_against_brute_force():
     ang_g, rad_g = torch.meshgrid(torch.arange(3000, dtype=torch.float64) * 2 * math.pi / 3000,
                                   torch.linspace(0, 1.5, 601, dtype=torch.float64), indexing="ij")
     polar = torch.stack((rad_g * torch.cos(ang_g), rad_g * torch.sin(ang_g)), -1).reshape(-1, 2)
-    for clf in (ConeClassifier([0.0, 0.05, 0.12]), ConeClassifier([0.1, 0.6]), ConeClassifier([0.0, 0.05, 0.12], shell=1.3)):
+    for clf in (ConeClassifier([0.0, 0.05, 0.12]), ConeClassifier([0.1, 0.6]),
+                ConeClassifier([0.0, 0.05, 0.12], shell=1.3)):
         exact = clf.exact_robustness(x)
         lab, lab_x = clf.predict(polar), clf.predict(x)
         brute = torch.stack([torch.cdist(x[i:i + 1], polar[lab != lab_x[i]]).min() for i in range(len(x))])
@@ -187,7 +202,8 @@ def test_cone_classifier_with_and_without_shell_against_brute_force():
         np.testing.assert_array_equal(clf(x).argmax(-1).numpy(), clf.predict(x).numpy())
     cones = ConeClassifier([0.0, 0.05, 0.12])
     turns = torch.tensor([0.01, 0.06, 0.5, 0.99], dtype=torch.float64) * 2 * math.pi
-    torch.testing.assert_close(cones.predict(torch.stack((torch.cos(turns), torch.sin(turns)), 1)), torch.tensor([0, 1, 2, 2]))
+    on_circle = torch.stack((torch.cos(turns), torch.sin(turns)), 1)
+    torch.testing.assert_close(cones.predict(on_circle), torch.tensor([0, 1, 2, 2]))
     with pytest.raises(ValueError, match="inside the shell"):
         ConeClassifier([0.0, 0.5], shell=1.0).exact_robustness(torch.tensor([[2.0, 0.0]], dtype=torch.float64))
 
@@ -214,7 +230,8 @@ def test_joint_fooling_distance_against_brute_force():
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(10, 2, generator=gen, dtype=torch.float64)
     f, h = sector_classifier(4, math.pi / 4), sector_classifier(4, math.pi / 4 + 0.1)
-    rnd = AffineClassifier(torch.randn(3, 2, generator=gen, dtype=torch.float64), torch.randn(3, generator=gen, dtype=torch.float64))
+    rnd = AffineClassifier(torch.randn(3, 2, generator=gen, dtype=torch.float64),
+                           torch.randn(3, generator=gen, dtype=torch.float64))
     for a, b in ((f, h), (f, rnd)):
         exact = joint_fooling_distance(a, b, x)
         brute = _brute_force_distance(a, x, radius=4.0, other=b)
@@ -234,7 +251,8 @@ def test_wrapped_normal_cell_probabilities_against_mpmath():
     assert w.sum() == pytest.approx(1.0, abs=1e-14)
     for k in (0, 5, 31, 63):
         with mp.workdps(30):
-            ref = mp.nsum(lambda j: mp.ncdf(mp.mpf(k + 1) / m + j) - mp.ncdf(mp.mpf(k) / m + j), [-mp.inf, mp.inf])
+            lo, hi = mp.mpf(k) / m, mp.mpf(k + 1) / m
+            ref = mp.nsum(lambda j, lo=lo, hi=hi: mp.ncdf(hi + j) - mp.ncdf(lo + j), [-mp.inf, mp.inf])
         assert w[k] == pytest.approx(float(ref), rel=1e-11)
     assert np.allclose(w, w[::-1], rtol=1e-10)  # z -> -z maps cell k to cell m - 1 - k
 

@@ -4,10 +4,18 @@ augmentation, and what adversarial training buys (exact robust accuracy of a lin
 import pytest
 import torch
 
+from advbound import training as tr
 from advbound.data import STAND_IN, ImageData, synthetic_stand_in
 from advbound.models import DCGANDiscriminator, DCGANGenerator, LeNet
-from advbound.training import (CheckpointError, PGDConfig, augment_batch, error_rate, load_checkpoint, pgd_attack,
-                               save_checkpoint, train_classifier, train_gan)
+from advbound.training import (
+    CheckpointError,
+    PGDConfig,
+    error_rate,
+    load_checkpoint,
+    save_checkpoint,
+    train_classifier,
+    train_gan,
+)
 
 DATA = synthetic_stand_in(96, channels=1, image_size=28, seed=5)
 
@@ -18,7 +26,7 @@ def _lenet(seed=0):
 
 
 def _same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def test_checkpoint_atomic_roundtrip_and_errors(tmp_path):
@@ -45,13 +53,13 @@ def test_classifier_resume_equals_uninterrupted(tmp_path):
     hist = train_classifier(resumed, DATA, epochs=2, checkpoint=ck_half, **kw)
     assert _same(straight, resumed)
     assert [h["loss"] for h in hist] == pytest.approx([h["loss"] for h in h_straight])
-    assert 0.0 <= error_rate(resumed, DATA) <= 1.0
+    with torch.no_grad():  # the error rate by hand, all images in one batch; error_rate batches them
+        wrong = int((resumed.eval()(DATA.floats()).argmax(1) != DATA.labels).sum())
+    assert error_rate(resumed, DATA) == error_rate(resumed, DATA, batch_size=7) == wrong / len(DATA)
 
 
 def _train_one_epoch_of_two(model, ckpt, kw):
     """Run a two-epoch training but stop after the first epoch's checkpoint (simulated interruption)."""
-    import advbound.training as tr
-
     original = tr.save_checkpoint
 
     class Stop(Exception):
@@ -91,7 +99,7 @@ def test_pgd_stays_in_ball_and_box(norm, eps):
     model = _lenet().eval()
     x, y = DATA.floats()[:8], DATA.labels[:8]
     torch.manual_seed(0)
-    adv = pgd_attack(model, x, y, PGDConfig(eps=eps, step_size=eps / 2, steps=3, norm=norm))
+    adv = tr.pgd_attack(model, x, y, PGDConfig(eps=eps, step_size=eps / 2, steps=3, norm=norm))
     d = (adv - x).flatten(1)
     size = d.abs().max(dim=1).values if norm == "linf" else d.norm(dim=1)
     assert float(size.max()) <= eps + 1e-5
@@ -160,19 +168,19 @@ def test_gan_resume_equals_uninterrupted(tmp_path):
 
 def test_augment_batch_crops_and_flips():
     x = torch.rand(6, 3, 8, 8)
-    assert augment_batch(x, None) is x
+    assert tr.augment_batch(x, None) is x
     torch.manual_seed(0)
-    out = augment_batch(x, "crop", pad=2)
+    out = tr.augment_batch(x, "crop", pad=2)
     assert out.shape == x.shape
     # every crop is a shifted window of the zero-padded image
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for k in range(6):
         assert any(torch.equal(out[k], padded[k, :, i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
     torch.manual_seed(1)
-    flipped = augment_batch(x, "crop_flip", pad=0)
+    flipped = tr.augment_batch(x, "crop_flip", pad=0)
     assert all(torch.equal(flipped[k], x[k]) or torch.equal(flipped[k], x[k].flip(2)) for k in range(6))
     with pytest.raises(ValueError, match="augment"):
-        augment_batch(x, "rotate")
+        tr.augment_batch(x, "rotate")
 
 
 def test_training_sees_the_augmented_images():

@@ -11,10 +11,16 @@ from scipy import stats
 
 from advbound import bounds as B
 from advbound.modulus import LipschitzModulus
-from advbound.uniform_prior import (GAUSSIAN_TO_CUBE_LIPSCHITZ, cube_distance_to_half_space,
-                                    cube_half_space_robustness, cube_slab_robustness, gaussian_to_cube,
-                                    uniform_prior_mean_upper_bound, uniform_prior_probability_lower_bound,
-                                    uniform_prior_quantile_upper_bound)
+from advbound.uniform_prior import (
+    GAUSSIAN_TO_CUBE_LIPSCHITZ,
+    cube_distance_to_half_space,
+    cube_half_space_robustness,
+    cube_slab_robustness,
+    gaussian_to_cube,
+    uniform_prior_mean_upper_bound,
+    uniform_prior_probability_lower_bound,
+    uniform_prior_quantile_upper_bound,
+)
 
 C = math.sqrt(2 / math.pi)
 

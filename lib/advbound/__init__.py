@@ -33,15 +33,22 @@ from .bounds import (
     transfer_bound,
     transfer_probability_lower_bound,
 )
-from .modulus import (AffineModulus, EmpiricalModulus, IdentityModulus, LipschitzModulus, Modulus,
-                      ModulusNotConcaveError, RescaledModulus)
+from .modulus import (
+    AffineModulus,
+    EmpiricalModulus,
+    IdentityModulus,
+    LipschitzModulus,
+    Modulus,
+    ModulusNotConcaveError,
+    RescaledModulus,
+)
 
 __version__ = "0.1.0"
 
 # Submodules that need torch are imported on first use (``advbound.attacks.deepfool(...)``), so that
 # ``import advbound`` and the ``bound`` command line stay fast and torch-free.
 _LAZY_SUBMODULES = frozenset({"attacks", "projection", "generators", "classifiers", "montecarlo", "models",
-                              "isoperimetry", "uniform_prior",
+                              "isoperimetry", "uniform_prior", "latent_linear", "lipschitz",
                               "data", "training", "checkpoints", "modulus_estimation", "experiments", "book", "cli"})
 
 

@@ -30,8 +30,7 @@ import math
 import numpy as np
 from scipy import optimize, special
 
-from .modulus import (ArrayLike, Modulus, ModulusNotConcaveError, as_modulus, check_delta, integer_at_least,
-                      real_scalar)
+from .modulus import ArrayLike, Modulus, ModulusNotConcaveError, as_modulus, check_delta, integer_at_least, real_scalar
 
 #: the paper's Tables 1-2 report the 25% quantile; Figure 2 the median.
 TABLE_QUANTILE = 0.25
@@ -254,7 +253,8 @@ def quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, n_class
     return _through(mod, latent_quantile_upper_bound(_solve_for(q, mod, delta), class_probs, n_classes))
 
 
-def balanced_quantile_upper_bound(q: float, modulus: Modulus | float | None = None, delta: float | None = None) -> float:
+def balanced_quantile_upper_bound(q: float, modulus: Modulus | float | None = None,
+                                  delta: float | None = None) -> float:
     """Eq. (3) inverted in closed form: omega(t) with t = sqrt(2 log(sqrt(pi/2) / (1 - q - delta))).
 
     Valid when every class probability is <= 1/2.  Never smaller than :func:`quantile_upper_bound`
@@ -296,7 +296,7 @@ def expected_latent_norm(d: int) -> float:
     """
     integer_at_least(d, "d (latent dimension)", 1)
     try:
-        d_val = float(d)  # type: ignore[arg-type]
+        d_val = float(d)
     except OverflowError:
         d_val = math.inf
     if not d_val <= 1e300:
@@ -368,7 +368,7 @@ def latent_mean_upper_bound(class_probs: ArrayLike | None = None, n_classes: int
     """
     p = class_probabilities(class_probs, n_classes)
     total = 0.0
-    for pi, ci in zip(p, _complements(p)):
+    for pi, ci in zip(p, _complements(p), strict=True):
         if pi == 0.0:
             continue
         if ci == 0.0:

@@ -73,7 +73,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _checkpoint_path(checkpoint: str | os.PathLike) -> Path:
     """``checkpoint`` as a file path: a non-empty name that is not a folder (nor ends with a separator)."""
     if not isinstance(checkpoint, (str, os.PathLike)):
-        raise ValueError(f"checkpoint must be a file path (str or os.PathLike) or None; got {type(checkpoint).__name__}")
+        raise ValueError("checkpoint must be a file path (str or os.PathLike) or None; "
+                         f"got {type(checkpoint).__name__}")
     text = os.fspath(checkpoint)
     if isinstance(text, bytes) or text.strip() == "":
         raise ValueError(f"checkpoint must be a non-empty file path or None; got {checkpoint!r}")

@@ -12,7 +12,7 @@ changes the labels of two argmax-of-affine classifiers at once.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -40,6 +40,9 @@ class AffineClassifier(ToyClassifier):
     give larger values and never win the minimum, so no facet enumeration is needed.
     """
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         if weight.ndim != 2 or weight.shape[0] < 2:
@@ -65,6 +68,22 @@ class AffineClassifier(ToyClassifier):
         dist = torch.where(wdiff > 0, gap / wdiff.clamp_min(torch.finfo(wdiff.dtype).tiny), torch.inf)
         dist = dist.masked_fill(torch.nn.functional.one_hot(label, self.n_classes).bool(), torch.inf)
         return dist.min(dim=-1).values
+
+    def minimal_perturbation(self, x: torch.Tensor, overshoot: float = 1e-6) -> torch.Tensor:
+        """The smallest move out of each point's cell, scaled by ``1 + overshoot`` so that it lands in the
+        other cell: ``-(1 + overshoot) h_ij(x) (w_i - w_j) / ||w_i - w_j||^2`` for the facet j that gives
+        :meth:`exact_robustness` (its norm is ``(1 + overshoot)`` times that distance)."""
+        logits = self.forward(x)
+        label = logits.argmax(dim=-1)
+        gap = logits.gather(-1, label[..., None]) - logits
+        diff = self.weight[label][..., None, :] - self.weight  # w_i - w_j, shape (..., K, n)
+        sq = (diff * diff).sum(dim=-1)
+        dist = torch.where(sq > 0, gap / sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt(), torch.inf)
+        dist = dist.masked_fill(torch.nn.functional.one_hot(label, self.n_classes).bool(), torch.inf)
+        j = dist.argmin(dim=-1)
+        pick = torch.gather(diff, -2, j[..., None, None].expand(*j.shape, 1, diff.shape[-1]))[..., 0, :]
+        coef = torch.gather(gap, -1, j[..., None]) / torch.gather(sq, -1, j[..., None])
+        return -(1.0 + float(overshoot)) * coef * pick
 
 
 def half_space_classifier(normal: torch.Tensor, threshold: float = 0.0) -> AffineClassifier:
@@ -106,8 +125,9 @@ def distance_to_two_half_spaces(y: torch.Tensor, c1: torch.Tensor, e1: torch.Ten
     n1, n2, g12 = (c1 * c1).sum(-1), (c2 * c2).sum(-1), (c1 * c2).sum(-1)
     inf = torch.full_like(s1, math.inf)
     best = torch.where((s1 <= 0) & (s2 <= 0), torch.zeros_like(s1), inf)
-    for s_a, c_a, n_a, s_b, c_b, g in ((s1, c1, n1, s2, c2, g12), (s2, c2, n2, s1, c1, g12)):
-        move = s_a.clamp_min(0) / n_a  # the projection y - move c_a onto half-space a
+    # half-space a, then b: the projection of y onto a is y - move c_a, which moves c_b . y by -move c_a . c_b
+    for s_a, n_a, s_b, g in ((s1, n1, s2, g12), (s2, n2, s1, g12)):
+        move = s_a.clamp_min(0) / n_a
         ok = s_b - move * g <= 1e-12 * (1 + s_b.abs())  # ... satisfies the other constraint
         best = torch.where(ok, torch.minimum(best, move * n_a.sqrt()), best)
     det = n1 * n2 - g12 * g12
@@ -123,7 +143,7 @@ def joint_fooling_distance(f: AffineClassifier, h: AffineClassifier, x: torch.Te
     (Theorem 3's event, exactly).
 
     f's label leaves class i where some j beats it, the half-space (w_j - w_i) . y + b_j - b_i >= 0; so the
-    set of points relabelled by both is the union over pairs (j, l) of the intersection of one such
+    set of points relabelled by both is the union over pairs (j, jh) of the intersection of one such
     half-space of f and one of h, and the distance is the smallest distance to these intersections
     (:func:`distance_to_two_half_spaces`).
     """
@@ -135,12 +155,12 @@ def joint_fooling_distance(f: AffineClassifier, h: AffineClassifier, x: torch.Te
     for j in range(f.n_classes):
         c1 = f.weight[kf] - f.weight[j]  # {y : c1 . y <= b_j - b_kf}: j beats f's class
         e1 = f.bias[j] - f.bias[kf]
-        for l in range(h.n_classes):
-            c2 = h.weight[kh] - h.weight[l]
-            e2 = h.bias[l] - h.bias[kh]
+        for jh in range(h.n_classes):  # and jh beats h's class
+            c2 = h.weight[kh] - h.weight[jh]
+            e2 = h.bias[jh] - h.bias[kh]
             with torch.no_grad():
                 d = distance_to_two_half_spaces(x, c1, e1, c2, e2)
-            best = torch.where((kf != j) & (kh != l), torch.minimum(best, d), best)
+            best = torch.where((kf != j) & (kh != jh), torch.minimum(best, d), best)
     return best
 
 
@@ -155,6 +175,8 @@ class ConeClassifier(ToyClassifier):
     shell also at most shell - ||x||, which the radial step outwards attains (its label is shifted);
     it is defined for points inside the shell.
     """
+
+    boundaries: torch.Tensor
 
     def __init__(self, boundaries: Sequence[float] | torch.Tensor, shell: float | None = None) -> None:
         super().__init__()
@@ -208,6 +230,9 @@ class SlabClassifier(ToyClassifier):
     Every region is convex but, for K > 2, not a half-space, so eq. (2) is strict (Remark 4).
     """
 
+    direction: torch.Tensor
+    thresholds: torch.Tensor
+
     def __init__(self, direction: torch.Tensor, thresholds: Sequence[float] | torch.Tensor) -> None:
         super().__init__()
         u = direction.reshape(-1)
@@ -240,12 +265,15 @@ class SlabClassifier(ToyClassifier):
         k = torch.searchsorted(self.thresholds, s.contiguous(), right=True)
         inf = torch.full_like(s, torch.inf)
         below = torch.where(k > 0, s - self.thresholds[(k - 1).clamp_min(0)], inf)
-        above = torch.where(k < self.thresholds.numel(), self.thresholds[k.clamp_max(self.thresholds.numel() - 1)] - s, inf)
+        last = self.thresholds.numel() - 1
+        above = torch.where(k <= last, self.thresholds[k.clamp_max(last)] - s, inf)
         return torch.minimum(below, above)
 
 
 class BallClassifier(ToyClassifier):
     """Class 0 inside the ball ||x - c|| < radius, class 1 outside (a non-convex outer region)."""
+
+    center: torch.Tensor
 
     def __init__(self, radius: float, center: torch.Tensor | None = None) -> None:
         super().__init__()

@@ -7,7 +7,11 @@ Example (the paper's Table 1 check value)::
 ``python -m advbound experiment --dataset svhn --profile full`` runs one of Tables 1-2 end to end
 (:func:`advbound.experiments.run_experiment`), prints the table and saves the results JSON and CSV under the
 output folder (``--output``, else ``$ADVBOUND_OUTPUT``, else the working directory).  With ``--dry-run`` it
-trains nothing and prints what the profile's training costs (:mod:`advbound.experiments.dryrun`).
+trains nothing and prints what the profile's training costs (:mod:`advbound.experiments.dryrun`).  With
+``--artifacts book/artifacts`` it analyses the committed networks instead of training them.
+
+``python -m advbound artifacts --dataset mnist --profile ci --out book/artifacts`` trains a table's networks
+and writes them, with their manifest, as the committed artifacts (:mod:`advbound.artifacts`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import __version__
 from .bounds import class_probabilities, expected_latent_norm, latent_radius_quantile
@@ -57,7 +61,9 @@ def _float_in(name: str, lo: float, hi: float, lo_open: bool, hi_open: bool):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
-        ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        above_lo = value > lo if lo_open else value >= lo
+        below_hi = value < hi if hi_open else value <= hi
+        ok = math.isfinite(value) and above_lo and below_hi
         if not ok:
             interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
             raise argparse.ArgumentTypeError(f"{name} must be in {interval}; got {text}")
@@ -108,26 +114,70 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("experiment", allow_abbrev=False, help="run one of Tables 1-2 end to end",
                        description="Train (or load) the generator and classifiers of a table, attack them, print "
                                    "the table with its bounds, and save the results JSON and CSV.")
-    e.add_argument("--dataset", choices=("mnist", "svhn", "cifar10"), required=True)
-    e.add_argument("--profile", choices=("ci", "colab", "full"), default="ci")
-    e.add_argument("--seed", type=_non_negative_int("--seed"), default=0)
-    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    _network_arguments(e)
+    e.add_argument("--artifacts", default=None,
+                   help="folder of committed networks (e.g. book/artifacts): load <dataset>-<profile>-seed<seed>/ "
+                        "from it when it exists, else train (default: always train)")
+    e.add_argument("--retrain", action="store_true",
+                   help="with --artifacts: train anyway and rewrite the networks and their manifest there")
     e.add_argument("--output", default=None,
                    help="output folder for results/, checkpoints/, data/ (default: $ADVBOUND_OUTPUT, else .)")
-    e.add_argument("--data-root", default=None,
-                   help="torchvision data folder (default: $ADVBOUND_DATA, else <output>/data)")
     e.add_argument("--no-download", action="store_true", help="do not download the real data")
     e.add_argument("--checkpoint-dir", default=None,
                    help="save/resume training here (default for colab/full: "
                         "<output>/checkpoints/<dataset>-<profile>-seed<seed>)")
     e.add_argument("--out", default=None,
-                   help="results path; NAME.json and NAME.csv are written (default: <output>/results/<dataset>-<profile>)")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
+                   help="results path; NAME.json and NAME.csv are written "
+                        "(default: <output>/results/<dataset>-<profile>)")
     e.add_argument("--dry-run", action="store_true",
                    help="no data, no training: measure one step of every network at the profile's sizes on "
                         "synthetic batches (parameters, FLOPs, memory, time) and project the training time on "
                         "one GPU (advbound.experiments.dryrun); with --out, also save it as JSON and CSV")
+    a = sub.add_parser("artifacts", allow_abbrev=False, help="train a table's networks and write them as artifacts",
+                       description="Train the DCGAN and the classifiers of a table and write them, in half precision "
+                                   "with a manifest (sha256, size, configuration, versions, command), to "
+                                   "OUT/<dataset>-<profile>-seed<seed>/ (advbound.artifacts).")
+    _network_arguments(a)
+    a.add_argument("--out", default="artifacts", help="artifact root folder (default: ./artifacts)")
     return parser
+
+
+def _network_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=("mnist", "svhn", "cifar10"), required=True)
+    p.add_argument("--profile", choices=("ci", "colab", "full"), default="ci")
+    p.add_argument("--seed", type=_non_negative_int("--seed"), default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--data-root", default=None,
+                   help="torchvision data folder (default: $ADVBOUND_DATA, else <output>/data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def artifacts_command(args: argparse.Namespace) -> int:
+    """Train the networks of one table and write them with their manifest (:mod:`advbound.artifacts`)."""
+    from .artifacts import artifact_folder
+    from .data import DataUnavailableError, load_dataset
+    from .experiments import experiment_config, set_determinism
+    from .experiments.pipeline import obtain_networks
+    from .training import CheckpointError, TrainingDivergedError, resolve_device
+
+    _check_device(args.device)
+    _usable_folder(Path(args.out), "--out")
+    cfg = experiment_config(args.dataset, args.profile)
+    set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
+    folder = artifact_folder(args.out, args.dataset, args.profile, args.seed)
+    try:
+        train, _ = load_dataset(args.dataset, args.profile, root=args.data_root, seed=args.seed,
+                                n_train=cfg.n_train, n_test=cfg.n_test)
+        obtain_networks(cfg, args.seed, train, resolve_device(args.device), artifacts=folder, retrain=True,
+                        progress=not args.quiet)
+    except (DataUnavailableError, CheckpointError, TrainingDivergedError) as err:
+        raise _fail(str(err)) from None
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        print(f"{folder / name}: {entry['size'] / 1e6:.2f} MB, {entry['parameters']:,} parameters, "
+              f"sha256 {entry['sha256'][:16]}...")
+    print(f"manifest: {folder / 'manifest.json'} ({manifest['total_size'] / 1e6:.2f} MB in all)")
+    return 0
 
 
 def bound_command(args: argparse.Namespace) -> dict:
@@ -202,6 +252,7 @@ def experiment_command(args: argparse.Namespace) -> int:
     import json as _json
 
     from . import book
+    from .artifacts import ArtifactError, artifact_folder
     from .data import DataUnavailableError
     from .experiments import run_experiment, set_determinism, side_by_side
     from .experiments.report import _title
@@ -214,6 +265,10 @@ def experiment_command(args: argparse.Namespace) -> int:
         _usable_folder(Path(args.out).parent, "--out")
     if args.checkpoint_dir is not None:
         _usable_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
+    if args.retrain and args.artifacts is None:
+        raise _fail("argument --retrain: needs --artifacts (the folder to write the retrained networks to)")
+    if args.artifacts is not None:
+        _usable_folder(Path(args.artifacts), "--artifacts")
     if args.dry_run:
         from .experiments.dryrun import dry_run
 
@@ -237,9 +292,12 @@ def experiment_command(args: argparse.Namespace) -> int:
     # the ci profile's tiny networks run fastest (and reproducibly) on one CPU thread
     set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
     try:
+        arts = (None if args.artifacts is None
+                else artifact_folder(args.artifacts, args.dataset, args.profile, args.seed))
         res = run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=data_root,
-                             download=not args.no_download, checkpoint_dir=ckdir, progress=not args.quiet)
-    except (DataUnavailableError, CheckpointError, TrainingDivergedError) as err:
+                             download=not args.no_download, checkpoint_dir=ckdir, artifacts=arts,
+                             retrain=args.retrain, progress=not args.quiet)
+    except (DataUnavailableError, CheckpointError, TrainingDivergedError, ArtifactError) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
         again = " (run the same command again to resume from the checkpoints)" if ckdir is not None else ""
@@ -255,12 +313,15 @@ def experiment_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.command == "experiment":  # heavy imports (torch, torchvision) only for this subcommand
+    if args.command == "experiment":  # heavy imports (torch, torchvision) only for these subcommands
         return experiment_command(args)
+    if args.command == "artifacts":
+        return artifacts_command(args)
     if args.command == "bound":
         result = bound_command(args)
         # JSON has no infinity: an uncertified radius is reported as null
-        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}))
+        finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+        print(json.dumps(finite))
     return 0
 
 

@@ -31,16 +31,17 @@ of a test instead.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .portable import normal
 
 REAL = "real"
 STAND_IN = "synthetic stand-in"
@@ -104,7 +105,7 @@ class ImageData:
         imgs = self.images if index is None else self.images[index]
         return imgs.float().div_(255.0)
 
-    def subset(self, index: torch.Tensor | slice) -> "ImageData":
+    def subset(self, index: torch.Tensor | slice) -> ImageData:
         return ImageData(self.images[index], self.labels[index], self.name, self.source, self.origin,
                          self.n_classes, list(self.notes))
 
@@ -128,14 +129,6 @@ class ImageData:
 # MNIST from the official idx files
 # --------------------------------------------------------------------------------------------------
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.ndarray:
     """Read an idx file (``.gz`` or raw) as a numpy uint8 array; check its md5 when given.
 
@@ -145,7 +138,9 @@ def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.
     if not p.is_file():
         raise FileNotFoundError(f"idx file not found: {p}")
     if expected_md5 is not None:
-        got = _md5(p)
+        from torchvision.datasets.utils import calculate_md5
+
+        got = calculate_md5(p)
         if got != expected_md5:
             raise ValueError(f"{p} has md5 {got}, expected {expected_md5}: the file is corrupt or not the "
                              "official MNIST file; replace it (torchvision.datasets.MNIST downloads it)")
@@ -254,13 +249,18 @@ def torchvision_dataset(name: str, *, train: bool, root: str | os.PathLike | Non
 # The synthetic stand-in (ci profile of the SVHN and CIFAR-10 chapters)
 # --------------------------------------------------------------------------------------------------
 
+#: the class templates of each data set's stand-in (distinct, so the two stand-in chapters differ)
+STAND_IN_TEMPLATE_SEEDS = {"svhn": 1234, "cifar10": 4321}
+
+
 def synthetic_stand_in(n: int, *, name: str = "cifar10", channels: int = 3, image_size: int = 32,
-                       n_classes: int = 10, seed: int = 0, template_seed: int = 1234,
+                       n_classes: int = 10, seed: int = 0, template_seed: int | None = None,
                        noise: float = 0.45) -> ImageData:
     """A deterministic **synthetic stand-in** data set of SVHN / CIFAR-10 shape (NOT real data).
 
     Each class has a smooth random colour template (drawn once from ``template_seed``, so train and test
-    stand-ins share it); an image is ``(1 - noise) * template + noise * (smooth random field)`` plus a
+    stand-ins share it; by default a seed of its own per ``name``, so the SVHN and CIFAR-10 stand-ins differ);
+    an image is ``(1 - noise) * template + noise * (smooth random field)`` plus a
     little pixel noise, clipped to ``[0, 1]``.  The classes overlap enough that classifiers make errors.
     Only the ci profile uses it; every output derived from it is labelled ``"synthetic stand-in"``.
     """
@@ -268,19 +268,22 @@ def synthetic_stand_in(n: int, *, name: str = "cifar10", channels: int = 3, imag
         raise ValueError(f"n must be >= 1; got {n!r}")
     if not (0.0 <= noise <= 1.0):
         raise ValueError(f"noise must be in [0, 1]; got {noise!r}")
-    tmpl_gen = torch.Generator().manual_seed(template_seed)
+    if template_seed is None:
+        template_seed = STAND_IN_TEMPLATE_SEEDS.get(name, 1234)
+    tmpl_gen = torch.Generator().manual_seed(int(template_seed))
     templates = _smooth_field(n_classes, channels, image_size, tmpl_gen)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, n_classes, (n,), generator=gen)
     field_ = _smooth_field(n, channels, image_size, gen)
-    pixel = 0.05 * torch.randn(n, channels, image_size, image_size, generator=gen)
+    pixel = 0.05 * normal(n, channels, image_size, image_size, generator=gen, dtype=torch.float64)
+    # float64 throughout (portable draws, advbound.portable), so the uint8 images are the same on every CPU
     imgs = ((1 - noise) * templates[labels] + noise * field_ + pixel).clamp_(0, 1)
     return ImageData((imgs * 255).round().to(torch.uint8), labels, name, STAND_IN,
                      f"synthetic stand-in (seed {seed}), not {name}", n_classes)
 
 
 def _smooth_field(n: int, channels: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    coarse = torch.rand(n, channels, 4, 4, generator=gen)
+    coarse = torch.rand(n, channels, 4, 4, generator=gen, dtype=torch.float64)
     return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
 
 

@@ -5,6 +5,9 @@ projection (Theorem 2, eq. (5)) are known exactly.
 * :class:`TorusGenerator` is its d-dimensional analogue, a product of d circles in R^{2d}.
 * :class:`IsometricLinearGenerator` is g(z) = A z + b with orthonormal columns: an isometry onto its range,
   the setting of Remark 4 where eq. (2) is attained.
+* :class:`InvertibleGenerator` is a random deep network with leaky-ReLU layers and full-column-rank weights:
+  non-linear, yet with an exact left inverse, so a classifier ``f = h o g^{-1}`` has any latent partition ``h``
+  we choose (Remark 4 with a non-linear generator), and a Lipschitz constant bounded by its spectral norms.
 
 For the circle and the torus, exact in-distribution robustness: :func:`circle_in_distribution_robustness`
 (chord to the nearest label change), :func:`torus_sine_sum_in_distribution_robustness` (the image-space
@@ -20,7 +23,7 @@ import torch
 from scipy import special
 from torch import nn
 
-from .modulus import IdentityModulus, Modulus, integer_at_least
+from .modulus import IdentityModulus, LipschitzModulus, Modulus, integer_at_least, real_scalar
 
 
 class TorusModulus(Modulus):
@@ -96,6 +99,9 @@ class IsometricLinearGenerator(nn.Module):
     whose regions pulled back to the latent space are half-spaces attains eq. (2) with equality.
     """
 
+    matrix: torch.Tensor
+    offset: torch.Tensor
+
     def __init__(self, latent_dim: int, image_dim: int, seed: int = 0, offset: bool = False,
                  dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
@@ -119,6 +125,75 @@ class IsometricLinearGenerator(nn.Module):
         """Exact nearest point of the range (eq. (5)): z* = A^T (x - b)."""
         _check_last_dim(x, self.image_dim, "x")
         return (x.to(self.matrix.dtype) - self.offset) @ self.matrix
+
+
+class InvertibleGenerator(nn.Module):
+    """A random deep generator with an exact inverse on its range:
+
+        g(z) = W_L s(... s(W_2 s(W_1 z + b_1) + b_2) ...) + b_L,
+
+    ``s`` the leaky ReLU with negative slope ``slope`` in (0, 1] (a bijection of R), ``W_k`` Gaussian
+    matrices of shape (n_k, n_{k-1}) with n_k >= n_{k-1} (full column rank with probability 1; better
+    conditioned when the widths grow by a factor 2 or more) with entries of variance 2 / ((1 + slope^2) n_k),
+    so that every layer keeps the norm of its input on average (``E||g(z)|| ~ E||z||``, the normalisation of
+    Remark 1), and biases N(0, 0.1^2).  ``widths = (d, n_1, ..., n_L)``; ``n_L`` is the image dimension m.
+
+    :meth:`inverse` undoes the layers one by one (the pseudo-inverse of each W_k, then s^{-1}): on the range
+    of g it returns z exactly (up to rounding), which is all Remark 4 needs to define ``f = h o g^{-1}``.
+    Off the range it is one particular extension (layer-wise least squares), not the nearest-point
+    projection of eq. (5).  g is piecewise affine, so it is non-linear as soon as some pre-activation changes
+    sign; since s is 1-Lipschitz, ``prod_k ||W_k||_2`` is a Lipschitz constant (:meth:`lipschitz_bound`).
+    """
+
+    def __init__(self, widths: tuple[int, ...] | list[int], slope: float = 0.2, seed: int = 0,
+                 dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        sizes = [integer_at_least(w, "widths[k]", 1) for w in widths]
+        if len(sizes) < 2:
+            raise ValueError(f"widths must list at least (d, m); got {list(widths)!r}")
+        if any(b < a for a, b in zip(sizes, sizes[1:], strict=False)):
+            raise ValueError(f"widths must be non-decreasing (each layer injective); got {sizes}")
+        slope = real_scalar(slope, "slope")
+        if not 0.0 < slope <= 1.0:
+            raise ValueError(f"slope (leaky-ReLU negative slope) must be in (0, 1]; got {slope!r}")
+        gen = torch.Generator().manual_seed(int(seed))
+        for k, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+            std = math.sqrt(2.0 / ((1.0 + slope * slope) * b))
+            self.register_buffer(f"weight{k}", std * torch.randn(b, a, generator=gen, dtype=dtype))
+            self.register_buffer(f"bias{k}", 0.1 * torch.randn(b, generator=gen, dtype=dtype))
+            self.register_buffer(f"pinv{k}", torch.linalg.pinv(getattr(self, f"weight{k}")))
+        self.widths = tuple(sizes)
+        self.latent_dim, self.image_dim = sizes[0], sizes[-1]
+        self.slope = slope
+        self.modulus = LipschitzModulus(self.lipschitz_bound())
+
+    def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(getattr(self, f"weight{k}"), getattr(self, f"bias{k}")) for k in range(len(self.widths) - 1)]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        _check_last_dim(z, self.latent_dim, "z")
+        layers = self._layers()
+        y = z.to(layers[0][0].dtype)
+        for k, (w, b) in enumerate(layers):
+            y = y @ w.T + b
+            if k < len(layers) - 1:
+                y = torch.nn.functional.leaky_relu(y, self.slope)
+        return y
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer-wise left inverse g^{-1}(x): exact on the range of g (differentiable in x)."""
+        _check_last_dim(x, self.image_dim, "x")
+        layers = self._layers()
+        y = x.to(layers[0][0].dtype)
+        for k in reversed(range(len(layers))):
+            if k < len(layers) - 1:
+                y = torch.where(y >= 0, y, y / self.slope)
+            y = (y - layers[k][1]) @ getattr(self, f"pinv{k}").T
+        return y
+
+    def lipschitz_bound(self) -> float:
+        """prod_k ||W_k||_2 (the leaky ReLU is 1-Lipschitz): an upper bound on the Lipschitz constant."""
+        return float(math.prod(float(torch.linalg.matrix_norm(w, 2)) for w, _ in self._layers()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,6 +292,7 @@ __all__ = [
     "TorusGenerator",
     "CircleGenerator",
     "IsometricLinearGenerator",
+    "InvertibleGenerator",
     "wrapped_normal_cell_probabilities",
     "circle_label_changes",
     "circle_in_distribution_robustness",

@@ -18,11 +18,12 @@ Widths are parameters so that the ``ci`` profile can use tiny versions of the sa
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 LATENT_DIM = 100  # d in the paper's Section 5
 
@@ -58,6 +59,7 @@ class DCGANGenerator(nn.Module):
         self.channels = _check_positive_int(channels, "channels")
         self.image_size = _check_image_size(image_size)
         w = _check_positive_int(width, "width")
+        mults: tuple[int, ...]
         if image_size == 32:  # 4 -> 8 -> 16 -> 32
             mults, start = (4, 2, 1), 4
         else:  # 7 -> 14 -> 28
@@ -66,7 +68,7 @@ class DCGANGenerator(nn.Module):
             nn.ConvTranspose2d(latent_dim, w * mults[0], start, 1, 0, bias=False),
             nn.BatchNorm2d(w * mults[0]), nn.ReLU(True),
         ]
-        for m_in, m_out in zip(mults[:-1], mults[1:]):
+        for m_in, m_out in itertools.pairwise(mults):
             layers += [nn.ConvTranspose2d(w * m_in, w * m_out, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(w * m_out), nn.ReLU(True)]
         layers.append(nn.ConvTranspose2d(w * mults[-1], channels, 4, 2, 1, bias=False))
@@ -93,7 +95,7 @@ class DCGANDiscriminator(nn.Module):
         w = _check_positive_int(width, "width")
         mults = (1, 2, 4) if image_size == 32 else (1, 2)
         layers: list[nn.Module] = [nn.Conv2d(channels, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
-        for m_in, m_out in zip(mults[:-1], mults[1:]):
+        for m_in, m_out in itertools.pairwise(mults):
             layers += [nn.Conv2d(w * m_in, w * m_out, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(w * m_out), nn.LeakyReLU(0.2, True)]
         final = 4 if image_size == 32 else 7
@@ -317,7 +319,7 @@ class WideResNet(nn.Module):
 
 
 #: Builders by name, used by the experiment profiles: ``build_classifier("resnet18", channels=3, width=8)``.
-CLASSIFIERS = {
+CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
     "lenet": LeNet,
     "resnet18": resnet18,
     "resnet101": resnet101,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numbers
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -206,7 +206,7 @@ class EmpiricalModulus(Modulus):
 
     @classmethod
     def from_estimates(cls, radii: ArrayLike, estimates: ArrayLike, delta: float = 0.0,
-                       ceiling: float = np.inf) -> "EmpiricalModulus":
+                       ceiling: float = np.inf) -> EmpiricalModulus:
         """Build a modulus from raw (possibly non-monotone) estimates by a running maximum."""
         return cls(radii, np.maximum.accumulate(np.asarray(estimates, dtype=float).ravel()), delta, ceiling)
 
@@ -242,7 +242,7 @@ class EmpiricalModulus(Modulus):
     def is_finite(self) -> bool:
         return bool(np.isfinite(self.ceiling))
 
-    def concave_majorant(self, diameter: float | None = None) -> "EmpiricalModulus":
+    def concave_majorant(self, diameter: float | None = None) -> EmpiricalModulus:
         """The least concave majorant: the upper concave hull of the points (including (0, omega(0))),
         evaluated on the same radii.  It is again a valid modulus (larger than this one) and concave, as
         Theorem 4 requires.
@@ -328,7 +328,7 @@ def check_delta(delta: object) -> float:
     return delta
 
 
-def as_modulus(modulus: "Modulus | float | None") -> Modulus:
+def as_modulus(modulus: Modulus | float | None) -> Modulus:
     """Accept ``None`` (identity), a Lipschitz constant (any real number > 0, numpy scalars included), or a
     :class:`Modulus`."""
     if modulus is None:

@@ -33,8 +33,9 @@ Honest caveats (also printed in the book):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ from torch import nn
 
 from .attacks.base import _module_device, _module_dtype, eval_mode
 from .modulus import EmpiricalModulus
-from .training import resolve_device
+from .portable import normal, seeded_normal
+from .training import latent_dimension, resolve_device
 
 
 def default_radii(n_radii: int = 12, t_max: float = 2.0, t_min: float = 0.02) -> np.ndarray:
@@ -110,7 +112,7 @@ def _local_increments(generator: nn.Module, z: torch.Tensor, radius: float, rest
                       step_size: float, batch_size: int, seed: int) -> torch.Tensor:
     n = z.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    out = torch.empty(n, device=z.device)
+    out = torch.empty(n, device=z.device, dtype=z.dtype)
     per_chunk = max(1, batch_size // restarts)
     for start in range(0, n, per_chunk):
         zc = z[start:start + per_chunk].detach()
@@ -118,9 +120,9 @@ def _local_increments(generator: nn.Module, z: torch.Tensor, radius: float, rest
         zr = zc.repeat_interleave(restarts, dim=0)
         with torch.no_grad():
             base = generator(zr)
-        u = torch.randn(zr.shape, generator=gen).to(z.device)
+        u = normal(*zr.shape, generator=gen, dtype=z.dtype, device=z.device)
         u = radius * u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        best = torch.zeros(zr.shape[0], device=z.device)
+        best = torch.zeros(zr.shape[0], device=z.device, dtype=z.dtype)
         for it in range(int(steps) + 1):
             u.requires_grad_(True)
             dist = (generator(zr + u) - base).flatten(1).norm(dim=1)
@@ -182,9 +184,9 @@ def estimate_modulus(generator: nn.Module, *, radii: Sequence[float] | np.ndarra
         raise ValueError(f"delta (failure probability of the modulus) must be in (0, 1); got {delta!r}")
     dev = resolve_device(device) if device is not None else (_module_device(generator) or torch.device("cpu"))
     generator = generator.to(dev)
-    d = int(generator.latent_dim)
+    d = latent_dimension(generator)
     dtype = _module_dtype(generator) or torch.get_default_dtype()
-    z = torch.randn(int(n_samples), d, generator=torch.Generator().manual_seed(int(seed))).to(dev, dtype)
+    z = seeded_normal(int(n_samples), d, seed=int(seed), dtype=dtype, device=dev)
     with eval_mode(generator):
         inc = np.stack([local_increments(generator, z, float(t), restarts=restarts, steps=steps,
                                          step_size=step_size, batch_size=batch_size,

@@ -21,7 +21,8 @@ def binomial_standard_error(p: np.ndarray | float, n: int) -> np.ndarray:
     return np.sqrt(p * (1.0 - p) / n)
 
 
-def probability_at_most(robustness: np.ndarray | torch.Tensor, eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def probability_at_most(robustness: np.ndarray | torch.Tensor,
+                        eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical P(r <= eta) for each eta, with the binomial standard error sqrt(p (1 - p) / n)."""
     r = _as_numpy(robustness, "robustness")
     e = np.atleast_1d(np.asarray(eta, dtype=float))
@@ -76,5 +77,51 @@ def class_proportions(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.n
     return np.bincount(lab.astype(np.int64), minlength=n_classes) / lab.size
 
 
-__all__ = ["binomial_standard_error", "probability_at_most", "margin_in_standard_errors", "weighted_probability_at_most", "weighted_quantile",
-           "class_proportions"]
+def quantile_interval(values: np.ndarray | torch.Tensor, q: float, level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval ``[X_(j), X_(k)]`` for the ``q`` quantile from order statistics.
+
+    With ``B`` the number of the ``n`` samples at or below the true quantile, ``B ~ Binomial(n, q)`` for a
+    continuous distribution, and ``P(X_(j) <= xi_q <= X_(k)) >= P(j <= B <= k - 1)``.  ``j`` is the largest
+    rank with ``P(B <= j - 1) <= (1 - level) / 2`` and ``k`` the smallest with ``P(B >= k) <= (1 - level) / 2``,
+    so the coverage is at least ``level`` (equal-tailed; exact, not asymptotic).  When no rank qualifies the
+    end is ``-inf`` / ``+inf`` (too few samples); ``+inf`` samples (failed attacks) are ordinary order
+    statistics, so an upper end can be ``inf``.
+    """
+    from scipy.stats import binom
+
+    v = np.sort(_as_numpy(values, "values").astype(float))
+    if np.isnan(v).any():
+        raise ValueError("values must not contain NaN")
+    if not (0.0 < q < 1.0):
+        raise ValueError(f"q must be in (0, 1); got {q!r}")
+    if not (0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1); got {level!r}")
+    n, tail = v.size, (1.0 - level) / 2.0
+    ranks = np.arange(1, n + 1)
+    below = binom.cdf(ranks - 1, n, q)            # P(B <= r - 1) for r = 1..n
+    above = binom.sf(ranks - 1, n, q)             # P(B >= r)
+    j = ranks[below <= tail]
+    k = ranks[above <= tail]
+    lo = float(v[j[-1] - 1]) if j.size else -np.inf
+    hi = float(v[k[0] - 1]) if k.size else np.inf
+    return lo, hi
+
+
+def proportion_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact binomial) confidence interval for a proportion ``successes / n``."""
+    from scipy.stats import beta
+
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1; got {n!r}")
+    if isinstance(successes, bool) or int(successes) != successes or not 0 <= successes <= n:
+        raise ValueError(f"successes must be an integer in [0, n = {n}]; got {successes!r}")
+    if not (0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1); got {level!r}")
+    tail = (1.0 - level) / 2.0
+    lo = 0.0 if successes == 0 else float(beta.ppf(tail, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1.0 - tail, successes + 1, n - successes))
+    return lo, hi
+
+
+__all__ = ["binomial_standard_error", "class_proportions", "margin_in_standard_errors", "probability_at_most",
+           "proportion_interval", "quantile_interval", "weighted_probability_at_most", "weighted_quantile"]

@@ -22,17 +22,18 @@ import math
 import numbers
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
-from .attacks.base import _module_device, eval_mode
+from .attacks.base import _module_device, _module_dtype, eval_mode
 from .checkpoints import CheckpointError, _architecture, _resume, load_checkpoint, save_checkpoint
 from .data import ImageData
 
@@ -45,6 +46,15 @@ def _is_whole(value: Any) -> bool:
     """An integer, or a float with an integer value (numpy scalars included; bools excluded)."""
     return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
             and float(value).is_integer())
+
+
+def latent_dimension(generator: nn.Module) -> int:
+    """The generator's ``latent_dim`` (the d of z ~ N(0, I_d)), checked to be an integer >= 1."""
+    d: Any = getattr(generator, "latent_dim", None)
+    if not _is_whole(d) or d < 1:
+        raise ValueError(f"generator must have an integer attribute latent_dim >= 1 (the d of z ~ N(0, I_d)); "
+                         f"got {getattr(generator, 'latent_dim', '<absent>')!r}")
+    return int(d)
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -101,7 +111,7 @@ class PGDConfig:
         # plain Python values: the configuration is saved in checkpoints, which hold plain data only
         for name in ("eps", "step_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
                 raise ValueError(f"{name} must be finite and > 0; got {value!r}")
             object.__setattr__(self, name, float(value))
         if not _is_whole(self.steps) or self.steps < 1:
@@ -290,7 +300,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Labels ``argmax f(x)`` for float images in ``[0, 1]`` (batched, on the model's device).
+    """Labels ``argmax f(x)`` for float images in ``[0, 1]`` (batched, on the model's device and converted to
+    its floating dtype).
 
     ``model`` runs in eval mode and is given back in the mode it came in."""
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
@@ -299,14 +310,16 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> to
     if not _is_whole(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     dev, size = _model_device(model), int(batch_size)
+    dtype = _module_dtype(model) or images.dtype
     with eval_mode(model):
-        out = [model(images[i:i + size].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], size)]
+        out = [model(images[i:i + size].to(dev, dtype)).argmax(1).cpu() for i in range(0, images.shape[0], size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
 @torch.no_grad()
 def error_rate(model: nn.Module, data: ImageData, batch_size: int = 500) -> float:
-    """Fraction of ``data`` misclassified by ``model`` (the "Error rate" row of Tables 1-2).
+    """Fraction of ``data`` misclassified by ``model`` (the "Error rate" row of Tables 1-2), with the images
+    converted to the model's floating dtype.
 
     ``model`` runs in eval mode and is given back in the mode it came in."""
     if len(data) == 0:
@@ -314,10 +327,11 @@ def error_rate(model: nn.Module, data: ImageData, batch_size: int = 500) -> floa
     if not _is_whole(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     dev = _model_device(model)
+    dtype = _module_dtype(model) or torch.float32
     wrong = 0
     with eval_mode(model):
         for x, y in data.batches(int(batch_size), device=dev):
-            wrong += int((model(x).argmax(1) != y).sum())
+            wrong += int((model(x.to(dtype)).argmax(1) != y).sum())
     return wrong / len(data)
 
 
@@ -339,13 +353,10 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
     """
     _check_training_args(data, epochs, batch_size, lr, seed)
     epochs, batch_size = int(epochs), int(batch_size)
-    if not _is_whole(getattr(generator, "latent_dim", None)) or generator.latent_dim < 1:
-        raise ValueError(f"generator must have an integer attribute latent_dim >= 1 (the d of z ~ N(0, I_d)); "
-                         f"got {getattr(generator, 'latent_dim', '<absent>')!r}")
+    d = latent_dimension(generator)
     dev = resolve_device(device)
     generator.to(dev)
     discriminator.to(dev)
-    d = int(generator.latent_dim)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     config = {"kind": "dcgan", "generator": repr(generator.output_shape) if hasattr(generator, "output_shape") else "",

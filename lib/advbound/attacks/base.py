@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -35,16 +36,16 @@ def _predict(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         return fn(x).argmax(dim=1)
 
 
-def _module_device(module: Callable) -> Optional[torch.device]:
+def _module_device(module: Callable) -> torch.device | None:
     if isinstance(module, nn.Module):
         for tensor in module.parameters():
             return tensor.device
-        for tensor in module.buffers():
-            return tensor.device
+        for buffer in module.buffers():
+            return buffer.device
     return None
 
 
-def _module_dtype(module: Callable) -> Optional[torch.dtype]:
+def _module_dtype(module: Callable) -> torch.dtype | None:
     if isinstance(module, nn.Module):
         for tensor in list(module.parameters()) + list(module.buffers()):
             if tensor.is_floating_point():
@@ -114,7 +115,7 @@ class DeepFoolOptions:
     Pass them on with ``attack(..., **options.kwargs())``.
     """
 
-    candidates: Optional[int] = None
+    candidates: int | None = None
     overshoot: float = 0.02
     max_steps: int = 50
     refine: bool = False
@@ -221,7 +222,7 @@ def _check_logits(logits: Tensor, n: int, who: str) -> int:
     return int(logits.shape[1])
 
 
-def _candidate_table(logits0: Tensor, candidates: Optional[int]) -> Tensor:
+def _candidate_table(logits0: Tensor, candidates: int | None) -> Tensor:
     """Per-sample candidate classes, shape (n, k), column 0 the predicted label (ordered by clean logits)."""
     n_classes = logits0.shape[1]
     if candidates is None:
@@ -235,7 +236,7 @@ def _candidate_table(logits0: Tensor, candidates: Optional[int]) -> Tensor:
     return torch.topk(logits0, k, dim=1).indices
 
 
-def _box(box: Optional[Sequence[float]], x: Tensor, name: str) -> Optional[tuple[float, float]]:
+def _box(box: Sequence[float] | None, x: Tensor, name: str) -> tuple[float, float] | None:
     """Validate a ``(low, high)`` box and check that the clean input ``x`` lies inside it."""
     if box is None:
         return None

@@ -29,7 +29,7 @@ first step is the DeepFool step measured in the metric ``B``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -20,14 +20,26 @@ found perturbations back to the boundary (:mod:`advbound.attacks.refine`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .base import (CostFn, DeepFoolOptions, Metric, _box, _candidate_table, _check_differentiable, _check_input,
-                   _check_logits, _flat_norm, _identity_metric, _predict, evaluates)
+from .base import (
+    CostFn,
+    DeepFoolOptions,
+    Metric,
+    _box,
+    _candidate_table,
+    _check_differentiable,
+    _check_input,
+    _check_logits,
+    _flat_norm,
+    _identity_metric,
+    _predict,
+    evaluates,
+)
 from .refine import _margin, _refine
 
 #: the reference implementation's push added to the linearised distance at every step
@@ -76,7 +88,7 @@ def _difference_gradients(h: Tensor, x: Tensor, batched: bool) -> Tensor:
 
 
 def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, overshoot: float,
-                   max_steps: int, box: Optional[tuple[float, float]], metric: Metric,
+                   max_steps: int, box: tuple[float, float] | None, metric: Metric,
                    batched_grads: bool) -> tuple[Tensor, Tensor]:
     """Run DeepFool from ``x0``; returns the last iterates and the step counts.
 
@@ -150,7 +162,7 @@ def _finite_rows(t: Tensor) -> Tensor:
 
 
 @torch.enable_grad()
-def _run(fn: Callable[[Tensor], Tensor], x: Tensor, opts: DeepFoolOptions, box: Optional[tuple[float, float]],
+def _run(fn: Callable[[Tensor], Tensor], x: Tensor, opts: DeepFoolOptions, box: tuple[float, float] | None,
          metric: Metric, cost: CostFn, who: str, name: str = "x") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """DeepFool + optional refinement + verification; returns (x_adv, success, steps, labels, adv_labels).
 
@@ -187,9 +199,9 @@ def _l2_cost(a: Tensor, b: Tensor) -> Tensor:
 
 
 @evaluates("model")
-def deepfool(model: Callable[[Tensor], Tensor], x: Tensor, *, candidates: Optional[int] = None,
+def deepfool(model: Callable[[Tensor], Tensor], x: Tensor, *, candidates: int | None = None,
              overshoot: float = 0.02, max_steps: int = 50, refine: bool = False,
-             box: Optional[Sequence[float]] = None, batched_grads: bool = False) -> AttackResult:
+             box: Sequence[float] | None = None, batched_grads: bool = False) -> AttackResult:
     """Batched L2 DeepFool (ref. [38]) on ``model``: an upper estimate of ``r_unc(x)`` (Section 3).
 
     Parameters

@@ -7,7 +7,7 @@ of image space pulled back to the latent space.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .base import (DeepFoolOptions, _as_int, _candidate_table, _check_differentiable, _check_generator, _check_input,
-                   _check_logits, _flat_norm, _identity_metric, _module_device, evaluates)
+from .base import (
+    DeepFoolOptions,
+    _as_int,
+    _candidate_table,
+    _check_differentiable,
+    _check_generator,
+    _check_input,
+    _check_logits,
+    _flat_norm,
+    _identity_metric,
+    _module_device,
+    evaluates,
+)
 from .boundary import BOUNDARY_STEPS, boundary_sqp
 from .deepfool import _l2_cost, _run
 from .jacobian import _pullback_metric, _ridged, generator_gram
@@ -45,7 +56,7 @@ class LatentAttackResult:
     steps: Tensor
     labels: Tensor
     adv_labels: Tensor
-    method: Optional[list[str]] = None
+    method: list[str] | None = None
 
 
 
@@ -82,7 +93,7 @@ def _image_distance(generator: Callable[[Tensor], Tensor], z_adv: Tensor, z: Ten
 
 
 def _latent_result(generator: Callable[[Tensor], Tensor], z: Tensor, z_adv: Tensor, success: Tensor, steps: Tensor,
-                   y: Tensor, adv_labels: Tensor, method: Optional[list[str]]) -> LatentAttackResult:
+                   y: Tensor, adv_labels: Tensor, method: list[str] | None) -> LatentAttackResult:
     pert = z_adv - z.detach()
     return LatentAttackResult(z_adv=z_adv, latent_perturbation=pert, latent_norms=_flat_norm(pert),
                               image_distances=_image_distance(generator, z_adv, z.detach()), success=success,
@@ -91,7 +102,7 @@ def _latent_result(generator: Callable[[Tensor], Tensor], z: Tensor, z_adv: Tens
 
 @evaluates("classifier", "generator")
 def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor, *,
-                    candidates: Optional[int] = None, overshoot: float = 0.02, max_steps: int = 50,
+                    candidates: int | None = None, overshoot: float = 0.02, max_steps: int = 50,
                     refine: bool = False, batched_grads: bool = False) -> LatentAttackResult:
     """DeepFool on ``f o g`` with respect to ``z``: an upper estimate of ``r_Z`` (Remark 5).
 
@@ -109,10 +120,10 @@ def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[
 
 @evaluates("classifier", "generator")
 def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
-                           *, candidates: Optional[int] = None, overshoot: float = 0.02, max_steps: int = 50,
+                           *, candidates: int | None = None, overshoot: float = 0.02, max_steps: int = 50,
                            refine: bool = False, ridge: float = 1e-6, include_latent: bool = True,
-                           batched_grads: bool = False, latent: Optional[LatentAttackResult] = None,
-                           boundary_steps: int = BOUNDARY_STEPS) -> LatentAttackResult:
+                           batched_grads: bool = False, latent: LatentAttackResult | None = None,
+                           boundary_steps: int = BOUNDARY_STEPS, gram: Tensor | None = None) -> LatentAttackResult:
     """In-distribution attack: an upper estimate of ``r_in(x) = min_r ||g(z + r) - g(z)||`` s.t. a label change.
 
     Method (our design; the paper only says the perturbations were computed with ref. [38]):
@@ -133,6 +144,10 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
       (:func:`best_of`; ``method`` says which: ``"boundary_from_z"``, ``"boundary_from_latent"``,
       ``"pullback_deepfool"`` or ``"latent_deepfool"``).
 
+    ``gram`` (n, d, d): the pulled-back metric ``J^T J`` at ``z`` (:func:`generator_gram`), when the caller
+    already has it: it depends on the generator and ``z`` only, so one computation serves every classifier
+    attacked at the same ``z`` (the boundary search's only Jacobian).
+
     ``candidates`` (the top-k classes of the clean logits) apply to every search; ``overshoot``,
     ``max_steps`` and ``refine`` to the DeepFool searches only: the boundary search ends on the boundary by
     construction (each step aims ``1e-3`` of the distance beyond its linearisation, more where steps fall
@@ -146,12 +161,17 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
     if latent is not None and (latent.z_adv.shape != z.shape or latent.z_adv.dtype != z.dtype):
         raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z.shape)}, dtype "
                          f"{z.dtype}); got z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}")
+    if gram is not None and (not isinstance(gram, Tensor) or gram.shape != (z.shape[0], z.shape[1], z.shape[1])
+                             or gram.dtype != z.dtype or gram.device != z.device):
+        raise ValueError(f"gram must be the (n, d, d) = {(z.shape[0], z.shape[1], z.shape[1])} pulled-back metric "
+                         f"J^T J at z, with z's dtype {z.dtype} and device {z.device}; got "
+                         f"{tuple(getattr(gram, 'shape', ()))} {getattr(gram, 'dtype', type(gram).__name__)}")
     if latent is None and include_latent:
         latent = latent_deepfool(classifier, generator, z, **opts.kwargs())
     if boundary_steps == 0:
         results = [_pullback_deepfool(classifier, generator, z, opts, float(ridge))]
     else:
-        results = _boundary_searches(classifier, generator, z, opts, float(ridge), boundary_steps, latent)
+        results = _boundary_searches(classifier, generator, z, opts, float(ridge), boundary_steps, latent, gram)
     return best_of(*results, *([] if latent is None else [latent]))
 
 
@@ -169,7 +189,7 @@ def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callab
 @torch.enable_grad()
 def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                        opts: DeepFoolOptions, ridge: float, steps: int,
-                       latent: Optional[LatentAttackResult]) -> list[LatentAttackResult]:
+                       latent: LatentAttackResult | None, gram: Tensor | None = None) -> list[LatentAttackResult]:
     """The boundary search from ``z`` and, when given, from the latent DeepFool point, each re-verified."""
     fn = _Composed(classifier, generator)
     z0 = z.detach()
@@ -179,7 +199,7 @@ def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callab
     _check_differentiable(fn, z0, n_classes, "classifier(generator(z))", "z")
     cand = _candidate_table(logits0, opts.candidates)
     y = cand[:, 0]
-    metric0 = _ridged(generator_gram(generator, z0), ridge)
+    metric0 = _ridged(generator_gram(generator, z0) if gram is None else gram.detach(), ridge)
     starts = [("boundary_from_z", z0)] + ([] if latent is None else [("boundary_from_latent", latent.z_adv)])
     out = []
     for name, start in starts:

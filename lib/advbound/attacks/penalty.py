@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -39,7 +39,7 @@ def _positive(value: object, name: str, allow_zero: bool = False) -> float:
 @evaluates("classifier", "generator")
 def latent_penalty_attack(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                           *, distance: str = "image", rounds: int = 7, steps: int = 300, lr: float = 0.01,
-                          c_init: float = 1.0, kappa: float = 0.0, init: Optional[Tensor] = None) -> LatentAttackResult:
+                          c_init: float = 1.0, kappa: float = 0.0, init: Tensor | None = None) -> LatentAttackResult:
     """Penalty (Carlini-Wagner-style) attack on ``z -> f(g(z))``: an upper estimate of ``r_in`` or ``r_Z``.
 
     Parameters

@@ -8,7 +8,7 @@ new point only if it is valid and closer).  A refined point is used only if it i
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from torch import Tensor
 from .base import CostFn, Metric, _flat_norm
 
 
-def _along(x0: Tensor, t: Tensor, direction: Tensor, box: Optional[tuple[float, float]]) -> Tensor:
+def _along(x0: Tensor, t: Tensor, direction: Tensor, box: tuple[float, float] | None) -> Tensor:
     """Points ``x0 + t * direction`` (per-sample scale ``t``), clipped to ``box`` when given."""
     point = x0 + t.view(-1, *([1] * (x0.dim() - 1))) * direction
     return point if box is None else point.clamp(*box)
@@ -35,7 +35,7 @@ def _margin_at(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> Tensor:
 
 def _boundary_search(fn: Callable[[Tensor], Tensor], x0: Tensor, direction: Tensor, y: Tensor, lo: Tensor,
                      m_lo: Tensor, hi: Tensor, m_hi: Tensor, iters: int,
-                     box: Optional[tuple[float, float]]) -> Tensor:
+                     box: tuple[float, float] | None) -> Tensor:
     """Shrink ``hi`` towards the boundary along ``x0 + t * direction`` by regula falsi (Illinois variant).
 
     Invariant: the margin (see :func:`_margin`) is ``m_lo <= 0`` at ``t = lo`` and ``m_hi > 0`` at ``t = hi``
@@ -59,7 +59,7 @@ def _boundary_search(fn: Callable[[Tensor], Tensor], x0: Tensor, direction: Tens
 
 
 def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor, ok: Tensor, m0: Tensor,
-            m_adv: Tensor, *, metric: Metric, cost: CostFn, box: Optional[tuple[float, float]],
+            m_adv: Tensor, *, metric: Metric, cost: CostFn, box: tuple[float, float] | None,
             search_iters: int = 3, projections: int = 2) -> Tensor:
     """Shrink valid perturbations toward the decision boundary, never returning an invalid point.
 

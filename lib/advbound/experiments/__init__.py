@@ -8,10 +8,20 @@
 """
 
 from .pipeline import run_experiment, set_determinism
-from .plots import plot_examples, plot_modulus, plot_robustness
+from .plots import plot_examples, plot_gap, plot_modulus, plot_robustness
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
-from .report import (BOUND_COLUMN, PAPER_TABLES, ROWS, ClassifierResult, ExperimentResult, format_table, key_numbers,
-                     paper_table, quantile_with_failures, side_by_side)
+from .report import (
+                     BOUND_COLUMN,
+                     PAPER_TABLES,
+                     ROWS,
+                     ClassifierResult,
+                     ExperimentResult,
+                     format_table,
+                     key_numbers,
+                     paper_table,
+                     quantile_with_failures,
+                     side_by_side,
+)
 
 __all__ = [
     "BOUND_COLUMN",
@@ -26,6 +36,7 @@ __all__ = [
     "key_numbers",
     "paper_table",
     "plot_examples",
+    "plot_gap",
     "plot_modulus",
     "plot_robustness",
     "quantile_with_failures",

@@ -32,9 +32,10 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -228,8 +229,10 @@ class DryRun:
                 "memory (GiB)": r.memory_bytes / 2**30, time_col: r.seconds_per_step, "steps": r.steps,
                 "PFLOP": r.total_flops / 1e15, "GPU hours (projected)": self.gpu.seconds(r.total_flops) / 3600,
             })
-        records.append({"network": "total", "architecture": "", "training": "", "params (M)": sum(r.params for r in self.rows) / 1e6,
-                        "batch": None, "GFLOP/step": None, "memory (GiB)": max(r.memory_bytes for r in self.rows) / 2**30,
+        records.append({"network": "total", "architecture": "", "training": "",
+                        "params (M)": sum(r.params for r in self.rows) / 1e6,
+                        "batch": None, "GFLOP/step": None,
+                        "memory (GiB)": max(r.memory_bytes for r in self.rows) / 2**30,
                         time_col: None, "steps": sum(r.steps for r in self.rows), "PFLOP": self.total_flops / 1e15,
                         "GPU hours (projected)": self.projected_hours()})
         table = pd.DataFrame.from_records(records).set_index("network")
@@ -249,8 +252,8 @@ class DryRun:
             f"Dry run of the {self.dataset} {self.profile} profile at its configured sizes "
             f"({self.train_size} training images, synthetic batches)",
             body,
-            f"Memory: the largest network's training memory (weights, gradients, optimiser state, activations "
-            f"saved for backward); total row: the largest, not the sum.",
+            "Memory: the largest network's training memory (weights, gradients, optimiser state, activations "
+            "saved for backward); total row: the largest, not the sum.",
             (f"Steps timed on {self.device} ({self.threads} threads, torch {self.torch_version}); " if self.timed
              else f"Steps run on {self.device}, not timed; ")
             + "FLOPs counted with torch.utils.flop_counter (matrix products and convolutions).",
@@ -277,7 +280,7 @@ class DryRun:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DryRun":
+    def load(cls, path: str | os.PathLike) -> DryRun:
         """Read a dry run written by :meth:`save`."""
         raw = json.loads(Path(path).read_text())
         rows = [NetworkCost(**{**r, "measured": StepMeasurement(**r["measured"])}) for r in raw["rows"]]
@@ -353,7 +356,8 @@ def _cpu_name() -> str:
 
 def dry_run(dataset: str, profile: str = "full", *, config: ExperimentConfig | None = None,
             probe_batch: int | None = None, repeats: int = 2, gpu: GPUSpec = H100_FP32,
-            device: str | torch.device | None = "cpu", seed: int = 0, log: Callable[[str], Any] | None = None) -> DryRun:
+            device: str | torch.device | None = "cpu", seed: int = 0,
+            log: Callable[[str], Any] | None = None) -> DryRun:
     """Measure one training step of every network of ``dataset`` at ``profile`` (see the module docstring).
 
     ``probe_batch`` images per measured step (default: 8 on a CPU, the configured batch on a GPU);
@@ -364,7 +368,8 @@ def dry_run(dataset: str, profile: str = "full", *, config: ExperimentConfig | N
     if cfg.dataset != dataset or cfg.profile != profile:
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
     dev = resolve_device(device)
-    if probe_batch is not None and (isinstance(probe_batch, bool) or int(probe_batch) != probe_batch or probe_batch < 1):
+    if probe_batch is not None and (isinstance(probe_batch, bool) or int(probe_batch) != probe_batch
+                                    or probe_batch < 1):
         raise ValueError(f"probe_batch must be an integer >= 1; got {probe_batch!r}")
     if profile == "ci":  # the ci profile's training sets (see advbound.data.load_dataset)
         train_size = MNIST_CI_TRAIN if dataset == "mnist" else cfg.n_train or 2000

@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +42,21 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .. import __version__
+from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks
 from ..attacks import deepfool, in_distribution_attack, latent_deepfool
+from ..attacks.jacobian import generator_gram
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
-from ..data import STAND_IN, load_dataset
-from ..models import LATENT_DIM, DCGANDiscriminator, DCGANGenerator, build_classifier, init_dcgan_weights
+from ..data import STAND_IN, ImageData, load_dataset
+from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcgan_weights
 from ..modulus_estimation import default_radii, estimate_modulus
+from ..portable import seeded_normal
 from ..training import error_rate, predict, resolve_device, train_classifier, train_gan
 from .profiles import ExperimentConfig, experiment_config
 from .report import ClassifierResult, ExperimentResult, _checks, _tables
+
 
 def _versions() -> dict[str, str]:
     import scipy
@@ -81,16 +87,19 @@ def set_determinism(seed: int, threads: int | None = 1) -> None:
 # The pipeline
 # --------------------------------------------------------------------------------------------------
 
-def _latent(n: int, seed: int, device: torch.device) -> torch.Tensor:
-    return torch.randn(n, LATENT_DIM, generator=torch.Generator().manual_seed(int(seed))).to(device)
+def _latent(n: int, seed: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n`` latent draws z ~ N(0, I_d), the same bits on every CPU (:mod:`advbound.portable`)."""
+    return seeded_normal(n, LATENT_DIM, seed=seed, dtype=dtype, device=device)
 
 
-def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig) -> dict[str, Any]:
-    """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples."""
+def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
+            gram: torch.Tensor | None = None) -> dict[str, Any]:
+    """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples.  ``gram``: the
+    generator's pulled-back metric at ``z`` when already computed (it does not depend on the classifier)."""
     opts = cfg.attack.kwargs()
     lat = latent_deepfool(classifier, generator, z, **opts)
-    # r_in: the best valid point of the pulled-back search and of latent DeepFool, measured in image space
-    ind = in_distribution_attack(classifier, generator, z, latent=lat, **opts)
+    # r_in: the best valid point of the boundary searches and of latent DeepFool, measured in image space
+    ind = in_distribution_attack(classifier, generator, z, latent=lat, gram=gram, **opts)
     with torch.no_grad():
         x = generator(z)
     unc = deepfool(classifier, x, **opts)
@@ -115,8 +124,11 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
 
 
 def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
-                    batch: int) -> dict[str, Any]:
-    parts = [_attack(classifier, generator, z[i:i + batch], cfg) for i in range(0, z.shape[0], batch)]
+                    batch: int, *, grams: list[torch.Tensor] | None = None, progress: bool = False,
+                    desc: str = "attacks") -> dict[str, Any]:
+    starts = range(0, z.shape[0], batch)
+    parts = [_attack(classifier, generator, z[i:i + batch], cfg, None if grams is None else grams[i // batch])
+             for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2)]
     out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in ("r_z", "r_in", "r_unc", "r_df")}
     sizes = np.array([p["r_z"].shape[0] for p in parts], dtype=float)
     out["success"] = {k: float(np.dot([p["success"][k] for p in parts], sizes) / sizes.sum())
@@ -125,21 +137,101 @@ def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor
     return out
 
 
+#: Offsets added to the run's seed, one per independent random stream (classifier k is initialised from
+#: ``seed + CLASSIFIER_SEED * (k + 1)`` and trained with data order ``seed + k``)
+NORM_SEED, MODULUS_SEED, EVAL_SEED, GALLERY_SEED, CLASSIFIER_SEED = 101, 202, 303, 404, 1000
+
+
+def train_networks(cfg: ExperimentConfig, train: ImageData, seed: int, device: torch.device, *,
+                   checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
+                   log: Callable[[str], Any] = print) -> tuple[Networks, dict[str, float]]:
+    """Train the DCGAN and every classifier of ``cfg`` on ``train`` (float32), with per-network checkpoints
+    in ``checkpoint_dir`` (resumable).  Returns the networks (in eval mode) and the training times."""
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    tag = " [SYNTHETIC STAND-IN]" if train.source == STAND_IN else ""
+    timings: dict[str, float] = {}
+    torch.manual_seed(seed)
+    gen, clfs = build_networks(cfg, train.n_classes)
+    disc = DCGANDiscriminator(cfg.channels, cfg.image_size, cfg.disc_width or cfg.gan_width)
+    init_dcgan_weights(gen)
+    init_dcgan_weights(disc)
+    t = time.perf_counter()
+    gan_hist = train_gan(gen, disc, train, epochs=cfg.gan_epochs, batch_size=cfg.gan_batch_size, seed=seed,
+                         device=device, checkpoint=None if ckdir is None else ckdir / "dcgan.pt", progress=progress)
+    timings["gan_training_s"] = time.perf_counter() - t
+    log(f"DCGAN trained{tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
+    histories = {}
+    for k, spec in enumerate(cfg.classifiers):
+        torch.manual_seed(seed + CLASSIFIER_SEED * (k + 1))
+        clf = build_classifier(spec.arch, channels=cfg.channels, n_classes=train.n_classes, **spec.kwargs)
+        t = time.perf_counter()
+        histories[spec.key] = train_classifier(
+            clf, train, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer=spec.optimizer,
+            weight_decay=spec.weight_decay, seed=seed + k, adversarial=spec.adversarial, augment=spec.augment,
+            device=device, progress=progress, checkpoint=None if ckdir is None else ckdir / f"{spec.key}.pt")
+        clfs[spec.key] = clf
+        timings[f"train_{spec.key}_s"] = time.perf_counter() - t
+        log(f"{spec.label} trained{tag} ({spec.epochs} epochs, {timings[f'train_{spec.key}_s']:.0f} s)")
+    nets = Networks(freeze(gen, torch.float32, device), {k: freeze(c, torch.float32, device) for k, c in clfs.items()},
+                    gan_hist, histories)
+    return nets, timings
+
+
+def obtain_networks(cfg: ExperimentConfig, seed: int, train: ImageData, device: torch.device, *,
+                    artifacts: str | os.PathLike | None = None, retrain: bool = False,
+                    checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
+                    log: Callable[[str], Any] = print) -> tuple[Networks, dict[str, float]]:
+    """The trained networks of ``cfg`` in the analysis dtype ``cfg.dtype``.
+
+    * ``artifacts`` names a folder such as ``book/artifacts/mnist-ci-seed0`` (:mod:`advbound.artifacts`).
+      If it holds a manifest and ``retrain`` is false, the committed networks are loaded and verified
+      (:class:`advbound.artifacts.ArtifactError` when they do not match ``cfg``); nothing is trained.
+    * With ``retrain``, the networks are trained and written there (half precision, new manifest), and then
+      read back, so that the analysis sees the same rounded weights as every later run that loads them.
+    * Without artifacts (a Colab run, another profile) the networks are trained here, as they are.
+    """
+    if retrain and artifacts is None:
+        raise ValueError("retrain=True needs artifacts= (the folder to write the retrained networks to)")
+    folder = Path(artifacts) if artifacts is not None else None
+    if folder is not None and has_artifacts(folder) and not retrain:
+        nets = load_networks(folder, cfg, seed, dtype=cfg.dtype, device=device, n_classes=train.n_classes)
+        sizes = sum(e["size"] for e in nets.manifest["files"].values())  # type: ignore[index]
+        log(f"networks: loaded from {folder} ({len(nets.manifest['files'])} files, {sizes / 1e6:.1f} MB, "  # type: ignore[index]
+            "sha256 verified; nothing trained)")
+        return nets, {}
+    if folder is not None and not retrain:
+        log(f"networks: no committed networks in {folder}; training them here")
+    nets, timings = train_networks(cfg, train, seed, device, checkpoint_dir=checkpoint_dir, progress=progress,
+                                   log=log)
+    if folder is not None and retrain:
+        command = (f"python -m advbound artifacts --dataset {cfg.dataset} --profile {cfg.profile} --seed {seed} "
+                   f"--out {folder.parent}")
+        save_networks(folder, cfg, seed, nets, command=command, versions=_versions(), machine=_device_name(device))
+        log(f"networks: written to {folder} (half precision) and read back")
+        loaded = load_networks(folder, cfg, seed, dtype=cfg.dtype, device=device, n_classes=train.n_classes)
+        return loaded, timings
+    nets.generator, nets.classifiers = (freeze(nets.generator, cfg.dtype, device),
+                                        {k: freeze(c, cfg.dtype, device) for k, c in nets.classifiers.items()})
+    return nets, timings
+
+
 def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: str | torch.device | None = None,
                    data_root: str | os.PathLike | None = None, download: bool = True,
-                   checkpoint_dir: str | os.PathLike | None = None, config: ExperimentConfig | None = None,
-                   attack_batch: int = 256, progress: bool = True, log=print) -> ExperimentResult:
+                   checkpoint_dir: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None,
+                   retrain: bool = False, config: ExperimentConfig | None = None, attack_batch: int = 256,
+                   progress: bool = True, log: Callable[[str], Any] = print) -> ExperimentResult:
     """Run the Section 5 pipeline for ``dataset`` at ``profile`` and return an :class:`ExperimentResult`.
 
-    ``config`` overrides :func:`experiment_config`.  With ``checkpoint_dir`` every training run saves and
-    resumes its checkpoints there (``full`` profile: an interrupted run continues where it stopped).
-    ``colab`` / ``full`` raise :class:`advbound.data.DataUnavailableError` when the real data cannot be had.
+    ``config`` overrides :func:`experiment_config`.  The networks come from :func:`obtain_networks`: committed
+    ``artifacts`` when that folder holds them (``retrain`` to rewrite them), else trained here (with
+    ``checkpoint_dir``, every training run saves and resumes its checkpoints there: an interrupted ``full``
+    run continues where it stopped).  ``colab`` / ``full`` raise :class:`advbound.data.DataUnavailableError`
+    when the real data cannot be had.
     """
     cfg = config or experiment_config(dataset, profile)
     if cfg.dataset != dataset or cfg.profile != profile:
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
     dev = resolve_device(device)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     train, test = load_dataset(dataset, profile, root=data_root, download=download, seed=seed,
                                n_train=cfg.n_train, n_test=cfg.n_test)
@@ -148,72 +240,54 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
                          f"{(cfg.channels, cfg.image_size, cfg.image_size)}")
     log(f"data: train {train.describe()}; test {test.describe()}")
     data_tag = " [SYNTHETIC STAND-IN]" if train.source == STAND_IN else ""
-    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    nets, timings = obtain_networks(cfg, seed, train, dev, artifacts=artifacts, retrain=retrain,
+                                    checkpoint_dir=checkpoint_dir, progress=progress, log=log)
+    gen, dtype = nets.generator, cfg.dtype
 
-    # 1. the generator
-    torch.manual_seed(seed)
-    gen = DCGANGenerator(LATENT_DIM, cfg.channels, cfg.image_size, cfg.gan_width)
-    disc = DCGANDiscriminator(cfg.channels, cfg.image_size, cfg.disc_width or cfg.gan_width)
-    init_dcgan_weights(gen)
-    init_dcgan_weights(disc)
-    t = time.perf_counter()
-    gan_hist = train_gan(gen, disc, train, epochs=cfg.gan_epochs, batch_size=cfg.gan_batch_size, seed=seed,
-                         device=dev, checkpoint=None if ckdir is None else ckdir / "dcgan.pt", progress=progress)
-    timings["gan_training_s"] = time.perf_counter() - t
-    gen.eval()
-    for p in gen.parameters():
-        p.requires_grad_(False)
-    log(f"DCGAN trained{data_tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
-
-    # 2. normalisers and the modulus of continuity
+    # normalisers and the modulus of continuity
     with torch.no_grad():
-        zn = _latent(cfg.n_norm, seed + 101, dev)
+        zn = _latent(cfg.n_norm, seed + NORM_SEED, dev, dtype)
         norms = torch.cat([gen(zn[i:i + 1000]).flatten(1).norm(dim=1) for i in range(0, cfg.n_norm, 1000)])
     e_img = float(norms.mean())
     e_z = expected_latent_norm(LATENT_DIM)
     t = time.perf_counter()
     est = estimate_modulus(gen, radii=default_radii(cfg.modulus_radii), n_samples=cfg.modulus_samples,
                            delta=cfg.delta, confidence=cfg.modulus_confidence, restarts=cfg.modulus_restarts,
-                           steps=cfg.modulus_steps, seed=seed + 202)
+                           steps=cfg.modulus_steps, seed=seed + MODULUS_SEED)
     timings["modulus_s"] = time.perf_counter() - t
     log(f"modulus estimated{data_tag}: {est.modulus!r} ({timings['modulus_s']:.0f} s)")
 
-    # 3. classifiers and their robustness on generated samples
-    z_eval = _latent(cfg.n_eval, seed + 303, dev)
+    # classifiers and their robustness on generated samples
+    z_eval = _latent(cfg.n_eval, seed + EVAL_SEED, dev, dtype)
+    # the pulled-back metric J^T J at each z: the generator's alone, so computed once for all classifiers
+    t = time.perf_counter()
+    grams = [generator_gram(gen, z_eval[i:i + attack_batch]) for i in range(0, cfg.n_eval, attack_batch)]
+    timings["generator_gram_s"] = time.perf_counter() - t
     results: list[ClassifierResult] = []
-    for k, spec in enumerate(cfg.classifiers):
-        torch.manual_seed(seed + 1000 * (k + 1))
-        clf = build_classifier(spec.arch, channels=cfg.channels, n_classes=train.n_classes, **spec.kwargs)
-        t = time.perf_counter()
-        hist = train_classifier(clf, train, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                                optimizer=spec.optimizer, weight_decay=spec.weight_decay, seed=seed + k,
-                                adversarial=spec.adversarial, augment=spec.augment, device=dev, progress=progress,
-                                checkpoint=None if ckdir is None else ckdir / f"{spec.key}.pt")
-        timings[f"train_{spec.key}_s"] = time.perf_counter() - t
-        for p in clf.parameters():
-            p.requires_grad_(False)
+    for spec in cfg.classifiers:
+        clf = nets.classifiers[spec.key]
         err = error_rate(clf, test)
         with torch.no_grad():
             labels = torch.cat([predict(clf, gen(z_eval[i:i + 1000])) for i in range(0, cfg.n_eval, 1000)])
         props = np.bincount(labels.numpy(), minlength=train.n_classes) / cfg.n_eval
         t = time.perf_counter()
-        att = _attack_batched(clf, gen, z_eval, cfg, attack_batch)
+        att = _attack_batched(clf, gen, z_eval, cfg, attack_batch, grams=grams, progress=progress, desc=spec.label)
         timings[f"attacks_{spec.key}_s"] = time.perf_counter() - t
         results.append(ClassifierResult(spec, err, props, att["r_z"], att["r_in"], att["r_unc"], att["r_df"],
-                                        att["success"], att["examples"], hist))
-        log(f"{spec.label}: error {err:.3f}{data_tag}, trained in {timings[f'train_{spec.key}_s']:.0f} s, "
-            f"attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
+                                        att["success"], att["examples"], nets.histories.get(spec.key, [])))
+        log(f"{spec.label}: error {err:.3f}{data_tag}, attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
 
-    # 4. table, bounds, checks
+    # table, bounds, checks
     normalisers = {"E||z||": e_z, "E||g(z)||": e_img}
-    table, bounds_df = _tables(results, est, normalisers, train.n_classes)
-    checks = _checks(results, bounds_df, table, normalisers)
+    table, bounds_df, ci_low, ci_high = _tables(results, est, normalisers, train.n_classes, len(test))
+    checks = _checks(results, bounds_df, table, ci_high)
     with torch.no_grad():
-        generated = gen(_latent(16, seed + 404, dev)).cpu()
+        generated = gen(_latent(16, seed + GALLERY_SEED, dev, dtype)).float().cpu()
     timings["total_s"] = time.perf_counter() - t0
     provenance = {
         "dataset": dataset, "profile": profile, "data": train.source, "data_origin": train.origin,
         "data_notes": train.notes, "device": _device_name(dev), "seed": int(seed),
+        "networks": nets.origin, "analysis_dtype": cfg.analysis_dtype,
         "threads": torch.get_num_threads(), "versions": _versions(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "samples": {"train": len(train), "test": len(test), "latent_attacked": cfg.n_eval,
@@ -221,7 +295,8 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         "delta": cfg.delta, "quantile": TABLE_QUANTILE, "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "units": "L2 distances of images in [0, 1]; Z-space divided by E||z||_2, image space by the mean ||g(z)||_2",
     }
-    return ExperimentResult(cfg, table, bounds_df, checks, provenance, results, est, normalisers, generated, gan_hist)
+    return ExperimentResult(cfg, table, bounds_df, checks, provenance, results, est, normalisers, generated,
+                            nets.gan_history, ci_low, ci_high)
 
 
 def _device_name(dev: torch.device) -> str:

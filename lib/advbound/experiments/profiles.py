@@ -7,12 +7,18 @@ override fields with ``dataclasses.replace``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import torch
 
 from ..attacks import DeepFoolOptions
 from ..data import DATASETS, PROFILES
 from ..training import PGDConfig
+
+#: latent samples attacked per classifier in the ci profile
+CI_SAMPLES = 500
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,37 @@ class ExperimentConfig:
     delta: float = 0.05
     #: the DeepFool settings shared by the three attacks (candidates: all classes, or the top-k per sample)
     attack: DeepFoolOptions = field(default_factory=DeepFoolOptions)
+    #: floating type of the analysis (modulus, error rates, attacks): "float64" makes the printed numbers the
+    #: same on every CPU (float32 kernels differ in their last bits between instruction sets)
+    analysis_dtype: str = "float32"
     expected_time: str = ""
+
+    def __post_init__(self) -> None:
+        if self.analysis_dtype not in ("float32", "float64"):
+            raise ValueError(f"analysis_dtype must be 'float32' or 'float64'; got {self.analysis_dtype!r}")
+        if isinstance(self.n_eval, bool) or int(self.n_eval) != self.n_eval or self.n_eval < 1:
+            raise ValueError(f"n_eval (latent samples attacked) must be an integer >= 1; got {self.n_eval!r}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The analysis dtype as a torch dtype."""
+        return getattr(torch, self.analysis_dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def training_dict(self) -> dict[str, Any]:
+        """The settings that determine the trained networks (data, architectures, training recipes): two
+        configurations with the same ``training_dict`` and seed train the same networks, whatever their
+        analysis settings (samples, attacks, modulus estimation)."""
+        full = self.to_dict()
+        # as JSON has it (tuples become lists), so a manifest's copy compares equal
+        return json.loads(json.dumps({k: full[k] for k in TRAINING_FIELDS}))
+
+
+#: the fields of :class:`ExperimentConfig` that training depends on (the rest is analysis)
+TRAINING_FIELDS = ("dataset", "profile", "channels", "image_size", "classifiers", "gan_width", "gan_epochs",
+                   "gan_batch_size", "disc_width", "n_train", "n_test")
 
 
 def _ci_pgd() -> PGDConfig:
@@ -74,14 +107,14 @@ def _specs(dataset: str, profile: str, channels: int, size: int) -> tuple[Classi
     small = profile == "ci"
     if dataset == "cifar10":
         if small:
-            small_kw = dict(lr=3e-3, batch_size=64)
+            small_kw: dict[str, Any] = dict(lr=3e-3, batch_size=64)
             return (ClassifierSpec("VGG", "vgg", {"layout": "vgg11", "width_scale": 1 / 8}, 3, **small_kw),
                     ClassifierSpec("Wide ResNet", "wide_resnet", {"depth": 10, "widen": 1}, 3, **small_kw),
                     ClassifierSpec("Wide ResNet + Adv. training", "wide_resnet", {"depth": 10, "widen": 1}, 3,
                                    adversarial=_ci_pgd(), **small_kw))
         depth, widen = (16, 4) if profile == "colab" else (28, 10)
         epochs = 15 if profile == "colab" else 100
-        sgd = dict(lr=0.1, optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
+        sgd: dict[str, Any] = dict(lr=0.1, optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
         return (ClassifierSpec("VGG", "vgg", {"layout": "vgg16"}, epochs, **sgd),
                 ClassifierSpec("Wide ResNet", "wide_resnet", {"depth": depth, "widen": widen}, epochs, **sgd),
                 ClassifierSpec("Wide ResNet + Adv. training", "wide_resnet", {"depth": depth, "widen": widen},
@@ -116,21 +149,25 @@ def experiment_config(dataset: str, profile: str = "ci") -> ExperimentConfig:
     if profile == "ci":
         if dataset == "mnist":
             return ExperimentConfig(dataset, profile, channels, size, specs, gan_width=32, disc_width=16,
-                                    gan_epochs=5, n_eval=100, attack=DeepFoolOptions(candidates=4),
-                                    expected_time="about 2 minutes on one CPU core")
+                                    gan_epochs=5, n_eval=CI_SAMPLES, attack=DeepFoolOptions(candidates=4),
+                                    analysis_dtype="float64",
+                                    expected_time=("training about 2 minutes on one CPU core; the analysis of "
+                                                   "the committed networks about 1 minute"))
         return ExperimentConfig(dataset, profile, channels, size, specs, gan_width=32, disc_width=16, gan_epochs=8,
-                                attack=DeepFoolOptions(candidates=4),
-                                n_train=2000, n_test=500, n_eval=48, n_norm=1000, modulus_samples=48,
-                                modulus_radii=8, expected_time="about 2 minutes on one CPU core")
+                                attack=DeepFoolOptions(candidates=4), analysis_dtype="float64",
+                                n_train=2000, n_test=500, n_eval=CI_SAMPLES, n_norm=1000, modulus_samples=48,
+                                modulus_radii=8,
+                                expected_time=("training about 2 minutes on one CPU core; the analysis of "
+                                               "the committed networks about 1 minute"))
     if profile == "colab":
         return ExperimentConfig(dataset, profile, channels, size, specs, gan_width=64, gan_epochs=10,
                                 n_eval=500, n_norm=5000, modulus_samples=500, modulus_radii=14,
                                 modulus_restarts=4, modulus_steps=10, modulus_confidence=0.9,
-                                expected_time=("about 1-2 hours on a free Colab T4 (not measured in this "
-                                               "project: no GPU was available to time it)"))
+                                expected_time=("about 1-2 hours on a free Colab T4 (an estimate, not a "
+                                               "measurement; `--dry-run` projects it from measured FLOPs)"))
     return ExperimentConfig(dataset, profile, channels, size, specs, gan_width=64, gan_epochs=25,
                             n_eval=2000, n_norm=20000, modulus_samples=2000, modulus_radii=16,
                             modulus_restarts=8, modulus_steps=20, modulus_confidence=0.95,
                             attack=DeepFoolOptions(refine=True),
-                            expected_time=("several hours on one H100 (not measured in this project: no GPU "
-                                           "was available to time it); resumable from checkpoints"))
+                            expected_time=("hours on one modern GPU (projected from measured FLOPs by "
+                                           "`--dry-run`, not measured); resumable from checkpoints"))

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,10 +19,13 @@ import torch
 from ..bounds import TABLE_QUANTILE, class_probabilities, robustness_quantile_bound
 from ..data import STAND_IN
 from ..modulus_estimation import ModulusEstimate
+from ..montecarlo import proportion_interval, quantile_interval
 from .profiles import ClassifierSpec, ExperimentConfig
 
 ROWS = ("Error rate", "Robustness in the Z-space", "In-distribution robustness", "Unconstrained robustness")
 BOUND_COLUMN = "Upper bound on robustness"
+#: level of the table's confidence intervals
+CONFIDENCE = 0.95
 
 #: The paper's Tables 1 and 2 (25% quantiles of normalised robustness; error rates as fractions).
 PAPER_TABLES: dict[str, dict[str, Any]] = {
@@ -49,7 +53,8 @@ PAPER_TABLES: dict[str, dict[str, Any]] = {
 def paper_table(dataset: str) -> pd.DataFrame:
     """The paper's table for ``dataset`` (``"svhn"`` -> Table 1, ``"cifar10"`` -> Table 2) as a DataFrame."""
     if dataset not in PAPER_TABLES:
-        raise ValueError(f"dataset must be one of {sorted(PAPER_TABLES)} (the paper has no MNIST table); got {dataset!r}")
+        raise ValueError(f"dataset must be one of {sorted(PAPER_TABLES)} (the paper has no MNIST table); "
+                         f"got {dataset!r}")
     t = PAPER_TABLES[dataset]
     cols = {BOUND_COLUMN: t["bound"], **t["columns"]}
     return pd.DataFrame(cols, index=list(ROWS))
@@ -97,6 +102,10 @@ class ExperimentResult:
     normalisers: dict[str, float]
     generated: torch.Tensor
     gan_history: list[dict[str, float]] = field(default_factory=list)
+    #: 95% confidence intervals of the table's entries (same index and columns; NaN where none applies):
+    #: order-statistic intervals for the quantiles, Clopper-Pearson for the error rates
+    ci_low: pd.DataFrame | None = None
+    ci_high: pd.DataFrame | None = None
 
     @property
     def is_stand_in(self) -> bool:
@@ -120,8 +129,11 @@ class ExperimentResult:
         return clean({
             "title": _title(self.config.dataset, self.provenance["data"]),
             "provenance": self.provenance,
-            "table": {col: dict(zip(self.table.index, self.table[col].tolist())) for col in self.table.columns},
-            "bounds": {col: dict(zip(self.bounds.index, self.bounds[col].tolist())) for col in self.bounds.columns},
+            "table": _frame_dict(self.table),
+            "confidence_level": CONFIDENCE,
+            "table_ci_low": _frame_dict(self.ci_low),
+            "table_ci_high": _frame_dict(self.ci_high),
+            "bounds": _frame_dict(self.bounds),
             "checks": self.checks,
             "normalisers": self.normalisers,
             "modulus": self.modulus.to_dict(),
@@ -147,6 +159,12 @@ class ExperimentResult:
         return json_path
 
 
+def _frame_dict(frame: pd.DataFrame | None) -> dict[str, Any] | None:
+    if frame is None:
+        return None
+    return {col: dict(zip(frame.index, frame[col].tolist(), strict=True)) for col in frame.columns}
+
+
 def _title(dataset: str, data: str) -> str:
     names = {"mnist": "MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10"}
     if data == STAND_IN:
@@ -155,33 +173,48 @@ def _title(dataset: str, data: str) -> str:
 
 
 def _tables(results: Sequence[ClassifierResult], est: ModulusEstimate, normalisers: dict[str, float],
-            n_classes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+            n_classes: int, n_test: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The table (point estimates), its bounds, and the lower and upper ends of 95% intervals."""
     q = TABLE_QUANTILE
     e_z, e_img = normalisers["E||z||"], normalisers["E||g(z)||"]
     z_bound = robustness_quantile_bound(q, n_classes=n_classes) / e_z
     img_bound = robustness_quantile_bound(q, n_classes=n_classes, modulus=est.modulus) / e_img
+    nan4 = [math.nan] * 4
     cols: dict[str, list[float]] = {BOUND_COLUMN: [math.nan, z_bound, img_bound, img_bound]}
+    lows: dict[str, list[float]] = {BOUND_COLUMN: nan4}
+    highs: dict[str, list[float]] = {BOUND_COLUMN: nan4}
     bounds: dict[str, list[float]] = {}
     for r in results:
-        cols[r.spec.label] = [r.error_rate, quantile_with_failures(r.r_z, q) / e_z,
-                              quantile_with_failures(r.r_in, q) / e_img, quantile_with_failures(r.r_unc, q) / e_img]
+        samples = ((r.r_z, e_z), (r.r_in, e_img), (r.r_unc, e_img))
+        cols[r.spec.label] = [r.error_rate] + [quantile_with_failures(v, q) / e for v, e in samples]
+        err_ci = proportion_interval(int(round(r.error_rate * n_test)), n_test, CONFIDENCE)
+        cis = [err_ci] + [tuple(x / e for x in quantile_interval(v, q, CONFIDENCE)) for v, e in samples]
+        lows[r.spec.label] = [c[0] for c in cis]
+        highs[r.spec.label] = [c[1] for c in cis]
         probs = class_probabilities(r.class_proportions)
         bounds[r.spec.label] = [
             z_bound, robustness_quantile_bound(q, class_probs=probs) / e_z,
             img_bound, robustness_quantile_bound(q, class_probs=probs, modulus=est.modulus) / e_img,
             float(probs.max()),
         ]
-    table = pd.DataFrame(cols, index=list(ROWS))
+    index = list(ROWS)
+    table, low, high = (pd.DataFrame(c, index=index) for c in (cols, lows, highs))
     bounds_df = pd.DataFrame(bounds, index=["Z-space bound, 10 equiprobable classes",
                                             "Z-space bound, measured class proportions",
                                             f"Image-space bound, equiprobable (estimated omega, delta = {est.delta:g})",
-                                            f"Image-space bound, measured proportions (estimated omega, delta = {est.delta:g})",
+                                            "Image-space bound, measured proportions "
+                                            f"(estimated omega, delta = {est.delta:g})",
                                             "Largest measured class proportion"])
-    return table, bounds_df
+    return table, bounds_df, low, high
 
 
 def _checks(results: Sequence[ClassifierResult], bounds_df: pd.DataFrame, table: pd.DataFrame,
-            normalisers: dict[str, float]) -> dict[str, Any]:
+            high: pd.DataFrame) -> dict[str, Any]:
+    """What must hold (the bound's value), what holds by construction (``r_unc <= r_in``), and the statistical
+    comparisons of measured quantiles with the bounds, as margins: ``*_ci_high_over_bound`` is the upper end
+    of the quantile's 95% interval divided by the bound (below 1: the whole interval lies below the bound).
+    The measured quantiles are attacks' upper estimates on finitely many samples, so these are evidence, not
+    theorem checks."""
     z_bound = float(table.loc[ROWS[1], BOUND_COLUMN])
     checks: dict[str, Any] = {
         "z_bound_equiprobable": z_bound,
@@ -189,39 +222,59 @@ def _checks(results: Sequence[ClassifierResult], bounds_df: pd.DataFrame, table:
         "per_classifier": {},
     }
     for r in results:
-        measured_z = float(table.loc[ROWS[1], r.spec.label])
+        label = r.spec.label
+        measured_z = float(table.loc[ROWS[1], label])
+        z_own = float(bounds_df.loc[bounds_df.index[1], label])
+        img_own = float(bounds_df.loc[bounds_df.index[3], label])
         both = np.isfinite(r.r_in) & np.isfinite(r.r_unc_deepfool)
-        checks["per_classifier"][r.spec.label] = {
+        checks["per_classifier"][label] = {
             "z_quantile_below_equiprobable_bound": bool(measured_z <= z_bound),
-            "z_quantile_below_measured_proportions_bound": bool(measured_z <= float(bounds_df.loc[bounds_df.index[1], r.spec.label])),
-            "r_unc_le_r_in_all_samples": bool(np.all(r.r_unc <= r.r_in)),
+            "z_quantile_below_measured_proportions_bound": bool(measured_z <= z_own),
+            "z_quantile_over_measured_proportions_bound": measured_z / z_own,
+            "z_ci_high_over_measured_proportions_bound": float(high.loc[ROWS[1], label]) / z_own,
             # informative only: the image-space bound rests on the *estimated* modulus (see modulus_estimation)
-            "in_distribution_quantile_below_image_bound": bool(
-                float(table.loc[ROWS[2], r.spec.label]) <= float(bounds_df.loc[bounds_df.index[3], r.spec.label])),
-            "deepfool_alone_le_r_in_fraction": float(np.mean(r.r_unc_deepfool[both] <= r.r_in[both])) if both.any() else math.nan,
-            "ratio_r_in_over_r_unc_median": float(np.median(r.r_in[both] / r.r_unc[both])) if both.any() else math.nan,
+            "in_distribution_quantile_below_image_bound": bool(float(table.loc[ROWS[2], label]) <= img_own),
+            "in_distribution_ci_high_over_image_bound": float(high.loc[ROWS[2], label]) / img_own,
+            # by construction (the smaller of two valid points is kept): not a finding
+            "r_unc_le_r_in_all_samples": bool(np.all(r.r_unc <= r.r_in)),
+            "deepfool_alone_le_r_in_fraction": (float(np.mean(r.r_unc_deepfool[both] <= r.r_in[both]))
+                                                if both.any() else math.nan),
+            "ratio_r_in_over_r_unc_median": (float(np.median(r.r_in[both] / r.r_unc[both]))
+                                             if both.any() else math.nan),
         }
     return checks
 
 
-def format_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """Numbers as strings with ``digits`` significant figures (error rates as percentages); ``-`` for NaN."""
-    def fmt(v: float, row: str) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        if math.isinf(v):
-            return "inf (attack failed)"
-        if row == ROWS[0]:
-            return f"{100 * v:.{max(digits - 1, 1)}f}%"
-        return f"{v:.{digits}g}" if v >= 1e-2 else f"{v:.{digits - 1}e}"
-    return pd.DataFrame({c: [fmt(float(v) if v is not None else math.nan, row) for row, v in zip(table.index, table[c])]
-                         for c in table.columns}, index=table.index)
+def _fmt(v: float, row: str, digits: int) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if math.isinf(v):
+        return "inf (attack failed)" if v > 0 else "-inf"
+    if row == ROWS[0]:
+        return f"{100 * v:.{max(digits - 1, 1)}f}%"
+    return f"{v:.{digits}g}" if v >= 1e-2 else f"{v:.{digits - 1}e}"
+
+
+def format_table(table: pd.DataFrame, digits: int = 2, low: pd.DataFrame | None = None,
+                 high: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Numbers as strings with ``digits`` significant figures (error rates as percentages); ``-`` for NaN.
+    With ``low`` / ``high`` (frames of the same shape), each entry is followed by its interval ``[lo, hi]``."""
+    def cell(col: str, row: str) -> str:
+        text = _fmt(float(table.loc[row, col]), row, digits)
+        if low is None or high is None or text == "-":
+            return text
+        lo, hi = float(low.loc[row, col]), float(high.loc[row, col])
+        if math.isnan(lo) or math.isnan(hi):
+            return text
+        return f"{text} [{_fmt(lo, row, digits)}, {_fmt(hi, row, digits)}]"
+    return pd.DataFrame({c: [cell(c, row) for row in table.index] for c in table.columns}, index=table.index)
 
 
 def side_by_side(result: ExperimentResult) -> pd.DataFrame:
-    """Our table next to the paper's (for SVHN and CIFAR-10), columns labelled with their source."""
+    """Our table (with 95% intervals) next to the paper's (for SVHN and CIFAR-10), columns labelled with
+    their source."""
     ours_label = "synthetic stand-in" if result.is_stand_in else f"ours, {result.provenance['profile']}"
-    ours = format_table(result.table)
+    ours = format_table(result.table, 2, result.ci_low, result.ci_high)
     ours.columns = pd.MultiIndex.from_tuples([(ours_label, c) for c in ours.columns])
     if result.config.dataset not in PAPER_TABLES:
         return ours
@@ -230,12 +283,24 @@ def side_by_side(result: ExperimentResult) -> pd.DataFrame:
     return pd.concat([paper, ours], axis=1)
 
 
+def _percent_below(ratio: float) -> str:
+    if not math.isfinite(ratio):
+        return "no finite upper end (too many failed attacks)"
+    if ratio <= 1:
+        return f"{100 * (1 - ratio):.0f}% below the bound"
+    return f"{100 * (ratio - 1):.0f}% ABOVE the bound"
+
+
 def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
-    """The table's numbers and the checks as rounded text (what the book's nbval checks compare)."""
+    """The table's numbers with their 95% intervals, the bounds and the checks as rounded text (what the
+    book's nbval checks compare: every number at the precision its interval supports)."""
     tag = " [SYNTHETIC STAND-IN, not real data]" if result.is_stand_in else " [real data]"
+    n = result.provenance["samples"]
     lines = [f"{_title(result.config.dataset, result.provenance['data'])}, profile {result.provenance['profile']}, "
-             f"seed {result.provenance['seed']}"]
-    ftab = format_table(result.table, digits)
+             f"seed {result.provenance['seed']}",
+             f"25% quantiles over {n['latent_attacked']} latent samples, error rates over {n['test']} test images; "
+             f"[95% confidence interval]"]
+    ftab = format_table(result.table, digits, result.ci_low, result.ci_high)
     fb = format_table(result.bounds.iloc[:4], digits)
     # one value per line, so the page needs no sideways scrolling; the data label heads every block
     for frame, rows in ((ftab, ROWS), (fb, fb.index)):
@@ -243,14 +308,13 @@ def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
             lines.append(f"{row}{tag}:")
             lines.extend(f"    {c} = {frame.loc[row, c]}" for c in frame.columns)
     ch = result.checks
-    lines.append(f"check: Z-space bound (10 equiprobable classes, d = 100) = {ch['z_bound_equiprobable']:.4f}, "
+    lines.append(f"Z-space bound (10 equiprobable classes, d = 100) = {ch['z_bound_equiprobable']:.4f}, "
                  f"rounds to the paper's 0.016: {ch['z_bound_is_paper_0.016']}")
     for label, c in ch["per_classifier"].items():
-        lines.append(f"check {label}:")
-        lines.append(f"    measured Z-space 25% quantile below the equiprobable bound: "
-                     f"{c['z_quantile_below_equiprobable_bound']}")
-        lines.append(f"    ... below the measured-proportions bound: {c['z_quantile_below_measured_proportions_bound']}")
-        lines.append(f"    r_unc <= r_in for every sample: {c['r_unc_le_r_in_all_samples']}")
-        lines.append(f"    in-distribution 25% quantile below the image-space bound (estimated omega): "
-                     f"{c['in_distribution_quantile_below_image_bound']}")
+        lines.append(f"{label}:")
+        lines.append("    Z-space: upper end of the 95% interval of the measured quantile is "
+                     f"{_percent_below(c['z_ci_high_over_measured_proportions_bound'])} "
+                     "(the bound with this classifier's class proportions)")
+        lines.append("    in distribution: upper end of the 95% interval is "
+                     f"{_percent_below(c['in_distribution_ci_high_over_image_bound'])} (estimated omega)")
     return "\n".join(lines)

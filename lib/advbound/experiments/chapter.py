@@ -1,0 +1,165 @@
+"""What the three data chapters (MNIST, SVHN / Table 1, CIFAR-10 / Table 2) share: one code path, so the
+chapters differ only in their prose and parameters.
+
+* :func:`run_chapter` runs the pipeline as a chapter does (one CPU thread in ci, the committed networks when
+  they are there, checkpoints for the long profiles);
+* :func:`setup_text`, :func:`check_text` and :func:`profiles_table` print what the chapters show;
+  :func:`check_text` asserts what must hold and states the rest as measurements with their margins.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__, book
+from ..artifacts import artifact_folder
+from ..data import DATASETS, PROFILES
+from .pipeline import run_experiment, set_determinism
+from .profiles import ExperimentConfig, experiment_config
+from .report import ExperimentResult
+
+
+def run_chapter(dataset: str, profile: str = "ci", seed: int = 0, *, artifacts: str | os.PathLike | None = "artifacts",
+                retrain: bool = False, data_root: str | os.PathLike | None = None) -> ExperimentResult:
+    """The pipeline as a data chapter runs it.
+
+    The networks come from ``artifacts/{dataset}-{profile}-seed{seed}/`` when that folder holds them
+    (relative to the working folder: ``book/`` when the book is built), are retrained and rewritten there with
+    ``retrain``, and are trained here otherwise (Colab, other profiles), with resumable checkpoints under the
+    output folder (:func:`advbound.book.checkpoint_dir`) for ``colab`` / ``full``.  The ci profile runs on one
+    CPU thread (the printed numbers are compared by nbval)."""
+    set_determinism(seed, threads=1 if profile == "ci" else None)
+    checkpoints = None if profile == "ci" else book.checkpoint_dir(dataset, profile, seed)
+    folder = None if artifacts is None else artifact_folder(artifacts, dataset, profile, seed)
+    return run_experiment(dataset, profile, seed=seed, checkpoint_dir=checkpoints, artifacts=folder,
+                          retrain=retrain, data_root=data_root, progress=False)
+
+
+def start(dataset: str, profile: str = "ci", seed: int = 0) -> book.Chapter:
+    """Begin a data chapter (:func:`advbound.book.start`), silence torch's user warnings (deterministic-kernel
+    notices), and print :func:`setup_text`."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    chapter = book.start(dataset, seed=seed)
+    print(setup_text(dataset, profile, seed))
+    return chapter
+
+
+def _classifier_text(config: ExperimentConfig) -> str:
+    return ", ".join(f"{c.label} ({c.arch} {c.kwargs}, {c.epochs} epochs)" for c in config.classifiers)
+
+
+def setup_text(dataset: str, profile: str, seed: int) -> str:
+    """The chapter's first printed lines: version, profile, seed, expected time and the classifiers."""
+    config = experiment_config(dataset, profile)
+    return (f"advbound {__version__}, profile={profile}, seed={seed}, expected time: {config.expected_time}\n"
+            f"classifiers: {_classifier_text(config)}")
+
+
+def check_text(result: ExperimentResult) -> str:
+    """Assert what must hold, and return the measured comparisons as text.
+
+    Asserted: the equiprobable Z-space bound is the paper's 0.016 (a property of eq. (2) alone), and every
+    reported adversarial point was re-verified on the model by the attacks (their ``success`` flags); the
+    per-sample ``r_unc <= r_in`` holds by construction (the smaller of two valid points is kept) and is
+    asserted as a consistency check, not reported as a finding.  Everything else is a measurement: an attack's
+    upper estimate on finitely many samples, printed with its margin."""
+    checks = result.checks
+    assert checks["z_bound_is_paper_0.016"], checks["z_bound_equiprobable"]
+    tag = "SYNTHETIC STAND-IN" if result.is_stand_in else "real data"
+    lines = [f"Z-space bound for 10 equiprobable classes, d = 100: {checks['z_bound_equiprobable']:.4f} "
+             "(the paper's 0.016)"]
+    for r in result.classifiers:
+        c = checks["per_classifier"][r.spec.label]
+        assert c["r_unc_le_r_in_all_samples"], r.spec.label  # by construction, not a finding
+        ratio = c["z_quantile_over_measured_proportions_bound"]
+        lines.append(f"{r.spec.label} [{tag}]: measured Z-space 25% quantile = {ratio:.2f} x its bound "
+                     f"(upper end of the 95% interval: {c['z_ci_high_over_measured_proportions_bound']:.2f} x); "
+                     f"plain DeepFool no larger than the in-distribution point on "
+                     f"{c['deepfool_alone_le_r_in_fraction']:.0%} of the samples")
+    return "\n".join(lines)
+
+
+def modulus_text(result: ExperimentResult) -> str:
+    """How the estimated omega enters the image-space bound, and what its linear interpolation between grid
+    radii means: the latent root t* of eq. (2) (at q + delta, 10 equiprobable classes) usually falls between
+    two grid radii, where omega is interpolated, not measured.  Since a modulus is non-decreasing, the value at
+    the next grid radius is the bound that uses measured radii only."""
+    from ..bounds import TABLE_QUANTILE, latent_radius_quantile
+
+    est = result.modulus
+    e_img = result.normalisers["E||g(z)||"]
+    n_classes = len(result.classifiers[0].class_proportions)
+    t_star = float(latent_radius_quantile(TABLE_QUANTILE + est.delta, n_classes=n_classes))
+    radii = est.modulus.radii
+    k = int(np.searchsorted(radii, t_star))
+    omega = float(est.modulus(t_star))
+    lines = [f"delta = {est.delta:g}, latent samples = {est.n_samples}, confidence correction = "
+             f"{est.confidence if est.confidence else 'none (plain empirical quantile)'}",
+             f"E||z||_2 = {result.normalisers['E||z||']:.3f}, mean ||g(z)||_2 = {e_img:.3f}",
+             f"t* = {t_star:.4f} (eq. (2) at probability {TABLE_QUANTILE + est.delta:g}, {n_classes} equiprobable "
+             f"classes); omega(t*) = {omega:.3g}, image-space bound = {omega / e_img:.3g}"]
+    if 0 < k < radii.size:
+        nxt = float(est.modulus.values[k])
+        lines.append(f"t* lies between the grid radii {radii[k - 1]:.3g} and {radii[k]:.3g}, where omega is "
+                     f"interpolated linearly; at the next grid radius omega = {nxt:.3g}, so a bound that uses "
+                     f"measured radii only would be {nxt / e_img:.3g} ({nxt / omega - 1:+.0%})")
+    return "\n".join(lines)
+
+
+def gap_text(result: ExperimentResult) -> str:
+    """Per classifier, the median of ``r_in / r_unc`` with its 95% order-statistic interval and the fraction
+    of samples above Theorem 2's factor 2 with its Clopper-Pearson interval (samples where both attacks
+    succeeded)."""
+    from ..montecarlo import proportion_interval, quantile_interval
+
+    tag = "SYNTHETIC STAND-IN" if result.is_stand_in else "real data"
+    lines = []
+    for r in result.classifiers:
+        both = np.isfinite(r.r_in) & np.isfinite(r.r_unc) & (r.r_unc > 0)
+        ratio = r.r_in[both] / r.r_unc[both]
+        if ratio.size == 0:
+            lines.append(f"{r.spec.label} [{tag}]: no sample where both attacks succeeded")
+            continue
+        lo, hi = quantile_interval(ratio, 0.5)
+        above = int(np.sum(ratio > 2))
+        plo, phi = proportion_interval(above, ratio.size)
+        lines.append(f"{r.spec.label} [{tag}]: median r_in / r_unc = {np.median(ratio):.2f} [{lo:.2f}, {hi:.2f}]; "
+                     f"above 2 on {above / ratio.size:.0%} [{plo:.0%}, {phi:.0%}] of {ratio.size} samples")
+    return "\n".join(lines)
+
+
+def _profile_row(config: ExperimentConfig) -> dict[str, Any]:
+    data = ("synthetic stand-in" if config.dataset != "mnist" and config.profile == "ci"
+            else "MNIST test set" if config.dataset == "mnist" and config.profile == "ci"
+            else f"{config.dataset} via torchvision (download)")
+    split = (f"{config.n_train:,} / {config.n_test:,}" if config.n_train else
+             "8,000 / 2,000" if config.dataset == "mnist" and config.profile == "ci" else "official splits")
+    omega = (f"{config.modulus_samples} samples x {config.modulus_radii} radii"
+             + (f", {config.modulus_confidence:.0%} order-statistic correction" if config.modulus_confidence else ""))
+    return {
+        "data (train / test)": f"{data}, {split}",
+        "DCGAN": f"width {config.gan_width}, {config.gan_epochs} epochs",
+        "classifiers": _classifier_text(config),
+        "latent samples attacked": f"{config.n_eval:,}",
+        "omega": omega,
+        "attacks": (f"{config.attack.max_steps} steps, "
+                    + ("all classes" if config.attack.candidates is None
+                       else f"top {config.attack.candidates} classes")
+                    + f"{', refined' if config.attack.refine else ''}, {config.analysis_dtype}"),
+        "expected time": config.expected_time,
+    }
+
+
+def profiles_table(dataset: str) -> pd.DataFrame:
+    """The chapter's "Profiles" table, generated from :func:`experiment_config` (so it cannot contradict it)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}; got {dataset!r}")
+    return pd.DataFrame({p: _profile_row(experiment_config(dataset, p)) for p in PROFILES})
+
+
+__all__ = ["check_text", "gap_text", "modulus_text", "profiles_table", "run_chapter", "setup_text", "start"]
