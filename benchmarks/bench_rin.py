@@ -18,6 +18,7 @@ the 25% quantile (the tables' statistic) of each estimate; the best *known* poin
 estimates themselves.  ``--gram`` adds the timing of :func:`advbound.attacks.generator_gram`
 (``vmap(jacfwd)``) against the forward-AD pass on the repeated batch it replaced.
 
+The networks are the committed ci networks of the MNIST chapter (``book/artifacts/mnist-ci-seed0``).
 Run ``python benchmarks/bench_rin.py --quick`` (CPU, a few minutes) or without ``--quick`` (all 100 samples
 and both classifiers, more restarts; meant for a GPU).  Results go to ``book/results/bench_rin[-quick].json``
 and ``.csv``.
@@ -35,8 +36,9 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,27 +63,20 @@ LATENT_SEED = 303
 # --------------------------------------------------------------------------------------------------
 
 def load_networks(folder: Path, dtype: torch.dtype) -> tuple[nn.Module, dict[str, nn.Module]]:
-    """The MNIST ci generator and classifiers (seed 0), trained once into ``folder`` if not there yet."""
-    from advbound.checkpoints import load_checkpoint
-    from advbound.experiments import experiment_config, run_experiment
-    from advbound.models import LATENT_DIM, DCGANGenerator, build_classifier
+    """The committed MNIST ci networks (seed 0) that the MNIST chapter analyses, verified against their manifest."""
+    from advbound.artifacts import load_networks as load_artifacts
+    from advbound.experiments import experiment_config
 
-    cfg = experiment_config("mnist", "ci")
-    if not all((folder / f"{name}.pt").exists() for name in ["dcgan"] + [s.key for s in cfg.classifiers]):
-        run_experiment("mnist", "ci", checkpoint_dir=folder, progress=False)
-    gen = DCGANGenerator(LATENT_DIM, cfg.channels, cfg.image_size, cfg.gan_width)
-    gen.load_state_dict(load_checkpoint(folder / "dcgan.pt")["generator"])
-    classifiers = {}
-    for spec in cfg.classifiers:
-        clf = build_classifier(spec.arch, channels=cfg.channels, n_classes=10, **spec.kwargs)
-        clf.load_state_dict(load_checkpoint(folder / f"{spec.key}.pt")["model"])
-        classifiers[spec.key] = clf.to(dtype).eval().requires_grad_(False)
-    return gen.to(dtype).eval().requires_grad_(False), classifiers
+    nets = load_artifacts(folder, experiment_config("mnist", "ci"), 0, dtype=dtype)
+    return nets.generator, dict(nets.classifiers)
 
 
-def latent_samples(n: int, dim: int = 100) -> Tensor:
-    """The first ``n`` of the latent samples the ci pipeline attacks."""
-    return torch.randn(n, dim, generator=torch.Generator().manual_seed(LATENT_SEED))
+def latent_samples(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The first ``n`` of the latent samples the ci pipeline attacks (the same bits on every CPU)."""
+    from advbound.models import LATENT_DIM
+    from advbound.portable import seeded_normal
+
+    return seeded_normal(n, LATENT_DIM, seed=LATENT_SEED, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,8 +187,8 @@ def penalty_references(classifier: nn.Module, generator: nn.Module, z: Tensor, d
         runs[f"penalty lr=0.01 random start {k + 1}"] = {"lr": 0.01, "init": init}
     out = {}
     for name, kw in runs.items():
-        res, sec = timed(lambda: latent_penalty_attack(clf, gen, zr, distance=distance, rounds=rounds, steps=steps,
-                                                       **kw), z.device)
+        res, sec = timed(lambda kw=kw: latent_penalty_attack(clf, gen, zr, distance=distance, rounds=rounds,
+                                                             steps=steps, **kw), z.device)
         out[name] = (verified_distances(classifier, generator, z, res.z_adv, distance), sec)
     return out
 
@@ -222,10 +217,10 @@ def bench_classifier(classifier: nn.Module, generator: nn.Module, z: Tensor, arg
         lat, sec = timed(lambda: latent_deepfool(classifier, generator, z, **ATTACK), dev)
         times["latent_deepfool"].append(sec)
 
-        def new() -> Any:
+        def new(lat: Any = lat) -> Any:
             return in_distribution_attack(classifier, generator, z, latent=lat, **ATTACK)
 
-        def before() -> Any:
+        def before(lat: Any = lat) -> Any:
             with old_gram():
                 return in_distribution_attack(classifier, generator, z, latent=lat, boundary_steps=0, **ATTACK)
 
@@ -237,7 +232,7 @@ def bench_classifier(classifier: nn.Module, generator: nn.Module, z: Tensor, arg
         est["latent_deepfool"] = verified_distances(classifier, generator, z, lat.z_adv, "latent")
         est["latent_deepfool (image distance)"] = verified_distances(classifier, generator, z, lat.z_adv, "image")
     # the quick run: one learning rate, and r_Z (close to its references in every run so far) without restarts
-    print(f"  attacks timed: " + ", ".join(f"{k} {statistics.median(v):.1f} s" for k, v in times.items()), flush=True)
+    print("  attacks timed: " + ", ".join(f"{k} {statistics.median(v):.1f} s" for k, v in times.items()), flush=True)
     refs = {kind: penalty_references(classifier, generator, z, kind, args.ref_dtype,
                                      0 if kind == "latent" and args.quick else args.restarts, args.rounds, args.steps,
                                      seed=args.seed + 1, second_lr=not args.quick)
@@ -282,8 +277,9 @@ def bench_gram(generator: nn.Module, n: int, repeats: int, device: torch.device)
     rows = []
     for dtype in (torch.float32, torch.float64):
         gen = copy.deepcopy(generator).to(dtype)
-        z = latent_samples(n).to(device=device, dtype=dtype)
-        fns = {"vmap(jacfwd)": lambda: jacobian.generator_gram(gen, z), "repeated batch": lambda: gram_repeated_batch(gen, z)}
+        z = latent_samples(n, dtype).to(device)
+        fns = {"vmap(jacfwd)": lambda gen=gen, z=z: jacobian.generator_gram(gen, z),
+               "repeated batch": lambda gen=gen, z=z: gram_repeated_batch(gen, z)}
         ref = fns["repeated batch"]()
         diff = float((fns["vmap(jacfwd)"]() - ref).abs().max() / ref.abs().max())
         times: dict[str, list[float]] = {k: [] for k in fns}
@@ -291,12 +287,12 @@ def bench_gram(generator: nn.Module, n: int, repeats: int, device: torch.device)
             for name, fn in fns.items():
                 times[name].append(timed(fn, device)[1])
         for name, t in times.items():
-            rows.append({"dtype": str(dtype).replace("torch.", ""), "method": name, "n": n, "seconds": statistics.median(t),
-                         "all_seconds": t, "max_relative_difference": diff})
+            rows.append({"dtype": str(dtype).replace("torch.", ""), "method": name, "n": n,
+                         "seconds": statistics.median(t), "all_seconds": t, "max_relative_difference": diff})
     return rows
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="CPU run: 2-layer LeNet, 50 samples, penalty searches in float32 at one learning rate, "
@@ -312,10 +308,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--dtype", default="float64", help="dtype of the attacks under test (the pipeline's: float64)")
     ap.add_argument("--ref-dtype", default=None, help="dtype of the penalty searches (float32 quick, else --dtype)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a shared machine more threads than free cores make timings erratic)")
+                    help="torch threads (default 1: on a shared machine, more threads than free cores make timings "
+                         "erratic)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--networks", default=str(ROOT / "checkpoints" / "bench-mnist-ci"),
-                    help="folder of the MNIST ci checkpoints (trained there once if missing)")
+    ap.add_argument("--networks", default=str(ROOT / "book" / "artifacts" / "mnist-ci-seed0"),
+                    help="folder of the committed MNIST ci networks")
     ap.add_argument("--out", default=str(ROOT / "book" / "results"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -329,7 +326,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     generator, classifiers = load_networks(Path(args.networks), dtype)
     keys = (args.classifiers or ("2-layer-lenet" if args.quick else ",".join(classifiers))).split(",")
     generator = generator.to(device)
-    z = latent_samples(args.n).to(device=device, dtype=dtype)
+    z = latent_samples(args.n, dtype).to(device)
     results: dict[str, Any] = {}
     for key in keys:
         t0 = time.perf_counter()
@@ -351,8 +348,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                "classifiers": results, "gram": gram}
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
     keys_csv = ["classifier", "quantity", "method", "seconds", "success_rate", "samples_compared", "median_ratio",
-                "p90_ratio", "share_above_1.1", "share_below_1", "median_ratio_to_best_known", "p90_ratio_to_best_known",
-                "q25", "q25_best_reference", "q25_best_known"]
+                "p90_ratio", "share_above_1.1", "share_below_1", "median_ratio_to_best_known",
+                "p90_ratio_to_best_known", "q25", "q25_best_reference", "q25_best_known"]
     with open(out / f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys_csv, extrasaction="ignore")
         w.writeheader()

@@ -21,8 +21,13 @@ import pytest
 import torch
 from torch import nn
 
-from advbound.attacks import (DeepFoolOptions, generator_gram, in_distribution_attack, latent_deepfool,
-                              latent_penalty_attack)
+from advbound.attacks import (
+    DeepFoolOptions,
+    generator_gram,
+    in_distribution_attack,
+    latent_deepfool,
+    latent_penalty_attack,
+)
 from advbound.generators import TorusGenerator, torus_sine_sum_in_distribution_robustness
 
 DT = torch.float64
@@ -38,7 +43,8 @@ class Linear(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         u, _ = torch.linalg.qr(torch.randn(m, d, dtype=DT, generator=gen))
         v, _ = torch.linalg.qr(torch.randn(d, d, dtype=DT, generator=gen))
-        self.a = nn.Parameter(gain * u @ torch.diag(torch.logspace(-spread, spread, d, dtype=DT)) @ v.T, requires_grad=False)
+        sing = torch.logspace(-spread, spread, d, dtype=DT)
+        self.a = nn.Parameter(gain * u @ torch.diag(sing) @ v.T, requires_grad=False)
         self.c = nn.Parameter(torch.randn(m, dtype=DT, generator=gen), requires_grad=False)
         self.latent_dim = d
 

@@ -11,16 +11,16 @@ for each candidate class ``j``, the quadratic program
 in closed form: ``delta = mu B^{-1} a_j - B^{-1} grad_phi`` with
 ``mu = max(0, (t - h_j + a_j^T B^{-1} grad_phi) / (a_j^T B^{-1} a_j))``, and takes the class whose
 program has the smallest value.  This is sequential quadratic programming (Nocedal & Wright, *Numerical
-Optimization*, 2nd ed., Sec. 18.1) on the union of the half-spaces: at ``w_0 = z`` (``grad_phi = 0``) the
+Optimization*, 2nd ed., Ch. 18) on the union of the half-spaces: at ``w_0 = z`` (``grad_phi = 0``) the
 first step is the DeepFool step measured in the metric ``B``.
 
 * ``B`` starts as the pulled-back metric ``J^T J`` of the generator at ``z`` (one Jacobian) plus a ridge,
   and is then updated by damped BFGS steps on the Lagrangian's gradient (Powell's damping, Nocedal &
-  Wright Proc. 18.2), so no further Jacobian is computed;
+  Wright Ch. 18), so no further Jacobian is computed;
 * the gradients ``grad_phi = J^T (g(w) - g(z))`` and ``a_j`` are exact (backward passes), so the fixed
   points are exact first-order points of the problem; only the curvature model is approximate;
 * step acceptance: a step that increases the sample's l1 merit ``phi + nu * max(0, -max_j h_j)``
-  (``nu`` twice the largest multiplier so far; Nocedal & Wright Sec. 15.5) is undone and retried with a
+  (``nu`` twice the largest multiplier so far; Nocedal & Wright Ch. 15) is undone and retried with a
   larger Levenberg-Marquardt ridge on ``B``;
 * every iterate that the classifier labels differently from ``y`` is a valid adversarial point; per
   sample the valid iterate with the smallest image distance is returned.
