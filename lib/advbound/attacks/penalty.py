@@ -30,10 +30,13 @@ DISTANCES = ("image", "latent")
 
 
 def _positive(value: object, name: str, allow_zero: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if not ok or float(value) < 0 or (float(value) == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0; got {value!r}")
-    return float(value)
+    """``value`` as a finite float > 0 (>= 0 with ``allow_zero``), else a ValueError naming ``name``."""
+    bound = ">=" if allow_zero else ">"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (number > 0 or (allow_zero and number == 0)):
+            return number
+    raise ValueError(f"{name} must be a finite number {bound} 0; got {value!r}")
 
 
 @evaluates("classifier", "generator")
