@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     (BOOK / "figures").mkdir(exist_ok=True)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1; got {args.jobs}")
+    # absolute paths: papermill changes the process's working folder while it starts a kernel, which a
+    # relative path read by another worker thread would follow
+    args.sources = [s.resolve() for s in args.sources]
+    args.out_dir = args.out_dir.resolve()
     url = repository_url()
     start = time.perf_counter()
 
