@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +109,15 @@ def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_d
     return time.perf_counter() - start
 
 
+def _run(source: Path, settings: tuple) -> float:
+    """Execute one notebook (in a worker process) and report it."""
+    profile, seed, url, timeout, out_dir = settings
+    print(f"executing {source} (profile={profile}, seed={seed}) ...", flush=True)
+    seconds = execute(source, profile, seed, url, timeout, out_dir)
+    print(f"  wrote {out_dir / source.stem}.ipynb in {seconds:.1f} s", flush=True)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="+", type=Path, help="jupytext sources, e.g. notebooks/*.md")
@@ -130,22 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     (BOOK / "figures").mkdir(exist_ok=True)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1; got {args.jobs}")
-    # absolute paths: papermill changes the process's working folder while it starts a kernel, which a
-    # relative path read by another worker thread would follow
-    args.sources = [s.resolve() for s in args.sources]
-    args.out_dir = args.out_dir.resolve()
-    url = repository_url()
+    sources = [s.resolve() for s in args.sources]
+    settings = (args.profile, args.seed, repository_url(), args.timeout, args.out_dir.resolve())
     start = time.perf_counter()
-
-    def run(source: Path) -> float:
-        print(f"executing {source} (profile={args.profile}, seed={args.seed}) ...", flush=True)
-        seconds = execute(source, args.profile, args.seed, url, args.timeout, args.out_dir)
-        print(f"  wrote {args.out_dir / source.stem}.ipynb in {seconds:.1f} s", flush=True)
-        return seconds
-
-    # started in the order given (list the longest first); papermill runs each kernel in its own process
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        total = sum(pool.map(run, args.sources))
+    # one worker process per running notebook: papermill changes the process's working folder for the whole
+    # execution, so two executions must not share a process; started in the order given (longest first)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        total = sum(pool.map(_run, sources, [settings] * len(sources)))
     print(f"executed {len(args.sources)} notebook(s) in {time.perf_counter() - start:.1f} s "
           f"({total:.1f} s of kernel time)")
     return 0

@@ -10,8 +10,9 @@ paper's scale on one modern GPU, resumable), :func:`run_experiment`
    (:mod:`advbound.modulus_estimation`, our design for the unavailable supplement C.2);
 4. draws ``z ~ N(0, I_d)``, labels ``g(z)`` with f (no ground truth needed, the paper's footnote 9), and
    measures per sample, with the attacks of :mod:`advbound.attacks`:
-   ``r_Z`` (latent DeepFool), ``r_in`` (best valid point of the pulled-back in-distribution attack and of
-   latent DeepFool, measured as ``||g(z + r) - g(z)||``) and ``r_unc`` (DeepFool on ``x = g(z)``);
+   ``r_Z`` (latent DeepFool), ``r_in`` (best valid point of the boundary search of
+   :func:`~advbound.attacks.in_distribution_attack` and of latent DeepFool, measured as
+   ``||g(z + r) - g(z)||``) and ``r_unc`` (DeepFool on ``x = g(z)``);
 5. reports the 25% quantile (:data:`advbound.bounds.TABLE_QUANTILE`) of each *normalised* robustness
    (``r_Z / E||z||_2``, ``r_in / E||g(z)||``, ``r_unc / E||g(z)||``) next to the upper bounds of Theorem 1:
    in Z-space with omega the identity, both for 10 equiprobable classes (the paper's column) and with the
