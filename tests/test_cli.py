@@ -180,3 +180,27 @@ def test_experiment_names_the_output_variable_when_it_points_at_a_file(tmp_path,
     status, message = _error(_experiment(), capsys)
     assert status == 1 and "argument --output ($ADVBOUND_OUTPUT)" in _one_line(message) and "is a file" in message
     assert fake_run[0] == []
+
+
+def test_reattack_and_keep_networks_need_a_folder_of_networks(tmp_path, fake_run, capsys):
+    status, message = _error(_experiment("--reattack"), capsys)
+    assert status == 1 and _one_line(message) == ("advbound: error: argument --reattack: needs --artifacts (the "
+                                                  "folder to write the witnesses to)")
+    status, message = _error(["artifacts", "--dataset", "svhn", "--out", str(tmp_path), "--keep-networks"], capsys)
+    assert status == 1 and re.search(r"argument --keep-networks: .*svhn-ci-seed0 holds no committed networks",
+                                     _one_line(message))
+    assert fake_run[0] == []
+
+
+def test_artifacts_command_trains_and_searches_or_only_searches(tmp_path, fake_run, capsys):
+    from advbound.artifacts import ArtifactError
+
+    calls, raises = fake_run
+    raises[:] = [ArtifactError("the witnesses do not fit these networks")]
+    status, message = _error(["artifacts", "--dataset", "mnist", "--out", str(tmp_path), "--quiet"], capsys)
+    assert status == 1 and _one_line(message) == "advbound: error: the witnesses do not fit these networks"
+    (tmp_path / "mnist-ci-seed0").mkdir()
+    (tmp_path / "mnist-ci-seed0" / "manifest.json").write_text("{}")
+    _error(["artifacts", "--dataset", "mnist", "--out", str(tmp_path), "--keep-networks", "--quiet"], capsys)
+    assert [(c["retrain"], c["reattack"]) for c in calls] == [(True, True), (False, True)]
+    assert all(str(c["artifacts"]).endswith("mnist-ci-seed0") for c in calls)

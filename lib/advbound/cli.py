@@ -11,7 +11,9 @@ trains nothing and prints what the profile's training costs (:mod:`advbound.expe
 ``--artifacts book/artifacts`` it analyses the committed networks instead of training them.
 
 ``python -m advbound artifacts --dataset mnist --profile ci --out book/artifacts`` trains a table's networks
-and writes them, with their manifest, as the committed artifacts (:mod:`advbound.artifacts`).
+and writes them, with their manifest, as the committed artifacts (:mod:`advbound.artifacts`), then runs the
+table's analysis on them and writes the in-distribution boundary search's witnesses beside them
+(:mod:`advbound.witnesses`); ``--keep-networks`` re-runs only the search.
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "from it when it exists, else train (default: always train)")
     e.add_argument("--retrain", action="store_true",
                    help="with --artifacts: train anyway and rewrite the networks and their manifest there")
+    e.add_argument("--reattack", action="store_true",
+                   help="with --artifacts: run the in-distribution boundary search anyway and rewrite its "
+                        "witnesses there (advbound.witnesses)")
     e.add_argument("--output", default=None,
                    help="output folder for results/, checkpoints/, data/ (default: $ADVBOUND_OUTPUT, else .)")
     e.add_argument("--no-download", action="store_true", help="do not download the real data")
@@ -133,12 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no data, no training: measure one step of every network at the profile's sizes on "
                         "synthetic batches (parameters, FLOPs, memory, time) and project the training time on "
                         "one GPU (advbound.experiments.dryrun); with --out, also save it as JSON and CSV")
-    a = sub.add_parser("artifacts", allow_abbrev=False, help="train a table's networks and write them as artifacts",
+    a = sub.add_parser("artifacts", allow_abbrev=False,
+                       help="train a table's networks, search its witnesses, and write both as artifacts",
                        description="Train the DCGAN and the classifiers of a table and write them, in half precision "
                                    "with a manifest (sha256, size, configuration, versions, command), to "
-                                   "OUT/<dataset>-<profile>-seed<seed>/ (advbound.artifacts).")
+                                   "OUT/<dataset>-<profile>-seed<seed>/ (advbound.artifacts); then run the table's "
+                                   "analysis on them and write the in-distribution boundary search's points "
+                                   "(witnesses.pt and witnesses.json, advbound.witnesses) beside them.")
     _network_arguments(a)
     a.add_argument("--out", default="artifacts", help="artifact root folder (default: ./artifacts)")
+    a.add_argument("--keep-networks", action="store_true",
+                   help="do not train: re-run only the boundary search on the committed networks in OUT")
     return parser
 
 
@@ -153,30 +163,32 @@ def _network_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def artifacts_command(args: argparse.Namespace) -> int:
-    """Train the networks of one table and write them with their manifest (:mod:`advbound.artifacts`)."""
-    from .artifacts import artifact_folder
-    from .data import DataUnavailableError, load_dataset
-    from .experiments import experiment_config, set_determinism
-    from .experiments.pipeline import obtain_networks
-    from .training import CheckpointError, TrainingDivergedError, resolve_device
+    """Train the networks of one table and write them with their manifest (:mod:`advbound.artifacts`), then run
+    the analysis on them and write the boundary search's witnesses (:mod:`advbound.witnesses`)."""
+    from .artifacts import ArtifactError, artifact_folder, has_artifacts
+    from .data import DataUnavailableError
+    from .experiments import run_experiment, set_determinism
+    from .training import CheckpointError, TrainingDivergedError
 
     _check_device(args.device)
     _usable_folder(Path(args.out), "--out")
-    cfg = experiment_config(args.dataset, args.profile)
-    set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
     folder = artifact_folder(args.out, args.dataset, args.profile, args.seed)
+    if args.keep_networks and not has_artifacts(folder):
+        raise _fail(f"argument --keep-networks: {folder} holds no committed networks (manifest.json)")
+    set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
     try:
-        train, _ = load_dataset(args.dataset, args.profile, root=args.data_root, seed=args.seed,
-                                n_train=cfg.n_train, n_test=cfg.n_test)
-        obtain_networks(cfg, args.seed, train, resolve_device(args.device), artifacts=folder, retrain=True,
-                        progress=not args.quiet)
-    except (DataUnavailableError, CheckpointError, TrainingDivergedError) as err:
+        run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=args.data_root,
+                       artifacts=folder, retrain=not args.keep_networks, reattack=True, progress=not args.quiet)
+    except (DataUnavailableError, CheckpointError, TrainingDivergedError, ArtifactError) as err:
         raise _fail(str(err)) from None
     manifest = json.loads((folder / "manifest.json").read_text())
     for name, entry in manifest["files"].items():
         print(f"{folder / name}: {entry['size'] / 1e6:.2f} MB, {entry['parameters']:,} parameters, "
               f"sha256 {entry['sha256'][:16]}...")
     print(f"manifest: {folder / 'manifest.json'} ({manifest['total_size'] / 1e6:.2f} MB in all)")
+    witnesses = json.loads((folder / "witnesses.json").read_text())
+    found = ", ".join(f"{c['label']} {c['found']}/{c['samples']}" for c in witnesses["classifiers"].values())
+    print(f"witnesses: {folder / 'witnesses.pt'} ({witnesses['size'] / 1e6:.2f} MB; found: {found})")
     return 0
 
 
@@ -267,6 +279,8 @@ def experiment_command(args: argparse.Namespace) -> int:
         _usable_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
     if args.retrain and args.artifacts is None:
         raise _fail("argument --retrain: needs --artifacts (the folder to write the retrained networks to)")
+    if args.reattack and args.artifacts is None:
+        raise _fail("argument --reattack: needs --artifacts (the folder to write the witnesses to)")
     if args.artifacts is not None:
         _usable_folder(Path(args.artifacts), "--artifacts")
     if args.dry_run:
@@ -296,7 +310,7 @@ def experiment_command(args: argparse.Namespace) -> int:
                 else artifact_folder(args.artifacts, args.dataset, args.profile, args.seed))
         res = run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=data_root,
                              download=not args.no_download, checkpoint_dir=ckdir, artifacts=arts,
-                             retrain=args.retrain, progress=not args.quiet)
+                             retrain=args.retrain, reattack=args.reattack, progress=not args.quiet)
     except (DataUnavailableError, CheckpointError, TrainingDivergedError, ArtifactError) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:

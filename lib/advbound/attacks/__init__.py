@@ -13,7 +13,8 @@ and must not be read as robustness values.
 
 Modules: :mod:`~advbound.attacks.deepfool` (the batched DeepFool loop and :func:`deepfool`),
 :mod:`~advbound.attacks.refine` (shrinking a perturbation back to the boundary),
-:mod:`~advbound.attacks.latent` (:func:`latent_deepfool`, :func:`in_distribution_attack`, :func:`best_of`),
+:mod:`~advbound.attacks.latent` (:func:`latent_deepfool`, :func:`in_distribution_attack`, :func:`boundary_search`,
+:func:`best_of`),
 :mod:`~advbound.attacks.boundary` (the boundary search in ``z`` behind :func:`in_distribution_attack`),
 :mod:`~advbound.attacks.penalty` (:func:`latent_penalty_attack`, a slow penalty search used as a reference),
 :mod:`~advbound.attacks.jacobian` (:func:`generator_gram`, the pulled-back metric), and
@@ -23,7 +24,7 @@ Modules: :mod:`~advbound.attacks.deepfool` (the batched DeepFool loop and :func:
 from .base import DeepFoolOptions
 from .deepfool import PUSH, AttackResult, deepfool
 from .jacobian import generator_gram
-from .latent import LatentAttackResult, best_of, in_distribution_attack, latent_deepfool
+from .latent import LatentAttackResult, best_of, boundary_search, in_distribution_attack, latent_deepfool
 from .penalty import latent_penalty_attack
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "DeepFoolOptions",
     "LatentAttackResult",
     "best_of",
+    "boundary_search",
     "deepfool",
     "generator_gram",
     "in_distribution_attack",

@@ -118,6 +118,23 @@ def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[
 
 
 
+def _check_search(classifier: Callable, generator: Callable, z: Tensor, ridge: float, steps: int,
+                  latent: LatentAttackResult | None, gram: Tensor | None, steps_name: str, min_steps: int) -> int:
+    """The argument checks of the in-distribution searches; returns ``steps`` as an int."""
+    _check_latent(classifier, generator, z)
+    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not (0 <= float(ridge) < math.inf):
+        raise ValueError(f"ridge must be a finite number >= 0; got {ridge!r}")
+    if latent is not None and (latent.z_adv.shape != z.shape or latent.z_adv.dtype != z.dtype):
+        raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z.shape)}, dtype "
+                         f"{z.dtype}); got z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}")
+    if gram is not None and (not isinstance(gram, Tensor) or gram.shape != (z.shape[0], z.shape[1], z.shape[1])
+                             or gram.dtype != z.dtype or gram.device != z.device):
+        raise ValueError(f"gram must be the (n, d, d) = {(z.shape[0], z.shape[1], z.shape[1])} pulled-back metric "
+                         f"J^T J at z, with z's dtype {z.dtype} and device {z.device}; got "
+                         f"{tuple(getattr(gram, 'shape', ()))} {getattr(gram, 'dtype', type(gram).__name__)}")
+    return _as_int(steps, steps_name, min_steps)
+
+
 @evaluates("classifier", "generator")
 def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                            *, candidates: int | None = None, overshoot: float = 0.02, max_steps: int = 50,
@@ -154,25 +171,30 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
     short) and returns its best valid iterate.
     """
     opts = DeepFoolOptions(candidates, overshoot, max_steps, refine, batched_grads)
-    _check_latent(classifier, generator, z)
-    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not (0 <= float(ridge) < math.inf):
-        raise ValueError(f"ridge must be a finite number >= 0; got {ridge!r}")
-    boundary_steps = _as_int(boundary_steps, "boundary_steps", 0)
-    if latent is not None and (latent.z_adv.shape != z.shape or latent.z_adv.dtype != z.dtype):
-        raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z.shape)}, dtype "
-                         f"{z.dtype}); got z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}")
-    if gram is not None and (not isinstance(gram, Tensor) or gram.shape != (z.shape[0], z.shape[1], z.shape[1])
-                             or gram.dtype != z.dtype or gram.device != z.device):
-        raise ValueError(f"gram must be the (n, d, d) = {(z.shape[0], z.shape[1], z.shape[1])} pulled-back metric "
-                         f"J^T J at z, with z's dtype {z.dtype} and device {z.device}; got "
-                         f"{tuple(getattr(gram, 'shape', ()))} {getattr(gram, 'dtype', type(gram).__name__)}")
+    boundary_steps = _check_search(classifier, generator, z, ridge, boundary_steps, latent, gram, "boundary_steps", 0)
     if latent is None and include_latent:
         latent = latent_deepfool(classifier, generator, z, **opts.kwargs())
     if boundary_steps == 0:
-        results = [_pullback_deepfool(classifier, generator, z, opts, float(ridge))]
+        search = _pullback_deepfool(classifier, generator, z, opts, float(ridge))
     else:
-        results = _boundary_searches(classifier, generator, z, opts, float(ridge), boundary_steps, latent, gram)
-    return best_of(*results, *([] if latent is None else [latent]))
+        search = best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), boundary_steps, latent,
+                                             gram))
+    return best_of(search, *([] if latent is None else [latent]))
+
+
+@evaluates("classifier", "generator")
+def boundary_search(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor, *,
+                    latent: LatentAttackResult | None = None, gram: Tensor | None = None,
+                    candidates: int | None = None, ridge: float = 1e-6, steps: int = BOUNDARY_STEPS,
+                    batched_grads: bool = False) -> LatentAttackResult:
+    """The expensive part of :func:`in_distribution_attack` alone: the best valid point of the boundary
+    searches (:func:`~advbound.attacks.boundary.boundary_sqp`) from ``z`` and, when ``latent`` is given, from
+    its latent DeepFool point.  ``in_distribution_attack(..., latent=lat)`` equals
+    ``best_of(boundary_search(..., latent=lat), lat)``; the pipeline keeps this result as the committed
+    witnesses of :mod:`advbound.witnesses`."""
+    steps = _check_search(classifier, generator, z, ridge, steps, latent, gram, "steps", 1)
+    opts = DeepFoolOptions(candidates, batched_grads=batched_grads)
+    return best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), steps, latent, gram))
 
 
 def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,

@@ -25,19 +25,22 @@ from .report import ExperimentResult
 
 
 def run_chapter(dataset: str, profile: str = "ci", seed: int = 0, *, artifacts: str | os.PathLike | None = "artifacts",
-                retrain: bool = False, data_root: str | os.PathLike | None = None) -> ExperimentResult:
+                retrain: bool = False, reattack: bool = False,
+                data_root: str | os.PathLike | None = None) -> ExperimentResult:
     """The pipeline as a data chapter runs it.
 
     The networks come from ``artifacts/{dataset}-{profile}-seed{seed}/`` when that folder holds them
     (relative to the working folder: ``book/`` when the book is built), are retrained and rewritten there with
     ``retrain``, and are trained here otherwise (Colab, other profiles), with resumable checkpoints under the
-    output folder (:func:`advbound.book.checkpoint_dir`) for ``colab`` / ``full``.  The ci profile runs on one
-    CPU thread (the printed numbers are compared by nbval)."""
+    output folder (:func:`advbound.book.checkpoint_dir`) for ``colab`` / ``full``.  The committed witnesses of
+    the in-distribution boundary search in that folder are re-verified and used (:mod:`advbound.witnesses`);
+    ``reattack`` runs the search and rewrites them.  The ci profile runs on one CPU thread (the printed numbers
+    are compared by nbval)."""
     set_determinism(seed, threads=1 if profile == "ci" else None)
     checkpoints = None if profile == "ci" else book.checkpoint_dir(dataset, profile, seed)
     folder = None if artifacts is None else artifact_folder(artifacts, dataset, profile, seed)
     return run_experiment(dataset, profile, seed=seed, checkpoint_dir=checkpoints, artifacts=folder,
-                          retrain=retrain, data_root=data_root, progress=False)
+                          retrain=retrain, reattack=reattack, data_root=data_root, progress=False)
 
 
 def start(dataset: str, profile: str = "ci", seed: int = 0) -> book.Chapter:

@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks
-from ..attacks import deepfool, in_distribution_attack, latent_deepfool
+from ..attacks import best_of, boundary_search, deepfool, latent_deepfool
+from ..attacks.boundary import BOUNDARY_STEPS
 from ..attacks.jacobian import generator_gram
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
 from ..data import STAND_IN, ImageData, load_dataset
@@ -55,6 +56,7 @@ from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcga
 from ..modulus_estimation import default_radii, estimate_modulus
 from ..portable import seeded_normal
 from ..training import error_rate, predict, resolve_device, train_classifier, train_gan
+from ..witnesses import has_witnesses, load_witnesses, save_witnesses, verified_search, witness_points
 from .profiles import ExperimentConfig, experiment_config
 from .report import ClassifierResult, ExperimentResult, _checks, _tables
 
@@ -94,13 +96,22 @@ def _latent(n: int, seed: int, device: torch.device, dtype: torch.dtype = torch.
 
 
 def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
-            gram: torch.Tensor | None = None) -> dict[str, Any]:
+            gram: torch.Tensor | None = None, witness: tuple[torch.Tensor, torch.Tensor] | None = None,
+            name: str = "classifier") -> dict[str, Any]:
     """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples.  ``gram``: the
-    generator's pulled-back metric at ``z`` when already computed (it does not depend on the classifier)."""
+    generator's pulled-back metric at ``z`` when already computed (it does not depend on the classifier).
+    ``witness``: committed boundary-search points for this batch (:mod:`advbound.witnesses`), re-verified and
+    used instead of running the search."""
     opts = cfg.attack.kwargs()
     lat = latent_deepfool(classifier, generator, z, **opts)
     # r_in: the best valid point of the boundary searches and of latent DeepFool, measured in image space
-    ind = in_distribution_attack(classifier, generator, z, latent=lat, gram=gram, **opts)
+    # (this is in_distribution_attack, with the boundary search's result kept as the witnesses)
+    if witness is None:
+        search = boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=opts["candidates"],
+                                 batched_grads=opts["batched_grads"])
+    else:
+        search = verified_search(classifier, generator, z, *witness, name=name)
+    ind = best_of(search, lat)
     with torch.no_grad():
         x = generator(z)
     unc = deepfool(classifier, x, **opts)
@@ -119,21 +130,25 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
                "in_distribution": float(ind.success.float().mean()),
                "deepfool": float(unc.success.float().mean())}
     return {"r_z": r_z, "r_in": r_in, "r_unc": r_unc, "r_df": r_df, "success": success,
+            "witnesses": witness_points(search, z),
             "examples": {"x": x, "x_latent": x_lat, "x_in": x_in, "x_unc": x_unc,
                          "labels": lat.labels, "labels_latent": lat.adv_labels,
                          "labels_in": predict(classifier, x_in), "labels_unc": predict(classifier, x_unc)}}
 
 
 def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
-                    batch: int, *, grams: list[torch.Tensor] | None = None, progress: bool = False,
+                    batch: int, *, grams: list[torch.Tensor] | None = None,
+                    witnesses: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = False,
                     desc: str = "attacks") -> dict[str, Any]:
     starts = range(0, z.shape[0], batch)
-    parts = [_attack(classifier, generator, z[i:i + batch], cfg, None if grams is None else grams[i // batch])
+    parts = [_attack(classifier, generator, z[i:i + batch], cfg, None if grams is None else grams[i // batch],
+                     None if witnesses is None else (witnesses[0][i:i + batch], witnesses[1][i:i + batch]), desc)
              for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2)]
     out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in ("r_z", "r_in", "r_unc", "r_df")}
     sizes = np.array([p["r_z"].shape[0] for p in parts], dtype=float)
     out["success"] = {k: float(np.dot([p["success"][k] for p in parts], sizes) / sizes.sum())
                       for k in parts[0]["success"]}
+    out["witnesses"] = tuple(torch.cat([p["witnesses"][j] for p in parts]) for j in (0, 1))
     out["examples"] = {k: v[:8].detach().cpu() for k, v in parts[0]["examples"].items()}
     return out
 
@@ -219,8 +234,9 @@ def obtain_networks(cfg: ExperimentConfig, seed: int, train: ImageData, device: 
 def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: str | torch.device | None = None,
                    data_root: str | os.PathLike | None = None, download: bool = True,
                    checkpoint_dir: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None,
-                   retrain: bool = False, config: ExperimentConfig | None = None, attack_batch: int = 256,
-                   progress: bool = True, log: Callable[[str], Any] = print) -> ExperimentResult:
+                   retrain: bool = False, reattack: bool = False, config: ExperimentConfig | None = None,
+                   attack_batch: int = 256, progress: bool = True,
+                   log: Callable[[str], Any] = print) -> ExperimentResult:
     """Run the Section 5 pipeline for ``dataset`` at ``profile`` and return an :class:`ExperimentResult`.
 
     ``config`` overrides :func:`experiment_config`.  The networks come from :func:`obtain_networks`: committed
@@ -228,10 +244,17 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     ``checkpoint_dir``, every training run saves and resumes its checkpoints there: an interrupted ``full``
     run continues where it stopped).  ``colab`` / ``full`` raise :class:`advbound.data.DataUnavailableError`
     when the real data cannot be had.
+
+    The in-distribution boundary search, the one expensive analysis step, is replaced by the committed
+    witnesses of :mod:`advbound.witnesses` when the ``artifacts`` folder holds witnesses found on the same
+    networks with the same settings; each is re-verified on the networks and its distance measured here.
+    ``reattack`` (implied by ``retrain``) runs the search and rewrites them.
     """
     cfg = config or experiment_config(dataset, profile)
     if cfg.dataset != dataset or cfg.profile != profile:
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
+    if reattack and artifacts is None:
+        raise ValueError("reattack=True needs artifacts= (the folder to write the witnesses to)")
     dev = resolve_device(device)
     t0 = time.perf_counter()
     train, test = load_dataset(dataset, profile, root=data_root, download=download, seed=seed,
@@ -260,11 +283,15 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
 
     # classifiers and their robustness on generated samples
     z_eval = _latent(cfg.n_eval, seed + EVAL_SEED, dev, dtype)
-    # the pulled-back metric J^T J at each z: the generator's alone, so computed once for all classifiers
-    t = time.perf_counter()
-    grams = [generator_gram(gen, z_eval[i:i + attack_batch]) for i in range(0, cfg.n_eval, attack_batch)]
-    timings["generator_gram_s"] = time.perf_counter() - t
+    witnesses, witness_note = _committed_witnesses(cfg, seed, nets, artifacts, retrain or reattack, log)
+    grams = None
+    if witnesses is None:
+        # the pulled-back metric J^T J at each z: the generator's alone, so computed once for all classifiers
+        t = time.perf_counter()
+        grams = [generator_gram(gen, z_eval[i:i + attack_batch]) for i in range(0, cfg.n_eval, attack_batch)]
+        timings["generator_gram_s"] = time.perf_counter() - t
     results: list[ClassifierResult] = []
+    found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
         err = error_rate(clf, test)
@@ -272,11 +299,22 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
             labels = torch.cat([predict(clf, gen(z_eval[i:i + 1000])) for i in range(0, cfg.n_eval, 1000)])
         props = np.bincount(labels.numpy(), minlength=train.n_classes) / cfg.n_eval
         t = time.perf_counter()
-        att = _attack_batched(clf, gen, z_eval, cfg, attack_batch, grams=grams, progress=progress, desc=spec.label)
+        att = _attack_batched(clf, gen, z_eval, cfg, attack_batch, grams=grams, progress=progress, desc=spec.label,
+                              witnesses=None if witnesses is None else witnesses[spec.key])
         timings[f"attacks_{spec.key}_s"] = time.perf_counter() - t
+        found[spec.key] = att["witnesses"]
         results.append(ClassifierResult(spec, err, props, att["r_z"], att["r_in"], att["r_unc"], att["r_df"],
                                         att["success"], att["examples"], nets.histories.get(spec.key, [])))
         log(f"{spec.label}: error {err:.3f}{data_tag}, attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
+
+    if artifacts is not None and (retrain or reattack):
+        path = save_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
+                              points=found, labels={s.key: s.label for s in cfg.classifiers},
+                              command=_witness_command(cfg, seed, artifacts), versions=_versions(),
+                              machine=_device_name(dev),
+                              seconds={s.key: timings[f"attacks_{s.key}_s"] for s in cfg.classifiers})
+        witness_note = f"searched here and written to {path.parent}"
+        log(f"witnesses: {witness_note}")
 
     # table, bounds, checks
     normalisers = {"E||z||": e_z, "E||g(z)||": e_img}
@@ -288,7 +326,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     provenance = {
         "dataset": dataset, "profile": profile, "data": train.source, "data_origin": train.origin,
         "data_notes": train.notes, "device": _device_name(dev), "seed": int(seed),
-        "networks": nets.origin, "analysis_dtype": cfg.analysis_dtype,
+        "networks": nets.origin, "boundary_search": witness_note, "analysis_dtype": cfg.analysis_dtype,
         "threads": torch.get_num_threads(), "versions": _versions(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "samples": {"train": len(train), "test": len(test), "latent_attacked": cfg.n_eval,
@@ -298,6 +336,39 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     }
     return ExperimentResult(cfg, table, bounds_df, checks, provenance, results, est, normalisers, generated,
                             nets.gan_history, ci_low, ci_high)
+
+
+def _search_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
+    """What the boundary search's result depends on besides the networks (compared with committed witnesses)."""
+    return {"n_eval": int(cfg.n_eval), "latent_seed": int(seed) + EVAL_SEED, "analysis_dtype": cfg.analysis_dtype,
+            "attack": cfg.attack.kwargs(), "boundary_steps": BOUNDARY_STEPS}
+
+
+def _network_hashes(nets: Networks) -> dict[str, str]:
+    files = (nets.manifest or {}).get("files", {})
+    return {name: entry["sha256"] for name, entry in files.items()}
+
+
+def _witness_command(cfg: ExperimentConfig, seed: int, folder: str | os.PathLike) -> str:
+    return (f"python -m advbound artifacts --dataset {cfg.dataset} --profile {cfg.profile} --seed {seed} "
+            f"--out {Path(folder).parent} --keep-networks")
+
+
+def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artifacts: str | os.PathLike | None,
+                         search: bool, log: Callable[[str], Any]
+                         ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]] | None, str]:
+    """The committed boundary-search witnesses for ``nets`` (None: run the search) and a note for the
+    provenance.  Only networks loaded from ``artifacts`` can have witnesses; ``search`` ignores them."""
+    if artifacts is None or nets.manifest is None or search:
+        return None, "searched here"
+    if not has_witnesses(artifacts):
+        log(f"witnesses: none committed in {artifacts}; running the boundary search here")
+        return None, "searched here"
+    found = load_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
+                           keys=[s.key for s in cfg.classifiers], n=cfg.n_eval, dim=LATENT_DIM,
+                           command=_witness_command(cfg, seed, artifacts))
+    log(f"witnesses: loaded from {artifacts} (sha256 verified; each point is re-verified on the networks)")
+    return found, f"committed witnesses from {artifacts}, re-verified"
 
 
 def _device_name(dev: torch.device) -> str:
