@@ -155,13 +155,15 @@ def experiment_config(dataset: str, profile: str = "ci") -> ExperimentConfig:
                                     gan_epochs=5, n_eval=CI_SAMPLES["mnist"], attack=DeepFoolOptions(candidates=4),
                                     analysis_dtype="float64",
                                     expected_time=("training about 2 minutes on one CPU core; the analysis of "
-                                                   "the committed networks about 3 minutes"))
+                                                   "the committed networks about 1 minute with the committed "
+                                                   "witnesses, 8 minutes searching anew (reattack)"))
         return ExperimentConfig(dataset, profile, channels, size, specs, gan_width=32, disc_width=16, gan_epochs=8,
                                 attack=DeepFoolOptions(candidates=4), analysis_dtype="float64",
                                 n_train=2000, n_test=500, n_eval=CI_SAMPLES[dataset], n_norm=1000, modulus_samples=48,
                                 modulus_radii=8,
                                 expected_time=("training about 5 minutes on one CPU core; the analysis of "
-                                               "the committed networks about 2-3 minutes"))
+                                               "the committed networks 1-2 minutes with the committed "
+                                               "witnesses, 20-30 minutes searching anew (reattack)"))
     if profile == "colab":
         return ExperimentConfig(dataset, profile, channels, size, specs, gan_width=64, gan_epochs=10,
                                 n_eval=500, n_norm=5000, modulus_samples=500, modulus_radii=14,
