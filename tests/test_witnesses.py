@@ -1,5 +1,6 @@
-"""Committed witnesses of the boundary search: they are what the search finds, every one is re-verified, and a
-damaged, stale or foreign witness file is refused with a named error."""
+"""Committed witnesses of the latent searches (latent DeepFool and the boundary search): they are what the
+searches find, every one is re-verified, and a damaged, stale or foreign witness file is refused with a named
+error."""
 
 import dataclasses
 import json
@@ -34,7 +35,7 @@ def load(cfg, folder, nets, **changes):
     return wit.load_witnesses(folder, **kwargs)
 
 
-# the search from scratch on the first few committed samples (about 0.1-1 s per sample and classifier)
+# the searches from scratch on the first few committed samples (about 0.1-1.5 s per sample and classifier)
 @pytest.mark.parametrize("dataset, k", [("mnist", 3), ("svhn", 2), ("cifar10", 2)])
 def test_committed_witnesses_are_what_the_search_finds(dataset, k):
     cfg, folder, nets = committed(dataset)
@@ -48,10 +49,12 @@ def test_committed_witnesses_are_what_the_search_finds(dataset, k):
             clf = nets.classifiers[spec.key]
             lat = latent_deepfool(clf, nets.generator, z, **opts)
             found = boundary_search(clf, nets.generator, z, latent=lat, candidates=opts["candidates"])
-            w, ok = wit.witness_points(found, z)
-            assert torch.equal(ok, points[spec.key][1][:k]), spec.label
-            # float64 end to end; other CPUs may differ in the last bits only
-            torch.testing.assert_close(w, points[spec.key][0][:k], rtol=1e-7, atol=1e-9, msg=spec.label)
+            for search, result in zip(wit.SEARCHES, (lat, found), strict=True):
+                w, ok = wit.witness_points(result, z)
+                committed_w, committed_ok = points[spec.key][search]
+                assert torch.equal(ok, committed_ok[:k]), (spec.label, search)
+                # float64 end to end; other CPUs may differ in the last bits only
+                torch.testing.assert_close(w, committed_w[:k], rtol=1e-7, atol=1e-9, msg=f"{spec.label} {search}")
     finally:
         torch.set_num_threads(threads)
 
@@ -63,16 +66,19 @@ def test_committed_witnesses_verify_and_record_their_search(dataset):
     manifest = json.loads((folder / wit.WITNESS_MANIFEST).read_text())
     assert manifest["settings"]["n_eval"] == cfg.n_eval >= 500
     assert manifest["command"].startswith(f"python -m advbound artifacts --dataset {dataset} --profile ci")
-    z = _latent(cfg.n_eval, EVAL_SEED, torch.device("cpu"), torch.float64)[:64]
+    z = _latent(cfg.n_eval, EVAL_SEED, torch.device("cpu"), torch.float64)[:32]
     for spec in cfg.classifiers:
-        w, found = points[spec.key]
-        assert manifest["classifiers"][spec.key]["found"] == int(found.sum())
-        res = wit.verified_search(nets.classifiers[spec.key], nets.generator, z, w[:64], found[:64], name=spec.label)
-        assert torch.equal(res.success, found[:64])
-        assert bool((res.adv_labels != res.labels)[found[:64]].all())
-        # the distance is measured here, from the point
-        expected = (nets.generator(w[:64]) - nets.generator(z)).flatten(1).norm(dim=1)
-        torch.testing.assert_close(res.image_distances, expected, rtol=1e-12, atol=0)
+        for search in wit.SEARCHES:
+            w, found = points[spec.key][search]
+            assert manifest["classifiers"][spec.key][search]["found"] == int(found.sum())
+            res = wit.verified_search(nets.classifiers[spec.key], nets.generator, z, w[:32], found[:32],
+                                      name=spec.label)
+            assert torch.equal(res.success, found[:32])
+            assert bool((res.adv_labels != res.labels)[found[:32]].all())
+            # the distances are measured here, from the point
+            expected = (nets.generator(w[:32]) - nets.generator(z)).flatten(1).norm(dim=1)
+            torch.testing.assert_close(res.image_distances, expected, rtol=1e-12, atol=0)
+            torch.testing.assert_close(res.latent_norms, (w[:32] - z).norm(dim=1), rtol=1e-12, atol=0)
 
 
 def test_a_point_that_does_not_change_the_label_is_refused():
@@ -125,7 +131,7 @@ def test_witnesses_of_other_networks_or_another_search_are_refused(copied):
         load(fewer, folder, nets, settings=_search_settings(fewer, 0), n=100)
     with pytest.raises(art.ArtifactError, match="latent_seed"):
         load(cfg, folder, nets, settings=_search_settings(cfg, 1))
-    with pytest.raises(art.ArtifactError, match="no witnesses of shape .* for the classifier 'vgg'"):
+    with pytest.raises(art.ArtifactError, match="no latent_deepfool witnesses of shape .* for the classifier 'vgg'"):
         load(cfg, folder, nets, keys=["vgg"])
 
 
@@ -139,10 +145,22 @@ def test_the_pipeline_writes_then_reuses_its_witnesses(tmp_path):
     with pytest.raises(ValueError, match="reattack=True needs artifacts="):
         ex.run_experiment("svhn", "ci", config=cfg, reattack=True, progress=False, log=logs.append)
     first = ex.run_experiment("svhn", "ci", retrain=True, **kwargs)
-    assert wit.has_witnesses(folder) and first.provenance["boundary_search"].startswith("searched here and written")
+    assert wit.has_witnesses(folder) and first.provenance["latent_searches"].startswith("searched here and written")
     again = ex.run_experiment("svhn", "ci", **kwargs)
-    assert again.provenance["boundary_search"].startswith("committed witnesses")
+    assert again.provenance["latent_searches"].startswith("committed witnesses")
     assert "generator_gram_s" not in again.provenance["timings_s"]
+    # a tampered point is caught when the chapter re-verifies it (the file's sha256 is recomputed to match)
+    state = torch.load(folder / wit.WITNESS_FILE, weights_only=True)
+    manifest = json.loads((folder / wit.WITNESS_MANIFEST).read_text())
+    key = next(iter(state))
+    # sample 2 claimed at z itself, which never changes the label
+    state[key]["boundary_search"]["points"][2] = _latent(6, EVAL_SEED, torch.device("cpu"), torch.float64)[2]
+    state[key]["boundary_search"]["found"][2] = True
+    torch.save(state, folder / wit.WITNESS_FILE)
+    manifest.update(sha256=art.sha256(folder / wit.WITNESS_FILE), size=(folder / wit.WITNESS_FILE).stat().st_size)
+    (folder / wit.WITNESS_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(art.ArtifactError, match=r"witness 2 of 2-Layer LeNet \(boundary_search\) does not change"):
+        ex.run_experiment("svhn", "ci", **kwargs)
     for a, b in zip(first.classifiers, again.classifiers, strict=True):
         for name in ("r_z", "r_in", "r_unc", "r_unc_deepfool"):
             assert (getattr(a, name) == getattr(b, name)).all(), name

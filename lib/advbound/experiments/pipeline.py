@@ -9,7 +9,8 @@ paper's scale on one modern GPU, resumable), :func:`run_experiment`
 3. estimates a probabilistic modulus of continuity of g with failure probability ``delta``
    (:mod:`advbound.modulus_estimation`, our design for the unavailable supplement C.2);
 4. draws ``z ~ N(0, I_d)``, labels ``g(z)`` with f (no ground truth needed, the paper's footnote 9), and
-   measures per sample, with the attacks of :mod:`advbound.attacks`:
+   measures per sample, with the attacks of :mod:`advbound.attacks` (or, for the two latent searches, their
+   committed and re-verified points, :mod:`advbound.witnesses`):
    ``r_Z`` (latent DeepFool), ``r_in`` (best valid point of the boundary search of
    :func:`~advbound.attacks.in_distribution_attack` and of latent DeepFool, measured as
    ``||g(z + r) - g(z)||``) and ``r_unc`` (DeepFool on ``x = g(z)``);
@@ -56,7 +57,7 @@ from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcga
 from ..modulus_estimation import default_radii, estimate_modulus
 from ..portable import seeded_normal
 from ..training import error_rate, predict, resolve_device, train_classifier, train_gan
-from ..witnesses import has_witnesses, load_witnesses, save_witnesses, verified_search, witness_points
+from ..witnesses import SEARCHES, has_witnesses, load_witnesses, save_witnesses, verified_search, witness_points
 from .profiles import ExperimentConfig, experiment_config
 from .report import ClassifierResult, ExperimentResult, _checks, _tables
 
@@ -96,21 +97,22 @@ def _latent(n: int, seed: int, device: torch.device, dtype: torch.dtype = torch.
 
 
 def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
-            gram: torch.Tensor | None = None, witness: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gram: torch.Tensor | None = None, witness: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
             name: str = "classifier") -> dict[str, Any]:
     """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples.  ``gram``: the
     generator's pulled-back metric at ``z`` when already computed (it does not depend on the classifier).
-    ``witness``: committed boundary-search points for this batch (:mod:`advbound.witnesses`), re-verified and
-    used instead of running the search."""
+    ``witness``: committed points of the latent searches for this batch (:mod:`advbound.witnesses`),
+    re-verified and used instead of running the searches."""
     opts = cfg.attack.kwargs()
-    lat = latent_deepfool(classifier, generator, z, **opts)
     # r_in: the best valid point of the boundary searches and of latent DeepFool, measured in image space
-    # (this is in_distribution_attack, with the boundary search's result kept as the witnesses)
+    # (this is in_distribution_attack, with the two searches' results kept as the witnesses)
     if witness is None:
+        lat = latent_deepfool(classifier, generator, z, **opts)
         search = boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=opts["candidates"],
                                  batched_grads=opts["batched_grads"])
     else:
-        search = verified_search(classifier, generator, z, *witness, name=name)
+        lat, search = (verified_search(classifier, generator, z, *witness[method], name=f"{name} ({method})",
+                                       method=method) for method in SEARCHES)
     ind = best_of(search, lat)
     with torch.no_grad():
         x = generator(z)
@@ -130,7 +132,7 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
                "in_distribution": float(ind.success.float().mean()),
                "deepfool": float(unc.success.float().mean())}
     return {"r_z": r_z, "r_in": r_in, "r_unc": r_unc, "r_df": r_df, "success": success,
-            "witnesses": witness_points(search, z),
+            "witnesses": {"latent_deepfool": witness_points(lat, z), "boundary_search": witness_points(search, z)},
             "examples": {"x": x, "x_latent": x_lat, "x_in": x_in, "x_unc": x_unc,
                          "labels": lat.labels, "labels_latent": lat.adv_labels,
                          "labels_in": predict(classifier, x_in), "labels_unc": predict(classifier, x_unc)}}
@@ -138,17 +140,18 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
 
 def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
                     batch: int, *, grams: list[torch.Tensor] | None = None,
-                    witnesses: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = False,
+                    witnesses: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, progress: bool = False,
                     desc: str = "attacks") -> dict[str, Any]:
     starts = range(0, z.shape[0], batch)
     parts = [_attack(classifier, generator, z[i:i + batch], cfg, None if grams is None else grams[i // batch],
-                     None if witnesses is None else (witnesses[0][i:i + batch], witnesses[1][i:i + batch]), desc)
+                     None if witnesses is None else {m: (w[i:i + batch], f[i:i + batch]) for m, (w, f) in witnesses.items()},
+                     desc)
              for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2)]
     out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in ("r_z", "r_in", "r_unc", "r_df")}
     sizes = np.array([p["r_z"].shape[0] for p in parts], dtype=float)
     out["success"] = {k: float(np.dot([p["success"][k] for p in parts], sizes) / sizes.sum())
                       for k in parts[0]["success"]}
-    out["witnesses"] = tuple(torch.cat([p["witnesses"][j] for p in parts]) for j in (0, 1))
+    out["witnesses"] = {m: tuple(torch.cat([p["witnesses"][m][j] for p in parts]) for j in (0, 1)) for m in SEARCHES}
     out["examples"] = {k: v[:8].detach().cpu() for k, v in parts[0]["examples"].items()}
     return out
 
@@ -245,10 +248,11 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     run continues where it stopped).  ``colab`` / ``full`` raise :class:`advbound.data.DataUnavailableError`
     when the real data cannot be had.
 
-    The in-distribution boundary search, the one expensive analysis step, is replaced by the committed
-    witnesses of :mod:`advbound.witnesses` when the ``artifacts`` folder holds witnesses found on the same
-    networks with the same settings; each is re-verified on the networks and its distance measured here.
-    ``reattack`` (implied by ``retrain``) runs the search and rewrites them.
+    The latent searches (latent DeepFool and the in-distribution boundary search, the expensive part of the
+    analysis) are replaced by the committed witnesses of :mod:`advbound.witnesses` when the ``artifacts``
+    folder holds witnesses found on the same networks with the same settings; each point is re-verified on the
+    networks and its distances are measured here.  ``reattack`` (implied by ``retrain``) runs the searches and
+    rewrites them.
     """
     cfg = config or experiment_config(dataset, profile)
     if cfg.dataset != dataset or cfg.profile != profile:
@@ -291,7 +295,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         grams = [generator_gram(gen, z_eval[i:i + attack_batch]) for i in range(0, cfg.n_eval, attack_batch)]
         timings["generator_gram_s"] = time.perf_counter() - t
     results: list[ClassifierResult] = []
-    found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    found: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
         err = error_rate(clf, test)
@@ -326,7 +330,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     provenance = {
         "dataset": dataset, "profile": profile, "data": train.source, "data_origin": train.origin,
         "data_notes": train.notes, "device": _device_name(dev), "seed": int(seed),
-        "networks": nets.origin, "boundary_search": witness_note, "analysis_dtype": cfg.analysis_dtype,
+        "networks": nets.origin, "latent_searches": witness_note, "analysis_dtype": cfg.analysis_dtype,
         "threads": torch.get_num_threads(), "versions": _versions(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "samples": {"train": len(train), "test": len(test), "latent_attacked": cfg.n_eval,
@@ -356,13 +360,13 @@ def _witness_command(cfg: ExperimentConfig, seed: int, folder: str | os.PathLike
 
 def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artifacts: str | os.PathLike | None,
                          search: bool, log: Callable[[str], Any]
-                         ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]] | None, str]:
-    """The committed boundary-search witnesses for ``nets`` (None: run the search) and a note for the
+                         ) -> tuple[dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None, str]:
+    """The committed witnesses of the latent searches for ``nets`` (None: run the searches) and a note for the
     provenance.  Only networks loaded from ``artifacts`` can have witnesses; ``search`` ignores them."""
     if artifacts is None or nets.manifest is None or search:
         return None, "searched here"
     if not has_witnesses(artifacts):
-        log(f"witnesses: none committed in {artifacts}; running the boundary search here")
+        log(f"witnesses: none committed in {artifacts}; running the latent searches here")
         return None, "searched here"
     found = load_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
                            keys=[s.key for s in cfg.classifiers], n=cfg.n_eval, dim=LATENT_DIM,
