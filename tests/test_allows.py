@@ -213,6 +213,8 @@ def test_power_iteration_and_schur_against_the_explicit_matrix():
     assert schur == pytest.approx(math.sqrt(float(absmat.sum(0).max()) * float(absmat.sum(1).max())), rel=1e-10)
 
 
+# torch.func's forward-mode batch norm goes through torch.jit.script, which torch 2.14 marks deprecated
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_network_lipschitz_bound_dominates_local_and_pairwise_stretch():
     torch.manual_seed(1)
     gen = DCGANGenerator(latent_dim=6, channels=1, image_size=28, width=4)

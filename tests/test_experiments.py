@@ -189,6 +189,7 @@ def test_cli_experiment_prints_and_saves_json_and_csv(tiny_result, tmp_path, mon
     assert seen["dataset"] == "cifar10" and seen["progress"] is False and seen["checkpoint_dir"] is None
     # default: under the output folder (here the working directory), never inside the package
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ADVBOUND_OUTPUT", raising=False)
     assert cli.main(["experiment", "--dataset", "svhn", "--profile", "colab", "--quiet"]) == 0
     assert (tmp_path / "results" / "svhn-colab.json").is_file()
     assert seen["checkpoint_dir"] == Path("checkpoints") / "svhn-colab-seed0"

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .artifacts import ArtifactError, sha256
 from .attacks import LatentAttackResult
-from .attacks.latent import _latent_result
+from .attacks.base import _flat_norm
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 WITNESS_FILE = "witnesses.pt"
@@ -156,22 +156,26 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
 
 @torch.no_grad()
 def verified_search(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
-                    points: Tensor, found: Tensor, *, name: str = "classifier",
-                    method: str = "witness") -> LatentAttackResult:
+                    points: Tensor, found: Tensor, *, name: str = "classifier", method: str = "witness",
+                    x: Tensor | None = None, labels: Tensor | None = None) -> LatentAttackResult:
     """The search result that committed witnesses stand for, re-verified on the models.
 
     Each point ``w`` is evaluated: every one marked ``found`` must change the label ``f(g(z))`` (else
     :class:`ArtifactError` names the first sample that does not), and its latent and image distances
     ``||w - z||_2`` (the ``r_Z`` estimate) and ``||g(w) - g(z)||_2`` (the ``r_in`` estimate) are measured here,
     in ``z``'s dtype.  Samples not marked ``found`` are unsuccessful (``success`` False), as the search left
-    them.  ``name`` appears in the error; ``method`` is the result's ``method`` per sample."""
+    them.  ``name`` appears in the error; ``method`` is the result's ``method`` per sample; ``x = g(z)`` and
+    its ``labels`` ``f(g(z))`` may be passed when already computed."""
     if points.shape != z.shape or found.shape != z.shape[:1]:
         raise ValueError(f"points must have z's shape {tuple(z.shape)} and found ({z.shape[0]},); got "
                          f"{tuple(points.shape)} and {tuple(found.shape)}")
     found = found.to(z.device)
+    z = z.detach()
     z_adv = points.to(device=z.device, dtype=z.dtype)
-    y = classifier(generator(z.detach())).argmax(dim=1)
-    logits = classifier(generator(z_adv))
+    x = generator(z) if x is None else x
+    y = classifier(x).argmax(dim=1) if labels is None else labels
+    x_adv = generator(z_adv)
+    logits = classifier(x_adv)
     adv_labels = logits.argmax(dim=1)
     valid = (adv_labels != y) & torch.isfinite(logits).all(dim=1)
     bad = found & ~valid
@@ -179,7 +183,10 @@ def verified_search(classifier: Callable[[Tensor], Tensor], generator: Callable[
         i = int(bad.nonzero()[0])
         raise ArtifactError(f"witness {i} of {name} does not change the label of g(z) ({int(bad.sum())} of "
                             f"{int(found.sum())} such points): the witnesses do not fit these networks")
-    return _latent_result(generator, z, z_adv, found, torch.zeros_like(y), y, adv_labels, [method] * z.shape[0])
+    pert = z_adv - z
+    return LatentAttackResult(z_adv=z_adv, latent_perturbation=pert, latent_norms=_flat_norm(pert),
+                              image_distances=_flat_norm(x_adv - x), success=found, steps=torch.zeros_like(y),
+                              labels=y, adv_labels=adv_labels, method=[method] * z.shape[0])
 
 
 __all__ = [

@@ -96,6 +96,10 @@ def _latent(n: int, seed: int, device: torch.device, dtype: torch.dtype = torch.
     return seeded_normal(n, LATENT_DIM, seed=seed, dtype=dtype, device=device)
 
 
+#: samples per classifier kept with their adversarial images (the chapters' gallery)
+EXAMPLES = 8
+
+
 def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
             gram: torch.Tensor | None = None, witness: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
             name: str = "classifier") -> dict[str, Any]:
@@ -104,6 +108,8 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
     ``witness``: committed points of the latent searches for this batch (:mod:`advbound.witnesses`),
     re-verified and used instead of running the searches."""
     opts = cfg.attack.kwargs()
+    with torch.no_grad():
+        x = generator(z)
     # r_in: the best valid point of the boundary searches and of latent DeepFool, measured in image space
     # (this is in_distribution_attack, with the two searches' results kept as the witnesses)
     if witness is None:
@@ -111,11 +117,10 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
         search = boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=opts["candidates"],
                                  batched_grads=opts["batched_grads"])
     else:
+        labels = predict(classifier, x)
         lat, search = (verified_search(classifier, generator, z, *witness[method], name=f"{name} ({method})",
-                                       method=method) for method in SEARCHES)
+                                       method=method, x=x, labels=labels) for method in SEARCHES)
     ind = best_of(search, lat)
-    with torch.no_grad():
-        x = generator(z)
     unc = deepfool(classifier, x, **opts)
     inf = torch.full_like(lat.latent_norms, math.inf)
     r_z = torch.where(lat.success, lat.latent_norms, inf)
@@ -124,17 +129,19 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
     # any in-distribution adversarial point g(z_in) is also an unconstrained one, so r_unc <= r_in holds for
     # the true quantities; our estimate keeps the better of the two valid points
     r_unc = torch.minimum(r_df, r_in)
-    with torch.no_grad():
-        x_in = generator(ind.z_adv)
-        x_lat = generator(lat.z_adv)
-    x_unc = torch.where((r_df <= r_in).view(-1, 1, 1, 1), unc.x_adv, x_in)
     success = {"latent_deepfool": float(lat.success.float().mean()),
                "in_distribution": float(ind.success.float().mean()),
                "deepfool": float(unc.success.float().mean())}
+    # the gallery of the chapters: the first EXAMPLES samples with their three adversarial images
+    k = EXAMPLES
+    with torch.no_grad():
+        x_in = generator(ind.z_adv[:k])
+        x_lat = generator(lat.z_adv[:k])
+    x_unc = torch.where((r_df[:k] <= r_in[:k]).view(-1, 1, 1, 1), unc.x_adv[:k], x_in)
     return {"r_z": r_z, "r_in": r_in, "r_unc": r_unc, "r_df": r_df, "success": success,
             "witnesses": {"latent_deepfool": witness_points(lat, z), "boundary_search": witness_points(search, z)},
-            "examples": {"x": x, "x_latent": x_lat, "x_in": x_in, "x_unc": x_unc,
-                         "labels": lat.labels, "labels_latent": lat.adv_labels,
+            "examples": {"x": x[:k], "x_latent": x_lat, "x_in": x_in, "x_unc": x_unc,
+                         "labels": lat.labels[:k], "labels_latent": lat.adv_labels[:k],
                          "labels_in": predict(classifier, x_in), "labels_unc": predict(classifier, x_unc)}}
 
 
@@ -144,15 +151,15 @@ def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor
                     desc: str = "attacks") -> dict[str, Any]:
     starts = range(0, z.shape[0], batch)
     parts = [_attack(classifier, generator, z[i:i + batch], cfg, None if grams is None else grams[i // batch],
-                     None if witnesses is None else {m: (w[i:i + batch], f[i:i + batch]) for m, (w, f) in witnesses.items()},
-                     desc)
+                     None if witnesses is None else {m: (w[i:i + batch], f[i:i + batch])
+                                                     for m, (w, f) in witnesses.items()}, desc)
              for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2)]
     out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in ("r_z", "r_in", "r_unc", "r_df")}
     sizes = np.array([p["r_z"].shape[0] for p in parts], dtype=float)
     out["success"] = {k: float(np.dot([p["success"][k] for p in parts], sizes) / sizes.sum())
                       for k in parts[0]["success"]}
     out["witnesses"] = {m: tuple(torch.cat([p["witnesses"][m][j] for p in parts]) for j in (0, 1)) for m in SEARCHES}
-    out["examples"] = {k: v[:8].detach().cpu() for k, v in parts[0]["examples"].items()}
+    out["examples"] = {k: v.detach().cpu() for k, v in parts[0]["examples"].items()}
     return out
 
 
