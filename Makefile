@@ -14,7 +14,9 @@ SLOW_NOTEBOOKS := notebooks/cifar10.md notebooks/mnist.md notebooks/svhn.md note
 NOTEBOOKS := $(SLOW_NOTEBOOKS) $(filter-out $(SLOW_NOTEBOOKS),$(wildcard notebooks/*.md))
 SLOW_BOOK := $(patsubst notebooks/%.md,book/%.ipynb,$(SLOW_NOTEBOOKS))
 export PYTHONHASHSEED := 0
-export OMP_NUM_THREADS ?= 2
+# one OpenMP thread per process: `make book` and `make test` run two processes on two cores, and oversubscribed
+# OpenMP threads spin
+export OMP_NUM_THREADS ?= 1
 export MPLBACKEND := Agg
 # The official MNIST test files, when they sit beside the checkout (CI: ../shared); the library never searches
 # for them, and without them the MNIST chapter loads MNIST through torchvision (a download).
@@ -58,10 +60,9 @@ book: notebooks html
 # Two workers (the CI machine has 2 cores); each notebook and each test file stays on one worker; the unit tests
 # run natively, the notebooks in the portable kernel.  What the re-executed chapters write (figures, results)
 # goes to a scratch output folder ($ADVBOUND_OUTPUT), so a test run leaves the committed book/ untouched.
-# One OpenMP thread per process: two workers already fill two cores, and oversubscribed OpenMP threads spin
-# (measured: a 2-thread run of the suite on 2 cores took 5 min 38 s).
+# (With two OpenMP threads per process the suite took 5 min 38 s here, with one 4 min 44 s.)
 test: install
-	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && ADVBOUND_OUTPUT=$$out OMP_NUM_THREADS=1 \
+	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && ADVBOUND_OUTPUT=$$out \
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -p no:cacheprovider --nbval-lax \
 		--nbval-kernel-name $(PORTABLE_KERNEL) $(TEST_ORDER)
 
