@@ -12,7 +12,6 @@ PROFILE ?= ci
 # (in `make book` and in `make test`)
 SLOW_NOTEBOOKS := notebooks/cifar10.md notebooks/mnist.md notebooks/svhn.md notebooks/theory_allows.md
 NOTEBOOKS := $(SLOW_NOTEBOOKS) $(filter-out $(SLOW_NOTEBOOKS),$(wildcard notebooks/*.md))
-SLOW_BOOK := $(patsubst notebooks/%.md,book/%.ipynb,$(SLOW_NOTEBOOKS))
 export PYTHONHASHSEED := 0
 # one OpenMP thread per process: `make book` and `make test` run two processes on two cores, and oversubscribed
 # OpenMP threads spin
@@ -30,9 +29,9 @@ export ADVBOUND_MNIST_DIR ?= $(if $(wildcard $(SHARED_MNIST)/t10k-images-idx3-ub
 PORTABLE_KERNEL := advbound-portable-cpu
 # longest first (the data chapters, the Colab simulation, the theory chapters), then the many short test files,
 # so that the two workers finish together
-TEST_ORDER := book/cifar10.ipynb book/svhn.ipynb tests/test_colab.py book/mnist.ipynb book/theory_allows.ipynb \
-	book/tightness.ipynb book/circle.ipynb $(filter-out book/cifar10.ipynb book/svhn.ipynb book/mnist.ipynb \
-	book/theory_allows.ipynb book/tightness.ipynb book/circle.ipynb,$(wildcard book/*.ipynb)) tests
+TEST_FIRST := book/cifar10.ipynb book/svhn.ipynb tests/test_colab.py book/mnist.ipynb book/theory_allows.ipynb \
+	book/tightness.ipynb book/circle.ipynb
+TEST_ORDER := $(TEST_FIRST) $(filter-out $(TEST_FIRST),$(wildcard book/*.ipynb)) tests
 ARTIFACT_DATASETS := mnist svhn cifar10
 
 .PHONY: install book notebooks html test artifacts witnesses clean
@@ -68,11 +67,9 @@ test: install
 
 # Retrain the committed ci networks and search their witnesses anew (book/artifacts/, with their manifests);
 # then `make book` re-analyses them.  `make witnesses` re-runs only the boundary search on the committed networks.
-artifacts: install
-	for d in $(ARTIFACT_DATASETS); do $(PY) -m advbound artifacts --dataset $$d --profile ci --out book/artifacts --quiet || exit 1; done
-
-witnesses: install
-	for d in $(ARTIFACT_DATASETS); do $(PY) -m advbound artifacts --dataset $$d --profile ci --out book/artifacts --keep-networks --quiet || exit 1; done
+artifacts witnesses: install
+	for d in $(ARTIFACT_DATASETS); do $(PY) -m advbound artifacts --dataset $$d --profile ci --out book/artifacts \
+		$(if $(filter witnesses,$@),--keep-networks) --quiet || exit 1; done
 
 clean:
 	rm -rf _build

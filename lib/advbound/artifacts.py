@@ -77,6 +77,35 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def utc_timestamp() -> str:
+    """The current UTC time as ``YYYY-MM-DDTHH:MM:SSZ`` (manifests and provenance)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json_atomically(target: Path, content: dict[str, Any]) -> Path:
+    """Write ``content`` as indented JSON to ``target.tmp`` and rename it to ``target`` (a reader never sees a
+    half-written manifest)."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=1) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def check_file(path: Path, entry: dict[str, Any], manifest_name: str, hint: str) -> None:
+    """``path`` exists and has the ``size`` and ``sha256`` that its manifest ``entry`` records; else
+    :class:`ArtifactError` naming the file, what differs, and ``hint`` (how to rewrite it)."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing (listed in {manifest_name}); {hint}")
+    size = path.stat().st_size
+    if size != entry.get("size"):
+        raise ArtifactError(f"{path} has {size} bytes, the manifest says {entry.get('size')}: the file is "
+                            f"damaged or was replaced (a Git LFS pointer?); {hint}")
+    digest = sha256(path)
+    if digest != entry.get("sha256"):
+        raise ArtifactError(f"{path} has sha256 {digest[:16]}..., the manifest says "
+                            f"{str(entry.get('sha256'))[:16]}...: the file is damaged or was replaced; {hint}")
+
+
 def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Floating tensors rounded to float16 (kept in float32 where float16 would overflow); others unchanged."""
     out = {}
@@ -118,14 +147,10 @@ def save_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
         "format": FORMAT, "dataset": config.dataset, "profile": config.profile, "seed": int(seed),
         "storage_dtype": str(STORAGE_DTYPE).replace("torch.", ""),
         "training_config": config.training_dict(), "versions": versions, "machine": machine,
-        "command": command, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command, "created": utc_timestamp(),
         "total_size": sum(e["size"] for e in entries.values()), "files": entries,
     }
-    target = folder / MANIFEST
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, target)
-    return target
+    return write_json_atomically(folder / MANIFEST, manifest)
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
@@ -162,18 +187,7 @@ def _check_manifest(manifest: dict[str, Any], folder: Path, config: ExperimentCo
     if missing:
         raise ArtifactError(f"the manifest in {folder} lists no {', '.join(missing)}; {_retrain_hint(manifest)}")
     for name in needed:
-        entry, path = manifest["files"][name], folder / name
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing (listed in {MANIFEST}); {_retrain_hint(manifest)}")
-        size = path.stat().st_size
-        if size != entry.get("size"):
-            raise ArtifactError(f"{path} has {size} bytes, the manifest says {entry.get('size')}: the file is "
-                                f"damaged or was replaced (a Git LFS pointer?); {_retrain_hint(manifest)}")
-        digest = sha256(path)
-        if digest != entry.get("sha256"):
-            raise ArtifactError(f"{path} has sha256 {digest[:16]}..., the manifest says "
-                                f"{str(entry.get('sha256'))[:16]}...: the file is damaged or was replaced; "
-                                f"{_retrain_hint(manifest)}")
+        check_file(folder / name, manifest["files"][name], MANIFEST, _retrain_hint(manifest))
 
 
 def _load_into(module: nn.Module, path: Path) -> None:
@@ -223,10 +237,13 @@ __all__ = [
     "Networks",
     "artifact_folder",
     "build_networks",
+    "check_file",
     "freeze",
     "has_artifacts",
     "load_networks",
     "read_manifest",
     "save_networks",
     "sha256",
+    "utc_timestamp",
+    "write_json_atomically",
 ]

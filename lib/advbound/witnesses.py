@@ -27,7 +27,6 @@ of a point verified in that run; what the committed file saves is only the searc
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -37,9 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .artifacts import ArtifactError, sha256
+from .artifacts import ArtifactError, check_file, sha256, utc_timestamp, write_json_atomically
 from .attacks import LatentAttackResult
-from .attacks.base import _flat_norm
+from .attacks.latent import _latent_result
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 WITNESS_FILE = "witnesses.pt"
@@ -56,7 +55,7 @@ def has_witnesses(folder: str | os.PathLike) -> bool:
 
 
 def witness_points(result: LatentAttackResult, z: Tensor) -> tuple[Tensor, Tensor]:
-    """What is committed of a boundary-search result at ``z``: the points ``w`` (float64; ``z`` itself where
+    """What is committed of a latent search's result at ``z``: the points ``w`` (float64; ``z`` itself where
     no valid point was found) and the found flags."""
     found = result.success.detach().cpu().bool()
     points = torch.where(found[:, None].to(z.device), result.z_adv.detach(), z.detach())
@@ -93,13 +92,9 @@ def save_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
         "storage": "per classifier and search: the latent points w (float64, n x d) and found flags (bool, n)",
         "settings": json.loads(json.dumps(dict(settings))), "networks": dict(networks), "classifiers": summary,
         "versions": dict(versions), "machine": machine, "command": command,
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_timestamp(),
     }
-    target = folder / WITNESS_MANIFEST
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, target)
-    return target
+    return write_json_atomically(folder / WITNESS_MANIFEST, manifest)
 
 
 def _hint(command: str) -> str:
@@ -131,11 +126,7 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
         raise ArtifactError(f"the witnesses in {folder} come from another search ({diff or 'other settings'}); "
                             f"{_hint(command)}")
     path = folder / WITNESS_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing (listed in {WITNESS_MANIFEST}); {_hint(command)}")
-    if path.stat().st_size != manifest.get("size") or sha256(path) != manifest.get("sha256"):
-        raise ArtifactError(f"{path} does not match the size and sha256 in {WITNESS_MANIFEST}: the file is damaged "
-                            f"or was replaced (a Git LFS pointer?); {_hint(command)}")
+    check_file(path, manifest, WITNESS_MANIFEST, _hint(command))
     try:
         state = load_checkpoint(path)
     except CheckpointError as err:
@@ -183,10 +174,8 @@ def verified_search(classifier: Callable[[Tensor], Tensor], generator: Callable[
         i = int(bad.nonzero()[0])
         raise ArtifactError(f"witness {i} of {name} does not change the label of g(z) ({int(bad.sum())} of "
                             f"{int(found.sum())} such points): the witnesses do not fit these networks")
-    pert = z_adv - z
-    return LatentAttackResult(z_adv=z_adv, latent_perturbation=pert, latent_norms=_flat_norm(pert),
-                              image_distances=_flat_norm(x_adv - x), success=found, steps=torch.zeros_like(y),
-                              labels=y, adv_labels=adv_labels, method=[method] * z.shape[0])
+    return _latent_result(generator, z, z_adv, found, torch.zeros_like(y), y, adv_labels, [method] * z.shape[0],
+                          images=(x, x_adv))
 
 
 __all__ = [

@@ -93,11 +93,15 @@ def _image_distance(generator: Callable[[Tensor], Tensor], z_adv: Tensor, z: Ten
 
 
 def _latent_result(generator: Callable[[Tensor], Tensor], z: Tensor, z_adv: Tensor, success: Tensor, steps: Tensor,
-                   y: Tensor, adv_labels: Tensor, method: list[str] | None) -> LatentAttackResult:
+                   y: Tensor, adv_labels: Tensor, method: list[str] | None,
+                   images: tuple[Tensor, Tensor] | None = None) -> LatentAttackResult:
+    """The result at ``z_adv``; ``images``: ``(g(z), g(z_adv))`` when the caller already has them."""
     pert = z_adv - z.detach()
+    distances = (_image_distance(generator, z_adv, z.detach()) if images is None
+                 else _flat_norm(images[1] - images[0]))
     return LatentAttackResult(z_adv=z_adv, latent_perturbation=pert, latent_norms=_flat_norm(pert),
-                              image_distances=_image_distance(generator, z_adv, z.detach()), success=success,
-                              steps=steps, labels=y, adv_labels=adv_labels, method=method)
+                              image_distances=distances, success=success, steps=steps, labels=y,
+                              adv_labels=adv_labels, method=method)
 
 
 @evaluates("classifier", "generator")

@@ -31,7 +31,6 @@ Command line: ``python -m advbound experiment --dataset mnist --profile ci``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 import platform
@@ -47,7 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks
+from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks, utc_timestamp
 from ..attacks import best_of, boundary_search, deepfool, latent_deepfool
 from ..attacks.boundary import BOUNDARY_STEPS
 from ..attacks.jacobian import generator_gram
@@ -100,16 +99,15 @@ def _latent(n: int, seed: int, device: torch.device, dtype: torch.dtype = torch.
 EXAMPLES = 8
 
 
-def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
-            gram: torch.Tensor | None = None, witness: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
+            cfg: ExperimentConfig, gram: torch.Tensor | None = None,
+            witness: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
             name: str = "classifier") -> dict[str, Any]:
-    """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples.  ``gram``: the
-    generator's pulled-back metric at ``z`` when already computed (it does not depend on the classifier).
-    ``witness``: committed points of the latent searches for this batch (:mod:`advbound.witnesses`),
-    re-verified and used instead of running the searches."""
+    """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples, for ``x = g(z)`` with
+    the classifier's ``labels``.  ``gram``: the generator's pulled-back metric at ``z`` when already computed
+    (it does not depend on the classifier).  ``witness``: committed points of the latent searches for this
+    batch (:mod:`advbound.witnesses`), re-verified and used instead of running the searches."""
     opts = cfg.attack.kwargs()
-    with torch.no_grad():
-        x = generator(z)
     # r_in: the best valid point of the boundary searches and of latent DeepFool, measured in image space
     # (this is in_distribution_attack, with the two searches' results kept as the witnesses)
     if witness is None:
@@ -117,9 +115,9 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
         search = boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=opts["candidates"],
                                  batched_grads=opts["batched_grads"])
     else:
-        labels = predict(classifier, x)
-        lat, search = (verified_search(classifier, generator, z, *witness[method], name=f"{name} ({method})",
-                                       method=method, x=x, labels=labels) for method in SEARCHES)
+        verified = {method: verified_search(classifier, generator, z, *witness[method], name=f"{name} ({method})",
+                                            method=method, x=x, labels=labels) for method in SEARCHES}
+        lat, search = verified["latent_deepfool"], verified["boundary_search"]
     ind = best_of(search, lat)
     unc = deepfool(classifier, x, **opts)
     inf = torch.full_like(lat.latent_norms, math.inf)
@@ -145,12 +143,16 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: E
                          "labels_in": predict(classifier, x_in), "labels_unc": predict(classifier, x_unc)}}
 
 
-def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, cfg: ExperimentConfig,
-                    batch: int, *, grams: list[torch.Tensor] | None = None,
+def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, images: list[torch.Tensor],
+                    labels: list[torch.Tensor], cfg: ExperimentConfig, batch: int, *,
+                    grams: list[torch.Tensor] | None = None,
                     witnesses: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, progress: bool = False,
                     desc: str = "attacks") -> dict[str, Any]:
+    """:func:`_attack` on consecutive batches of ``batch`` latent samples; ``images`` and ``labels``: ``g(z)``
+    and the classifier's labels, one tensor per batch."""
     starts = range(0, z.shape[0], batch)
-    parts = [_attack(classifier, generator, z[i:i + batch], cfg, None if grams is None else grams[i // batch],
+    parts = [_attack(classifier, generator, z[i:i + batch], images[i // batch], labels[i // batch], cfg,
+                     None if grams is None else grams[i // batch],
                      None if witnesses is None else {m: (w[i:i + batch], f[i:i + batch])
                                                      for m, (w, f) in witnesses.items()}, desc)
              for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2)]
@@ -230,9 +232,8 @@ def obtain_networks(cfg: ExperimentConfig, seed: int, train: ImageData, device: 
     nets, timings = train_networks(cfg, train, seed, device, checkpoint_dir=checkpoint_dir, progress=progress,
                                    log=log)
     if folder is not None and retrain:
-        command = (f"python -m advbound artifacts --dataset {cfg.dataset} --profile {cfg.profile} --seed {seed} "
-                   f"--out {folder.parent}")
-        save_networks(folder, cfg, seed, nets, command=command, versions=_versions(), machine=_device_name(device))
+        save_networks(folder, cfg, seed, nets, command=_artifacts_command(cfg, seed, folder), versions=_versions(),
+                      machine=_device_name(device))
         log(f"networks: written to {folder} (half precision) and read back")
         loaded = load_networks(folder, cfg, seed, dtype=cfg.dtype, device=device, n_classes=train.n_classes)
         return loaded, timings
@@ -294,6 +295,9 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
 
     # classifiers and their robustness on generated samples
     z_eval = _latent(cfg.n_eval, seed + EVAL_SEED, dev, dtype)
+    # the generated images, once for all classifiers, in the attack batches
+    with torch.no_grad():
+        x_eval = [gen(z_eval[i:i + attack_batch]) for i in range(0, cfg.n_eval, attack_batch)]
     witnesses, witness_note = _committed_witnesses(cfg, seed, nets, artifacts, retrain or reattack, log)
     grams = None
     if witnesses is None:
@@ -306,12 +310,11 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
         err = error_rate(clf, test)
-        with torch.no_grad():
-            labels = torch.cat([predict(clf, gen(z_eval[i:i + 1000])) for i in range(0, cfg.n_eval, 1000)])
-        props = np.bincount(labels.numpy(), minlength=train.n_classes) / cfg.n_eval
+        labels = [predict(clf, x) for x in x_eval]
+        props = np.bincount(torch.cat(labels).cpu().numpy(), minlength=train.n_classes) / cfg.n_eval
         t = time.perf_counter()
-        att = _attack_batched(clf, gen, z_eval, cfg, attack_batch, grams=grams, progress=progress, desc=spec.label,
-                              witnesses=None if witnesses is None else witnesses[spec.key])
+        att = _attack_batched(clf, gen, z_eval, x_eval, labels, cfg, attack_batch, grams=grams, progress=progress,
+                              desc=spec.label, witnesses=None if witnesses is None else witnesses[spec.key])
         timings[f"attacks_{spec.key}_s"] = time.perf_counter() - t
         found[spec.key] = att["witnesses"]
         results.append(ClassifierResult(spec, err, props, att["r_z"], att["r_in"], att["r_unc"], att["r_df"],
@@ -321,7 +324,8 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     if artifacts is not None and (retrain or reattack):
         path = save_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
                               points=found, labels={s.key: s.label for s in cfg.classifiers},
-                              command=_witness_command(cfg, seed, artifacts), versions=_versions(),
+                              command=_artifacts_command(cfg, seed, artifacts, keep_networks=True),
+                              versions=_versions(),
                               machine=_device_name(dev),
                               seconds={s.key: timings[f"attacks_{s.key}_s"] for s in cfg.classifiers})
         witness_note = f"searched here and written to {path.parent}"
@@ -339,7 +343,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         "data_notes": train.notes, "device": _device_name(dev), "seed": int(seed),
         "networks": nets.origin, "latent_searches": witness_note, "analysis_dtype": cfg.analysis_dtype,
         "threads": torch.get_num_threads(), "versions": _versions(),
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": utc_timestamp(),
         "samples": {"train": len(train), "test": len(test), "latent_attacked": cfg.n_eval,
                     "norm_estimate": cfg.n_norm, "modulus": cfg.modulus_samples},
         "delta": cfg.delta, "quantile": TABLE_QUANTILE, "timings_s": {k: round(v, 2) for k, v in timings.items()},
@@ -360,9 +364,12 @@ def _network_hashes(nets: Networks) -> dict[str, str]:
     return {name: entry["sha256"] for name, entry in files.items()}
 
 
-def _witness_command(cfg: ExperimentConfig, seed: int, folder: str | os.PathLike) -> str:
+def _artifacts_command(cfg: ExperimentConfig, seed: int, folder: str | os.PathLike, *,
+                       keep_networks: bool = False) -> str:
+    """The command that (re)writes the artifacts in ``folder``: networks and witnesses, or with
+    ``keep_networks`` the witnesses alone."""
     return (f"python -m advbound artifacts --dataset {cfg.dataset} --profile {cfg.profile} --seed {seed} "
-            f"--out {Path(folder).parent} --keep-networks")
+            f"--out {Path(folder).parent}" + (" --keep-networks" if keep_networks else ""))
 
 
 def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artifacts: str | os.PathLike | None,
@@ -377,7 +384,7 @@ def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artif
         return None, "searched here"
     found = load_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
                            keys=[s.key for s in cfg.classifiers], n=cfg.n_eval, dim=LATENT_DIM,
-                           command=_witness_command(cfg, seed, artifacts))
+                           command=_artifacts_command(cfg, seed, artifacts, keep_networks=True))
     log(f"witnesses: loaded from {artifacts} (sha256 verified; each point is re-verified on the networks)")
     return found, f"committed witnesses from {artifacts}, re-verified"
 
