@@ -10,7 +10,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= ci
 # the data chapters (the longest to execute) first, so that two workers finish at about the same time
 # (in `make book` and in `make test`)
-SLOW_NOTEBOOKS := notebooks/cifar10.md notebooks/mnist.md notebooks/svhn.md notebooks/theory_allows.md
+SLOW_NOTEBOOKS := notebooks/fashion_mnist.md notebooks/cifar10.md notebooks/mnist.md notebooks/svhn.md \
+	notebooks/theory_allows.md
 NOTEBOOKS := $(SLOW_NOTEBOOKS) $(filter-out $(SLOW_NOTEBOOKS),$(wildcard notebooks/*.md))
 export PYTHONHASHSEED := 0
 # one OpenMP thread per process: `make book` and `make test` run two processes on two cores, and oversubscribed
@@ -21,6 +22,10 @@ export MPLBACKEND := Agg
 # for them, and without them the MNIST chapter loads MNIST through torchvision (a download).
 SHARED_MNIST := $(abspath ../shared/data/mnist)
 export ADVBOUND_MNIST_DIR ?= $(if $(wildcard $(SHARED_MNIST)/t10k-images-idx3-ubyte.gz),$(SHARED_MNIST),)
+# The official Fashion-MNIST files (60,000 / 10,000), likewise; without them the chapter downloads them through
+# torchvision.
+SHARED_FASHION_MNIST := $(abspath ../shared/data/fashion-mnist)
+export ADVBOUND_FASHION_MNIST_DIR ?= $(if $(wildcard $(SHARED_FASHION_MNIST)/train-images-idx3-ubyte.gz),$(SHARED_FASHION_MNIST),)
 
 # nbval re-executes every committed notebook in a kernel that runs torch on other CPU kernels than this
 # machine's: plain C++ instead of vector instructions (ATEN_CPU_CAPABILITY=default, which every x86 CPU runs)
@@ -29,10 +34,11 @@ export ADVBOUND_MNIST_DIR ?= $(if $(wildcard $(SHARED_MNIST)/t10k-images-idx3-ub
 PORTABLE_KERNEL := advbound-portable-cpu
 # longest first (the data chapters, the Colab simulation, the theory chapters), then the many short test files,
 # so that the two workers finish together
-TEST_FIRST := book/cifar10.ipynb book/svhn.ipynb tests/test_colab.py book/mnist.ipynb book/theory_allows.ipynb \
+TEST_FIRST := book/fashion_mnist.ipynb book/cifar10.ipynb book/svhn.ipynb tests/test_colab.py book/mnist.ipynb \
+	book/theory_allows.ipynb \
 	book/tightness.ipynb book/circle.ipynb
 TEST_ORDER := $(TEST_FIRST) $(filter-out $(TEST_FIRST),$(wildcard book/*.ipynb)) tests
-ARTIFACT_DATASETS := mnist svhn cifar10
+ARTIFACT_DATASETS := mnist fashion_mnist svhn cifar10
 
 .PHONY: install book notebooks html test artifacts witnesses clean
 

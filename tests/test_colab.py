@@ -12,8 +12,8 @@ The simulation:
 * each chapter runs with papermill in a new empty folder.
 
 Then the theory chapters (ci profile) run to the end; the SVHN and CIFAR-10 chapters with
-``profile = "colab"``, and the MNIST chapter without ``$ADVBOUND_MNIST_DIR``, run up to their data load and
-stop there with :class:`advbound.data.DataUnavailableError` naming the data set.  Every chapter must have
+``profile = "colab"``, and the MNIST and Fashion-MNIST chapters without ``$ADVBOUND_MNIST_DIR`` /
+``$ADVBOUND_FASHION_MNIST_DIR``, run up to their data load and stop there with :class:`advbound.data.DataUnavailableError` naming the data set.  Every chapter must have
 imported ``advbound`` from the wheel, written its outputs under its working folder, and left the installed
 package exactly as pip wrote it (checked against the installed ``RECORD``).
 """
@@ -36,11 +36,13 @@ import nbformat
 import pytest
 import yaml
 
+from advbound.data import DISPLAY_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 THEORY = ("isoperimetry", "circle", "tightness", "attacks")
 #: data chapters and the profile each runs with (MNIST's ci profile also needs real data; theory_allows needs the
 #: MNIST networks, which it trains when they are not committed beside it)
-DATA = {"svhn": "colab", "cifar10": "colab", "mnist": "ci", "theory_allows": "ci"}
+DATA = {"svhn": "colab", "cifar10": "colab", "mnist": "ci", "fashion_mnist": "ci", "theory_allows": "ci"}
 DATA_LOAD = "run_chapter("  # the call that loads the data in a data chapter
 LOADS = {"theory_allows": ("load_dataset(", "mnist")}  # chapters that load data otherwise: (call, data set)
 PROBE = "COLAB-PROBE "
@@ -191,7 +193,8 @@ def test_chapter_runs_on_simulated_colab(name, runs):
     if name in DATA:
         assert run["returncode"] != 0 and len(errors) == 1, stderr
         assert errors[0].ename == "DataUnavailableError", (errors[0].ename, errors[0].evalue)
-        assert f"real {LOADS.get(name, (DATA_LOAD, name))[1]} " in errors[0].evalue, errors[0].evalue
+        named = DISPLAY_NAMES[LOADS.get(name, (DATA_LOAD, name))[1]]
+        assert f"real {named} " in errors[0].evalue, errors[0].evalue
     else:
         assert run["returncode"] == 0 and not errors, stderr
         assert sorted((run["work"] / "figures").glob(f"{name}-*.png")), f"{name} wrote no figure in its folder"

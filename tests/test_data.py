@@ -107,7 +107,7 @@ def test_ci_profile_uses_stand_in_and_real_profiles_fail_loudly(tmp_path):
     train, test = load_dataset("cifar10", "ci", n_train=40, n_test=20)
     assert train.source == STAND_IN and len(train) == 40 and len(test) == 20
     for profile in ("colab", "full"):
-        with pytest.raises(DataUnavailableError, match="real svhn"):
+        with pytest.raises(DataUnavailableError, match="real SVHN"):
             load_dataset("svhn", profile, root=tmp_path, download=False)
 
 
@@ -120,3 +120,64 @@ def test_invalid_names_and_padding():
     assert pad_images(small, 32).shape == (1, 32, 32)
     with pytest.raises(ValueError, match="size"):
         pad_images(small, 31)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# --------------------------------------------------------------------------------------------------
+
+def _write_raw_idx(path, array):
+    """An idx file whose *content* md5 is returned (the archive's own md5 depends on the compressor)."""
+    raw = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw += array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(raw)
+    return hashlib.md5(raw).hexdigest()
+
+
+def test_read_idx_checks_the_decompressed_content(tmp_path):
+    """Debian recompressed Fashion-MNIST's archives: their own md5 differ, the content's must not."""
+    arr = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    a, b = tmp_path / "a.gz", tmp_path / "b.gz"
+    md5 = _write_raw_idx(a, arr)
+    with gzip.open(b, "wb", compresslevel=9) as fh:  # the same content, compressed otherwise
+        fh.write(gzip.decompress(a.read_bytes()))
+    assert hashlib.md5(a.read_bytes()).hexdigest() != hashlib.md5(b.read_bytes()).hexdigest()
+    for path in (a, b):
+        np.testing.assert_array_equal(read_idx(path, expected_content_md5=md5), arr)
+    arr[0, 0, 0] = 255
+    _write_raw_idx(a, arr)
+    with pytest.raises(ValueError, match="decompresses to content with md5"):
+        read_idx(a, expected_content_md5=md5)
+
+
+def test_fashion_mnist_dir_variable_is_never_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.FASHION_MNIST_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(DataUnavailableError, match="ADVBOUND_FASHION_MNIST_DIR=.*is not a folder.*Fashion-MNIST"):
+        load_dataset("fashion_mnist", "ci", download=False)
+    monkeypatch.setenv(data.FASHION_MNIST_DIR_ENV, str(tmp_path))
+    with pytest.raises(DataUnavailableError, match="lacks train-images-idx3-ubyte.gz"):
+        load_dataset("fashion_mnist", "ci", download=False)
+    for name in data.FASHION_MNIST_MD5:  # present but not the official files: the md5 check refuses them
+        _write_raw_idx(tmp_path / name, np.zeros((2, 28, 28) if "images" in name else (2,)))
+    with pytest.raises(ValueError, match="md5"):
+        load_dataset("fashion_mnist", "ci", download=False)
+
+
+def test_fashion_mnist_offline_without_files_names_the_data_set(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.FASHION_MNIST_DIR_ENV, raising=False)
+    for profile in ("ci", "colab", "full"):
+        with pytest.raises(DataUnavailableError, match="real Fashion-MNIST train set") as info:
+            load_dataset("fashion_mnist", profile, root=tmp_path, download=False)
+        assert "stand-in" not in str(info.value)
+
+
+@pytest.mark.skipif(data.find_idx_dir(data.FASHION_MNIST_DIR_ENV, tuple(data.FASHION_MNIST_MD5), "Fashion-MNIST")
+                    is None, reason="shared Fashion-MNIST files not present ($ADVBOUND_FASHION_MNIST_DIR unset)")
+def test_fashion_mnist_official_split():
+    train, test = load_dataset("fashion_mnist", "ci")
+    assert (len(train), len(test)) == (60_000, 10_000) and train.is_real and train.shape == (1, 28, 28)
+    # the official split is balanced: 6,000 / 1,000 images per class
+    assert torch.bincount(train.labels).tolist() == [6000] * 10
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    assert data.CLASS_NAMES["fashion_mnist"][9] == "Ankle boot"

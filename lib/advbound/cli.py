@@ -149,11 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="artifacts", help="artifact root folder (default: ./artifacts)")
     a.add_argument("--keep-networks", action="store_true",
                    help="do not train: re-run only the boundary search on the committed networks in OUT")
+    a.add_argument("--checkpoint-dir", default=None,
+                   help="save/resume every network's training here (one checkpoint per network and epoch)")
+    a.add_argument("--only", action="append", default=None, metavar="NETWORK",
+                   help="with --checkpoint-dir: train only this network (dcgan or a classifier key; repeatable) "
+                        "into the checkpoints and stop, writing nothing to OUT: networks trained in parallel "
+                        "processes are then picked up by one run without --only")
     return parser
 
 
 def _network_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=("mnist", "svhn", "cifar10"), required=True)
+    from .data import DATASETS
+
+    p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--profile", choices=("ci", "colab", "full"), default="ci")
     p.add_argument("--seed", type=_non_negative_int("--seed"), default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -175,10 +183,17 @@ def artifacts_command(args: argparse.Namespace) -> int:
     folder = artifact_folder(args.out, args.dataset, args.profile, args.seed)
     if args.keep_networks and not has_artifacts(folder):
         raise _fail(f"argument --keep-networks: {folder} holds no committed networks (manifest.json)")
+    if args.only is not None and args.checkpoint_dir is None:
+        raise _fail("argument --only: needs --checkpoint-dir (where the trained network's checkpoint is kept)")
+    if args.checkpoint_dir is not None:
+        _usable_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
     set_determinism(args.seed, threads=1 if args.profile == "ci" else None)
     try:
+        if args.only is not None:
+            return _train_only(args)
         run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=args.data_root,
-                       artifacts=folder, retrain=not args.keep_networks, reattack=True, progress=not args.quiet)
+                       artifacts=folder, retrain=not args.keep_networks, reattack=True, progress=not args.quiet,
+                       checkpoint_dir=args.checkpoint_dir)
     except (DataUnavailableError, CheckpointError, TrainingDivergedError, ArtifactError) as err:
         raise _fail(str(err)) from None
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -189,6 +204,27 @@ def artifacts_command(args: argparse.Namespace) -> int:
     witnesses = json.loads((folder / "witnesses.json").read_text())
     found = ", ".join(f"{c['label']} {c['found']}/{c['samples']}" for c in witnesses["classifiers"].values())
     print(f"witnesses: {folder / 'witnesses.pt'} ({witnesses['size'] / 1e6:.2f} MB; found: {found})")
+    return 0
+
+
+def _train_only(args: argparse.Namespace) -> int:
+    """``artifacts --only NETWORK --checkpoint-dir DIR``: train the named networks of the table into DIR."""
+    from .data import load_dataset
+    from .experiments import experiment_config
+    from .experiments.pipeline import train_networks
+    from .training import resolve_device
+
+    cfg = experiment_config(args.dataset, args.profile)
+    names = ["dcgan"] + [spec.key for spec in cfg.classifiers]
+    unknown = [n for n in args.only if n not in names]
+    if unknown:
+        raise _fail(f"argument --only: {', '.join(unknown)} is not a network of this table; choose from {names}")
+    train, _ = load_dataset(args.dataset, args.profile, root=args.data_root, seed=args.seed, n_train=cfg.n_train,
+                            n_test=cfg.n_test)
+    train_networks(cfg, train, args.seed, resolve_device(args.device), checkpoint_dir=args.checkpoint_dir,
+                   progress=not args.quiet, only=args.only)
+    print(f"trained {', '.join(args.only)} into {args.checkpoint_dir}; run again without --only to write the "
+          "artifacts")
     return 0
 
 

@@ -4,8 +4,9 @@ Three kinds of source, always recorded in :attr:`ImageData.source` so that every
 data can say where it came from:
 
 * ``"real"`` through torchvision (SVHN [37], CIFAR-10 [39], MNIST) with a data root and a download switch;
-* ``"real"`` MNIST read from the official idx ``.gz`` files (checked against their md5), used by the MNIST
-  chapter when ``$ADVBOUND_MNIST_DIR`` names their folder (see :func:`find_shared_mnist_dir`);
+* ``"real"`` MNIST and Fashion-MNIST read from the official idx ``.gz`` files (checked against their md5), used by
+  the MNIST chapter when ``$ADVBOUND_MNIST_DIR`` names their folder (see :func:`find_shared_mnist_dir`) and by
+  the Fashion-MNIST chapter when ``$ADVBOUND_FASHION_MNIST_DIR`` does (:func:`find_idx_dir`);
 * ``"synthetic stand-in"``: a deterministic synthetic data set of the same shape as SVHN / CIFAR-10, used only
   by the ``ci`` profile, where the real data cannot be downloaded.  Numbers computed from it exercise the
   pipeline and are **not** results about SVHN or CIFAR-10.
@@ -18,12 +19,15 @@ Images are stored as ``uint8`` tensors ``(N, C, H, W)`` and served as floats in 
 
 Where the files are: ``root`` when given (the command line's ``--data-root``), else ``$ADVBOUND_DATA``, else
 ``data/`` under the output folder (:func:`default_data_root`), laid out as torchvision writes them
-(``train_32x32.mat`` / ``test_32x32.mat``; ``cifar-10-batches-py/``; ``MNIST/raw/``).
+(``train_32x32.mat`` / ``test_32x32.mat``; ``cifar-10-batches-py/``; ``MNIST/raw/``; ``FashionMNIST/raw/``).
 
 Checksums: torchvision checks every SVHN ``.mat`` file and CIFAR-10 pickle against its published md5 each
 time it loads one, and this module keeps that check (there is no switch to skip it); a file that is not the
 published one raises :class:`DataUnavailableError`.  MNIST's raw files are checked by torchvision when it
-downloads them; the idx ``.gz`` files of ``$ADVBOUND_MNIST_DIR`` are checked here (:data:`MNIST_MD5`).
+downloads them; the idx ``.gz`` files of ``$ADVBOUND_MNIST_DIR`` are checked here (:data:`MNIST_MD5`), and
+those of ``$ADVBOUND_FASHION_MNIST_DIR`` by the md5 of their *decompressed* content
+(:data:`FASHION_MNIST_MD5`: Debian's package ``dataset-fashion-mnist`` recompressed the official archives, so
+their own md5 differ from the published ones while the idx files inside are the official ones).
 The test suite's tiny copies in the same formats register their own md5 with torchvision for the duration
 of a test instead.
 """
@@ -31,9 +35,10 @@ of a test instead.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,11 +50,21 @@ from .portable import normal
 
 REAL = "real"
 STAND_IN = "synthetic stand-in"
-DATASETS = ("mnist", "svhn", "cifar10")
+DATASETS = ("mnist", "fashion_mnist", "svhn", "cifar10")
 PROFILES = ("ci", "colab", "full")
+#: how the book and the messages name each data set
+DISPLAY_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10"}
+#: the class names, in label order (MNIST's are its digits)
+CLASS_NAMES = {
+    "mnist": tuple(str(k) for k in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "svhn": tuple(str(k) for k in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
 
 #: Sizes of the official training splits (SVHN: the "train" split, without "extra", as in the paper).
-TRAIN_SIZES = {"mnist": 60_000, "svhn": 73_257, "cifar10": 50_000}
+TRAIN_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "svhn": 73_257, "cifar10": 50_000}
 
 #: md5 of the official MNIST test files (DESIGN.md, "Data available here").
 MNIST_MD5 = {
@@ -57,6 +72,16 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 MNIST_DIR_ENV = "ADVBOUND_MNIST_DIR"
+
+#: md5 of the *decompressed* official Fashion-MNIST idx files (Xiao, Rasul, Vollgraf 2017; MIT licence), the
+#: official 60,000 / 10,000 split (DESIGN.md, "Data available here")
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+FASHION_MNIST_DIR_ENV = "ADVBOUND_FASHION_MNIST_DIR"
 
 #: ci-profile split of the 10k MNIST test set (the only MNIST files available in CI).
 MNIST_CI_TRAIN = 8000
@@ -129,8 +154,10 @@ class ImageData:
 # MNIST from the official idx files
 # --------------------------------------------------------------------------------------------------
 
-def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.ndarray:
-    """Read an idx file (``.gz`` or raw) as a numpy uint8 array; check its md5 when given.
+def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None,
+             expected_content_md5: str | None = None) -> np.ndarray:
+    """Read an idx file (``.gz`` or raw) as a numpy uint8 array; check the md5 of the file (``expected_md5``)
+    or of its decompressed content (``expected_content_md5``) when given.
 
     Raises ``ValueError`` for a file that is corrupt, truncated or not the expected one.
     """
@@ -150,6 +177,11 @@ def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.
             raw = fh.read()
     except (OSError, EOFError) as err:
         raise ValueError(f"{p} could not be decompressed ({err}): the file is corrupt") from err
+    if expected_content_md5 is not None:
+        got = hashlib.md5(raw).hexdigest()
+        if got != expected_content_md5:
+            raise ValueError(f"{p} decompresses to content with md5 {got}, expected {expected_content_md5}: the "
+                             "file is corrupt or not the official one; replace it (torchvision downloads it)")
     if len(raw) < 4:
         raise ValueError(f"{p} is too short to be an idx file")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
@@ -162,25 +194,30 @@ def read_idx(path: str | os.PathLike, *, expected_md5: str | None = None) -> np.
     return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()
 
 
-def find_shared_mnist_dir() -> Path | None:
-    """The folder named by ``$ADVBOUND_MNIST_DIR`` holding the official MNIST test files; ``None`` when the
-    variable is unset.
+def find_idx_dir(env: str, files: Sequence[str], what: str) -> Path | None:
+    """The folder named by the environment variable ``env`` holding the idx ``files`` of ``what`` (a data set's
+    name); ``None`` when the variable is unset.
 
-    When it is set, the folder must hold both files: a missing folder or file raises
+    When it is set, the folder must hold every file: a missing folder or file raises
     :class:`DataUnavailableError` naming the variable (never a silent fallback to a download).
     """
-    env = os.environ.get(MNIST_DIR_ENV)
-    if not env:
+    value = os.environ.get(env)
+    if not value:
         return None
-    folder = Path(env)
+    folder = Path(value)
     if not folder.is_dir():
-        raise DataUnavailableError(f"{MNIST_DIR_ENV}={env!r} is not a folder; it must name the folder holding "
-                                   f"{', '.join(MNIST_MD5)} (unset it to load MNIST through torchvision)")
-    missing = [name for name in MNIST_MD5 if not (folder / name).is_file()]
+        raise DataUnavailableError(f"{env}={value!r} is not a folder; it must name the folder holding the "
+                                   f"{what} files {', '.join(files)} (unset it to load {what} through torchvision)")
+    missing = [name for name in files if not (folder / name).is_file()]
     if missing:
-        raise DataUnavailableError(f"{MNIST_DIR_ENV}={env!r} lacks {', '.join(missing)} (the official MNIST test "
-                                   "files); add them or unset the variable to load MNIST through torchvision")
+        raise DataUnavailableError(f"{env}={value!r} lacks {', '.join(missing)} (official {what} files); add them "
+                                   f"or unset the variable to load {what} through torchvision")
     return folder
+
+
+def find_shared_mnist_dir() -> Path | None:
+    """The folder named by ``$ADVBOUND_MNIST_DIR`` holding the official MNIST test files (:func:`find_idx_dir`)."""
+    return find_idx_dir(MNIST_DIR_ENV, tuple(MNIST_MD5), "MNIST")
 
 
 def load_mnist_idx(folder: str | os.PathLike, *, verify: bool = True) -> ImageData:
@@ -194,6 +231,24 @@ def load_mnist_idx(folder: str | os.PathLike, *, verify: bool = True) -> ImageDa
         raise ValueError(f"unexpected MNIST test shapes {images.shape} / {labels.shape}")
     return ImageData(torch.from_numpy(images)[:, None], torch.from_numpy(labels.astype(np.int64)),
                      "mnist", REAL, f"official idx files in {folder}")
+
+
+def load_fashion_mnist_idx(folder: str | os.PathLike, *, verify: bool = True) -> tuple[ImageData, ImageData]:
+    """Fashion-MNIST's official training (60,000) and test (10,000) sets from the idx ``.gz`` files in
+    ``folder``, each file checked against the md5 of its decompressed content (:data:`FASHION_MNIST_MD5`)."""
+    folder = Path(folder)
+    parts = []
+    for split, n in (("train", 60_000), ("t10k", 10_000)):
+        arrays = []
+        for kind, shape in (("images-idx3", (n, 28, 28)), ("labels-idx1", (n,))):
+            name = f"{split}-{kind}-ubyte.gz"
+            arr = read_idx(folder / name, expected_content_md5=FASHION_MNIST_MD5[name] if verify else None)
+            if arr.shape != shape:
+                raise ValueError(f"{folder / name} has shape {arr.shape}, expected {shape}")
+            arrays.append(arr)
+        parts.append(ImageData(torch.from_numpy(arrays[0])[:, None], torch.from_numpy(arrays[1].astype(np.int64)),
+                               "fashion_mnist", REAL, f"official {split} idx files in {folder}"))
+    return parts[0], parts[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +268,8 @@ def default_data_root() -> Path:
 
 def torchvision_dataset(name: str, *, train: bool, root: str | os.PathLike | None = None,
                         download: bool = False) -> ImageData:
-    """SVHN (train/test splits, not 'extra', as in the paper), CIFAR-10 or MNIST through torchvision.
+    """SVHN (train/test splits, not 'extra', as in the paper), CIFAR-10, MNIST or Fashion-MNIST through
+    torchvision.
 
     Raises :class:`DataUnavailableError` with the reason when the files are absent and cannot be
     downloaded (no network, ``download=False``) or are corrupt.
@@ -233,13 +289,17 @@ def torchvision_dataset(name: str, *, train: bool, root: str | os.PathLike | Non
             images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
             labels = torch.as_tensor(ds.targets)
         else:
-            ds = torchvision.datasets.MNIST(str(root), train=train, download=download)
+            cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+            ds = cls(str(root), train=train, download=download)
             images, labels = ds.data[:, None].contiguous(), ds.targets
     except Exception as err:  # torchvision raises RuntimeError / URLError / OSError here
-        hint = ("the ci profile reads the official MNIST test files from $ADVBOUND_MNIST_DIR when it is set"
-                if name == "mnist" else "only the ci profile runs without it, on a labelled synthetic stand-in")
+        hint = {"mnist": "the ci profile reads the official MNIST test files from $ADVBOUND_MNIST_DIR when it is set",
+                "fashion_mnist": f"the ci profile reads the official idx files from ${FASHION_MNIST_DIR_ENV} when "
+                                 "it is set"}.get(name, "only the ci profile runs without it, on a labelled synthetic "
+                                                        "stand-in")
         raise DataUnavailableError(
-            f"the real {name} {split} set could not be loaded from {root} (download={download}): {err}. "
+            f"the real {DISPLAY_NAMES[name]} {split} set could not be loaded from {root} (download={download}): "
+            f"{err}. "
             f"It needs internet access or a data root holding the files ({hint}).") from err
     labels = labels.long() % 10  # SVHN labels are already 0-9 in torchvision; keep the invariant
     return ImageData(images, labels, name, REAL, f"torchvision {name} {split} split in {root}")
@@ -301,6 +361,9 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
     * ``mnist``: ``ci`` -> the real 10k MNIST test set split into 8000 train / 2000 test images (fixed
       split), read from ``$ADVBOUND_MNIST_DIR`` when set (:func:`find_shared_mnist_dir`), else from
       torchvision's test split (the same images); ``colab`` / ``full`` -> torchvision's 60k / 10k splits.
+    * ``fashion_mnist``: every profile -> the official 60k / 10k splits, read from
+      ``$ADVBOUND_FASHION_MNIST_DIR`` when set, else through torchvision (download); offline without the files
+      :class:`DataUnavailableError` names Fashion-MNIST.
 
     ``n_train`` / ``n_test`` cap the sizes (first images of a fixed shuffle); ``pad_to=32`` zero-pads MNIST.
     """
@@ -320,6 +383,13 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
                 f"(seed {MNIST_CI_SPLIT_SEED}); the 60k training set is not used in the ci profile")
         train.notes.append(note)
         test.notes.append(note)
+    elif name == "fashion_mnist":
+        folder = find_idx_dir(FASHION_MNIST_DIR_ENV, tuple(FASHION_MNIST_MD5), "Fashion-MNIST")
+        if folder is not None:
+            train, test = load_fashion_mnist_idx(folder)
+        else:
+            train = torchvision_dataset(name, train=True, root=root, download=download)
+            test = torchvision_dataset(name, train=False, root=root, download=download)
     elif profile == "ci":
         train = synthetic_stand_in(n_train or 2000, name=name, seed=seed)
         test = synthetic_stand_in(n_test or 500, name=name, seed=seed + 1)
@@ -360,6 +430,12 @@ __all__ = [
     "MNIST_MD5",
     "TRAIN_SIZES",
     "MNIST_DIR_ENV",
+    "FASHION_MNIST_MD5",
+    "FASHION_MNIST_DIR_ENV",
+    "DISPLAY_NAMES",
+    "CLASS_NAMES",
+    "find_idx_dir",
+    "load_fashion_mnist_idx",
     "DataUnavailableError",
     "ImageData",
     "read_idx",

@@ -3,6 +3,8 @@ the bounds against sampled or gridded robustness."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -77,6 +79,19 @@ def class_proportions(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.n
     return np.bincount(lab.astype(np.int64), minlength=n_classes) / lab.size
 
 
+def quantile_with_failures(values: np.ndarray | torch.Tensor, q: float) -> float:
+    """Linear-interpolated ``q`` quantile (numpy's default) where failed attacks are ``+inf``: the result is
+    ``inf`` when an order statistic it interpolates is; NaN for an empty sample."""
+    v = np.sort(_as_numpy(values, "values").astype(float))
+    if v.size == 0:
+        return float("nan")
+    pos = q * (v.size - 1)
+    lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+    if not np.isfinite(v[hi]):
+        return float("inf")
+    return float(v[lo] + (pos - lo) * (v[hi] - v[lo]))
+
+
 def quantile_interval(values: np.ndarray | torch.Tensor, q: float, level: float = 0.95) -> tuple[float, float]:
     """Distribution-free confidence interval ``[X_(j), X_(k)]`` for the ``q`` quantile from order statistics.
 
@@ -123,9 +138,21 @@ def proportion_interval(successes: int, n: int, level: float = 0.95) -> tuple[fl
     return lo, hi
 
 
-__all__ = ["binomial_standard_error", "bound_margin_table", "class_proportions", "margin_in_standard_errors",
-           "probability_at_most", "proportion_interval", "quantile_interval", "weighted_probability_at_most",
-           "weighted_quantile"]
+__all__ = [
+    "Comparison",
+    "binomial_standard_error",
+    "bound_margin_table",
+    "class_proportions",
+    "compare_intervals",
+    "compare_quantiles",
+    "margin_in_standard_errors",
+    "probability_at_most",
+    "proportion_interval",
+    "quantile_interval",
+    "quantile_with_failures",
+    "weighted_probability_at_most",
+    "weighted_quantile",
+]
 
 
 def bound_margin_table(results: dict[str, dict[str, np.ndarray]], grid: np.ndarray, at: tuple[float, ...],
@@ -148,3 +175,74 @@ def bound_margin_table(results: dict[str, dict[str, np.ndarray]], grid: np.ndarr
             cells.append(f"{res['est'][i]:.3f}±{res['se'][i]:.3f}, {res['bound'][i]:.3f} ({margins[name, v]:+.1f} se)")
         lines.append(f"{name:<{name_width}}" + "".join(f"{c:>{column_width}}" for c in cells))
     return "\n".join(lines), margins
+
+
+# --------------------------------------------------------------------------------------------------
+# The book's one rule for claiming a difference
+# --------------------------------------------------------------------------------------------------
+
+def _interval_text(value: float, lo: float, hi: float, fmt: str) -> str:
+    return f"{fmt.format(value)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two measured quantities compared under the book's one statistical standard (:func:`compare_quantiles`).
+
+    ``verdict`` is ``"larger"`` or ``"smaller"`` (the first quantity relative to the second, claimed only when
+    the two 95% intervals do not overlap) or ``"no difference detected"``; ``sentence`` states it with the
+    numbers, the intervals and the sample sizes."""
+
+    verdict: str
+    sentence: str
+    first: tuple[float, float, float]     # estimate, interval low, interval high
+    second: tuple[float, float, float]
+    sizes: tuple[int, int]
+
+    @property
+    def differs(self) -> bool:
+        return self.verdict != "no difference detected"
+
+
+def compare_intervals(first: tuple[float, float, float], second: tuple[float, float, float], sizes: tuple[int, int],
+                      names: tuple[str, str], what: str, fmt: str = "{:.3g}") -> Comparison:
+    """The book's rule on two estimates with their 95% intervals ``(estimate, low, high)``: a difference is
+    claimed only when the intervals do not overlap; otherwise "no difference detected at n = ...".
+
+    Two non-overlapping 95% intervals are a conservative two-sample test (for independent estimates its level is
+    well below 5%).  ``names`` name the two things measured, ``what`` the quantity (e.g. ``"median r_in / r_unc"``);
+    ``sizes`` are the sample sizes behind each estimate."""
+    (a, alo, ahi), (b, blo, bhi) = first, second
+    for label, (v, lo, hi) in (("first", first), ("second", second)):
+        if any(np.isnan(x) for x in (v, lo, hi)) or not lo <= hi:
+            raise ValueError(f"{label} must be (estimate, low, high) with low <= high and no NaN; got {(v, lo, hi)}")
+    ta, tb = _interval_text(a, alo, ahi, fmt), _interval_text(b, blo, bhi, fmt)
+    n = f"n = {sizes[0]}" if sizes[0] == sizes[1] else f"n = {sizes[0]} and {sizes[1]}"
+    if alo > bhi or ahi < blo:
+        verdict = "larger" if alo > bhi else "smaller"
+        sentence = (f"{names[0]}'s {what} is {verdict} than {names[1]}'s: {ta} against {tb} "
+                    f"(95% intervals do not overlap, {n})")
+    else:
+        verdict = "no difference detected"
+        sentence = (f"no difference detected at {n} between the {what} of {names[0]}, {ta}, and of {names[1]}, "
+                    f"{tb} (95% intervals overlap)")
+    return Comparison(verdict, sentence, (float(a), float(alo), float(ahi)), (float(b), float(blo), float(bhi)),
+                      (int(sizes[0]), int(sizes[1])))
+
+
+def compare_quantiles(first: np.ndarray | torch.Tensor, second: np.ndarray | torch.Tensor, q: float = 0.5, *,
+                      names: tuple[str, str] = ("A", "B"), what: str = "median", level: float = 0.95,
+                      fmt: str = "{:.3g}") -> Comparison:
+    """Compare the ``q`` quantiles of two samples with their order-statistic intervals
+    (:func:`quantile_interval`) under the book's rule (:func:`compare_intervals`).  ``+inf`` values (failed
+    attacks) are ordinary order statistics."""
+    if level != 0.95:
+        raise ValueError(f"level must be 0.95, the level every comparison of the book uses; got {level!r}")
+    ests = []
+    for label, values in (("first", first), ("second", second)):
+        v = _as_numpy(values, label).astype(float)
+        if v.size < 1:
+            raise ValueError(f"{label} must hold at least one value")
+        lo, hi = quantile_interval(v, q, level)
+        ests.append((quantile_with_failures(v, q), lo, hi))
+    return compare_intervals(ests[0], ests[1], (int(np.size(first)), int(np.size(second))), names, what, fmt)

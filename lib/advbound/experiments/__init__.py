@@ -7,8 +7,9 @@
 ``python -m advbound experiment --dataset svhn --profile full``.
 """
 
+from .findings import findings_text, section5_findings
 from .pipeline import run_experiment, set_determinism
-from .plots import plot_examples, plot_gap, plot_modulus, plot_robustness
+from .plots import plot_examples, plot_gap, plot_modulus, plot_robustness, plot_samples
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
 from .report import (
                      BOUND_COLUMN,
@@ -32,6 +33,9 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentResult",
     "experiment_config",
+    "findings_text",
+    "section5_findings",
+    "plot_samples",
     "format_table",
     "key_numbers",
     "paper_table",

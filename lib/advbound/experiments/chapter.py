@@ -10,6 +10,7 @@ chapters differ only in their prose and parameters.
 from __future__ import annotations
 
 import os
+import textwrap
 import warnings
 from typing import Any
 
@@ -22,6 +23,9 @@ from ..data import DATASETS, PROFILES
 from .pipeline import run_experiment, set_determinism
 from .profiles import ExperimentConfig, experiment_config
 from .report import ExperimentResult
+
+#: printed lines are wrapped to this width, so that no output runs past the book's content column
+WIDTH = 100
 
 
 def run_chapter(dataset: str, profile: str = "ci", seed: int = 0, *, artifacts: str | os.PathLike | None = "artifacts",
@@ -59,8 +63,9 @@ def _classifier_text(config: ExperimentConfig) -> str:
 def setup_text(dataset: str, profile: str, seed: int) -> str:
     """The chapter's first printed lines: version, profile, seed, expected time and the classifiers."""
     config = experiment_config(dataset, profile)
-    return (f"advbound {__version__}, profile={profile}, seed={seed}, expected time: {config.expected_time}\n"
-            f"classifiers: {_classifier_text(config)}")
+    lines = [f"advbound {__version__}, profile={profile}, seed={seed}, expected time: {config.expected_time}",
+             f"classifiers: {_classifier_text(config)}"]
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in lines)
 
 
 def check_text(result: ExperimentResult) -> str:
@@ -118,46 +123,103 @@ def gap_text(result: ExperimentResult) -> str:
     """Per classifier, the median of ``r_in / r_unc`` with its 95% order-statistic interval and the fraction
     of samples above Theorem 2's factor 2 with its Clopper-Pearson interval (samples where both attacks
     succeeded)."""
-    from ..montecarlo import proportion_interval, quantile_interval
+    from ..montecarlo import compare_quantiles, proportion_interval, quantile_interval
 
     tag = "SYNTHETIC STAND-IN" if result.is_stand_in else "real data"
     lines = []
-    medians: dict[str, tuple[float, float, float]] = {}
     for r in result.classifiers:
-        both = np.isfinite(r.r_in) & np.isfinite(r.r_unc) & (r.r_unc > 0)
-        ratio = r.r_in[both] / r.r_unc[both]
+        ratio = r.gap_ratio
         if ratio.size == 0:
             lines.append(f"{r.spec.label} [{tag}]: no sample where both attacks succeeded")
             continue
         lo, hi = quantile_interval(ratio, 0.5)
-        medians[r.spec.label] = (float(np.median(ratio)), lo, hi)
         above = int(np.sum(ratio > 2))
         plo, phi = proportion_interval(above, ratio.size)
         lines.append(f"{r.spec.label} [{tag}]: median r_in / r_unc = {np.median(ratio):.2f} [{lo:.2f}, {hi:.2f}]; "
                      f"above 2 on {above / ratio.size:.0%} [{plo:.0%}, {phi:.0%}] of {ratio.size} samples")
+    ratios = {r.spec.label: r.gap_ratio for r in result.classifiers}
     first = result.classifiers[0].spec.label
-    for label, (med, lo, hi) in medians.items():
-        if label == first or first not in medians:
-            continue
-        m0, lo0, hi0 = medians[first]
-        order = "smaller" if med < m0 else "larger"
-        overlap = "the 95% intervals overlap: no measurable difference" if lo <= hi0 and lo0 <= hi else \
-            "the 95% intervals do not overlap"
-        lines.append(f"{label} against {first}: median ratio {order} ({med:.2f} vs {m0:.2f}); {overlap}")
+    for label, ratio in ratios.items():
+        if label != first and ratio.size and ratios[first].size:
+            lines.append(compare_quantiles(ratio, ratios[first], 0.5, names=(label, first),
+                                           what="median r_in / r_unc").sentence)
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in lines)
+
+
+def findings_table(result: ExperimentResult) -> pd.DataFrame:
+    """The four Section 5 observations (:mod:`advbound.experiments.findings`): claim, our criterion, verdict."""
+    from .findings import section5_findings
+
+    rows = {f"({f.key})": {"the paper's observation": f.claim, "criterion (ours)": f.criterion,
+                           "verdict here": f.verdict} for f in section5_findings(result)}
+    return pd.DataFrame(rows).T
+
+
+def summary(result: ExperimentResult) -> Any:
+    """The chapter's findings in a few sentences, written by code from the measurements (so prose and numbers
+    cannot disagree), as Markdown for the page's first screen."""
+    from IPython.display import Markdown
+
+    from ..data import DISPLAY_NAMES
+    from .findings import section5_findings
+
+    n = result.provenance["samples"]["latent_attacked"]
+    data = ("**a synthetic stand-in**, not real data" if result.is_stand_in
+            else f"real {DISPLAY_NAMES[result.config.dataset]} images")
+    parts = [f"On {data} (profile `{result.config.profile}`, {n} latent samples per classifier, 95% intervals):"]
+    if result.quality is not None:
+        verdicts = [m for m in result.quality.measures if m.target is not None]
+        met = sum(m.verdict == "met" for m in verdicts)
+        a = result.quality.measures[0]
+        parts.append(f"the generator's samples meet {met} of the {len(verdicts)} sample-quality targets ({a.name[4:]}: "
+                     f"{100 * a.generated:.0f}% [{100 * a.generated_ci[0]:.0f}%, {100 * a.generated_ci[1]:.0f}%] of "
+                     f"them, against {100 * a.real:.0f}% of real test images);")
+    findings = section5_findings(result)
+    by_verdict: dict[str, list[str]] = {}
+    for f in findings:
+        by_verdict.setdefault(f.verdict, []).append(f"({f.key})")
+    said = [f"{', '.join(keys)} {verdict}" for verdict, keys in by_verdict.items()]
+    parts.append("of the paper's four Section 5 observations, " + "; ".join(said) + ".")
+    return Markdown(" ".join(parts))
+
+
+def save_results(result: ExperimentResult) -> str:
+    """Save the results JSON and CSV under the output folder (:func:`advbound.book.results_path`) and return a
+    short account of where they went and what they rest on (data, networks, searches, dtype, seed, date)."""
+    path = result.save(book.results_path(result.config.dataset, result.config.profile))
+    prov = result.provenance
+    lines = [f"results and provenance saved to {path} (and {path.with_suffix('.csv').name})"]
+    lines += [f"{k}: {prov[k]}" for k in ("data", "data_origin", "networks", "latent_searches", "analysis_dtype",
+                                          "seed", "date")]
+    lines.append(f"samples: {prov['samples']}")
     return "\n".join(lines)
 
 
+def full_profile_text(dataset: str) -> str:
+    """What the ``full`` profile of ``dataset`` costs, from a dry run at its real sizes (FLOPs counted, nothing
+    timed or trained: the same on every machine)."""
+    from .dryrun import dry_run
+
+    return dry_run(dataset, "full", probe_batch=1, repeats=0).summary().split("\n", 1)[1]
+
+
 def _profile_row(config: ExperimentConfig) -> dict[str, Any]:
-    data = ("synthetic stand-in" if config.dataset != "mnist" and config.profile == "ci"
-            else "MNIST test set" if config.dataset == "mnist" and config.profile == "ci"
-            else f"{config.dataset} via torchvision (download)")
+    from ..data import DISPLAY_NAMES
+
+    name = DISPLAY_NAMES[config.dataset]
+    data = ("MNIST test set" if config.dataset == "mnist" and config.profile == "ci"
+            else f"{name}, official files ($ADVBOUND_FASHION_MNIST_DIR) or torchvision"
+            if config.dataset == "fashion_mnist" and config.profile == "ci"
+            else "synthetic stand-in" if config.profile == "ci"
+            else f"{name} via torchvision (download)")
     split = (f"{config.n_train:,} / {config.n_test:,}" if config.n_train else
              "8,000 / 2,000" if config.dataset == "mnist" and config.profile == "ci" else "official splits")
     omega = (f"{config.modulus_samples} samples x {config.modulus_radii} radii"
              + (f", {config.modulus_confidence:.0%} order-statistic correction" if config.modulus_confidence else ""))
     return {
         "data (train / test)": f"{data}, {split}",
-        "DCGAN": f"width {config.gan_width}, {config.gan_epochs} epochs",
+        "DCGAN": f"width {config.gan_width}, {config.gan_epochs} epochs"
+                 + (f", weights averaged (EMA {config.gan_ema:g})" if config.gan_ema else ""),
         "classifiers": _classifier_text(config),
         "latent samples attacked": f"{config.n_eval:,}",
         "omega": omega,
@@ -176,4 +238,5 @@ def profiles_table(dataset: str) -> pd.DataFrame:
     return pd.DataFrame({p: _profile_row(experiment_config(dataset, p)) for p in PROFILES})
 
 
-__all__ = ["check_text", "gap_text", "modulus_text", "profiles_table", "run_chapter", "setup_text", "start"]
+__all__ = ["check_text", "findings_table", "full_profile_text", "gap_text", "modulus_text", "profiles_table",
+           "run_chapter", "save_results", "setup_text", "start", "summary"]

@@ -372,7 +372,8 @@ def dry_run(dataset: str, profile: str = "full", *, config: ExperimentConfig | N
                                     or probe_batch < 1):
         raise ValueError(f"probe_batch must be an integer >= 1; got {probe_batch!r}")
     if profile == "ci":  # the ci profile's training sets (see advbound.data.load_dataset)
-        train_size = MNIST_CI_TRAIN if dataset == "mnist" else cfg.n_train or 2000
+        train_size = {"mnist": MNIST_CI_TRAIN, "fashion_mnist": TRAIN_SIZES["fashion_mnist"]}.get(dataset,
+                                                                                                 cfg.n_train or 2000)
     else:
         train_size = min(TRAIN_SIZES[dataset], cfg.n_train or TRAIN_SIZES[dataset])
 

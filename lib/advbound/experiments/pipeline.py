@@ -35,7 +35,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ from ..data import STAND_IN, ImageData, load_dataset
 from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcgan_weights
 from ..modulus_estimation import default_radii, estimate_modulus
 from ..portable import seeded_normal
-from ..training import error_rate, predict, resolve_device, train_classifier, train_gan
+from ..sample_quality import last_linear_features, sample_quality, softmax_outputs
+from ..training import predict, resolve_device, train_classifier, train_gan
 from ..witnesses import SEARCHES, has_witnesses, load_witnesses, save_witnesses, verified_search, witness_points
 from .profiles import ExperimentConfig, experiment_config
 from .report import ClassifierResult, ExperimentResult, _checks, _tables
@@ -97,6 +98,8 @@ def _latent(n: int, seed: int, device: torch.device, dtype: torch.dtype = torch.
 
 #: samples per classifier kept with their adversarial images (the chapters' gallery)
 EXAMPLES = 8
+#: generated and real images shown side by side with the most accurate classifier's labels
+GALLERY = 32
 
 
 def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
@@ -167,14 +170,41 @@ def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor
 
 #: Offsets added to the run's seed, one per independent random stream (classifier k is initialised from
 #: ``seed + CLASSIFIER_SEED * (k + 1)`` and trained with data order ``seed + k``)
-NORM_SEED, MODULUS_SEED, EVAL_SEED, GALLERY_SEED, CLASSIFIER_SEED = 101, 202, 303, 404, 1000
+NORM_SEED, MODULUS_SEED, EVAL_SEED, GALLERY_SEED, QUALITY_SEED, CLASSIFIER_SEED = 101, 202, 303, 404, 505, 1000
+
+
+@torch.no_grad()
+def nearest_other_label(x: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, pool_labels: torch.Tensor,
+                        batch: int = 256) -> np.ndarray:
+    """For each image ``x_i`` with label ``labels_i``, the L2 distance to the nearest image of ``pool`` whose
+    label differs (``inf`` if none does).
+
+    Every generated image ``g(z')`` that the classifier labels differently is an in-distribution adversarial
+    example of ``g(z)`` (take ``r = z' - z``), so this is an attack-free upper estimate of ``r_in``: the
+    baseline against which the classifier-agnostic bound is non-vacuous or not."""
+    flat_pool = pool.flatten(1)
+    out = []
+    for i in range(0, x.shape[0], batch):
+        d = torch.cdist(x[i:i + batch].flatten(1), flat_pool)
+        same = labels[i:i + batch, None] == pool_labels[None, :]
+        out.append(d.masked_fill(same, math.inf).min(dim=1).values)
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
 def train_networks(cfg: ExperimentConfig, train: ImageData, seed: int, device: torch.device, *,
                    checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
-                   log: Callable[[str], Any] = print) -> tuple[Networks, dict[str, float]]:
+                   log: Callable[[str], Any] = print,
+                   only: Sequence[str] | None = None) -> tuple[Networks, dict[str, float]]:
     """Train the DCGAN and every classifier of ``cfg`` on ``train`` (float32), with per-network checkpoints
-    in ``checkpoint_dir`` (resumable).  Returns the networks (in eval mode) and the training times."""
+    in ``checkpoint_dir`` (resumable).  Returns the networks (in eval mode) and the training times.
+
+    ``only`` names the networks to train (``"dcgan"`` and classifier keys; default: all); the others are
+    returned untrained.  Every network has its own seeds, so networks trained in separate processes into one
+    ``checkpoint_dir`` are the same as networks trained one after the other."""
+    names = ["dcgan"] + [spec.key for spec in cfg.classifiers]
+    if only is not None and (isinstance(only, str) or not set(only) <= set(names) or not only):
+        raise ValueError(f"only must be a non-empty list of network names from {names}; got {only!r}")
+    chosen = set(names if only is None else only)
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     tag = " [SYNTHETIC STAND-IN]" if train.source == STAND_IN else ""
     timings: dict[str, float] = {}
@@ -183,13 +213,18 @@ def train_networks(cfg: ExperimentConfig, train: ImageData, seed: int, device: t
     disc = DCGANDiscriminator(cfg.channels, cfg.image_size, cfg.disc_width or cfg.gan_width)
     init_dcgan_weights(gen)
     init_dcgan_weights(disc)
-    t = time.perf_counter()
-    gan_hist = train_gan(gen, disc, train, epochs=cfg.gan_epochs, batch_size=cfg.gan_batch_size, seed=seed,
-                         device=device, checkpoint=None if ckdir is None else ckdir / "dcgan.pt", progress=progress)
-    timings["gan_training_s"] = time.perf_counter() - t
-    log(f"DCGAN trained{tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
+    gan_hist: list[dict[str, float]] = []
+    if "dcgan" in chosen:
+        t = time.perf_counter()
+        gan_hist = train_gan(gen, disc, train, epochs=cfg.gan_epochs, batch_size=cfg.gan_batch_size, seed=seed,
+                             ema=cfg.gan_ema, device=device, checkpoint=None if ckdir is None else ckdir / "dcgan.pt",
+                             progress=progress)
+        timings["gan_training_s"] = time.perf_counter() - t
+        log(f"DCGAN trained{tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
     histories = {}
     for k, spec in enumerate(cfg.classifiers):
+        if spec.key not in chosen:
+            continue
         torch.manual_seed(seed + CLASSIFIER_SEED * (k + 1))
         clf = build_classifier(spec.arch, channels=cfg.channels, n_classes=train.n_classes, **spec.kwargs)
         t = time.perf_counter()
@@ -307,10 +342,21 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         timings["generator_gram_s"] = time.perf_counter() - t
     results: list[ClassifierResult] = []
     found: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+    # the pool of generated images for the sample-quality measures and the nearest-other-label distances
+    with torch.no_grad():
+        z_pool = _latent(cfg.n_quality, seed + QUALITY_SEED, dev, dtype)
+        x_pool = torch.cat([gen(z_pool[i:i + 1000]) for i in range(0, cfg.n_quality, 1000)])
+    x_test = test.floats().to(dev, dtype)
+    probs_pool: dict[str, torch.Tensor] = {}
+    probs_test: dict[str, torch.Tensor] = {}
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
-        err = error_rate(clf, test)
+        probs_test[spec.label] = softmax_outputs(clf, x_test)
+        probs_pool[spec.label] = softmax_outputs(clf, x_pool)
+        err = float((probs_test[spec.label].argmax(1) != test.labels).double().mean())
         labels = [predict(clf, x) for x in x_eval]
+        nearest = nearest_other_label(torch.cat(x_eval), torch.cat(labels).to(dev), x_pool,
+                                      probs_pool[spec.label].argmax(1).to(dev))
         props = np.bincount(torch.cat(labels).cpu().numpy(), minlength=train.n_classes) / cfg.n_eval
         t = time.perf_counter()
         att = _attack_batched(clf, gen, z_eval, x_eval, labels, cfg, attack_batch, grams=grams, progress=progress,
@@ -318,7 +364,8 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         timings[f"attacks_{spec.key}_s"] = time.perf_counter() - t
         found[spec.key] = att["witnesses"]
         results.append(ClassifierResult(spec, err, props, att["r_z"], att["r_in"], att["r_unc"], att["r_df"],
-                                        att["success"], att["examples"], nets.histories.get(spec.key, [])))
+                                        att["success"], att["examples"], nets.histories.get(spec.key, []),
+                                        r_nearest=nearest))
         log(f"{spec.label}: error {err:.3f}{data_tag}, attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
 
     if artifacts is not None and (retrain or reattack):
@@ -331,12 +378,27 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         witness_note = f"searched here and written to {path.parent}"
         log(f"witnesses: {witness_note}")
 
+    # do the samples look like the data? (advbound.sample_quality), judged by the most accurate classifier
+    judge = min(results, key=lambda r: r.error_rate).spec
+    n_fd = min(cfg.n_quality, len(test) // 2)
+    feats = [last_linear_features(nets.classifiers[judge.key], x).double().cpu().numpy()
+             for x in (x_pool[:n_fd], x_test[:2 * n_fd])]
+    quality = sample_quality(probs_pool, probs_test, judge.label, *feats, seed=seed + QUALITY_SEED)
+    del x_test
+
     # table, bounds, checks
     normalisers = {"E||z||": e_z, "E||g(z)||": e_img}
     table, bounds_df, ci_low, ci_high = _tables(results, est, normalisers, train.n_classes, len(test))
     checks = _checks(results, bounds_df, table, ci_high)
     with torch.no_grad():
-        generated = gen(_latent(16, seed + GALLERY_SEED, dev, dtype)).float().cpu()
+        generated = gen(_latent(GALLERY, seed + GALLERY_SEED, dev, dtype))
+    judge_net = nets.classifiers[judge.key]
+    gallery = {"judge": judge.label}
+    for kind, images in (("generated", generated), ("real", test.floats()[:GALLERY].to(dev, dtype))):
+        probs = softmax_outputs(judge_net, images)
+        gallery[kind] = images.float().cpu()
+        gallery[f"{kind}_labels"], gallery[f"{kind}_confidence"] = probs.argmax(1), probs.max(1).values.float()
+    generated = gallery["generated"]
     timings["total_s"] = time.perf_counter() - t0
     provenance = {
         "dataset": dataset, "profile": profile, "data": train.source, "data_origin": train.origin,
@@ -345,12 +407,12 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         "threads": torch.get_num_threads(), "versions": _versions(),
         "date": utc_timestamp(),
         "samples": {"train": len(train), "test": len(test), "latent_attacked": cfg.n_eval,
-                    "norm_estimate": cfg.n_norm, "modulus": cfg.modulus_samples},
+                    "norm_estimate": cfg.n_norm, "modulus": cfg.modulus_samples, "quality": cfg.n_quality},
         "delta": cfg.delta, "quantile": TABLE_QUANTILE, "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "units": "L2 distances of images in [0, 1]; Z-space divided by E||z||_2, image space by the mean ||g(z)||_2",
     }
     return ExperimentResult(cfg, table, bounds_df, checks, provenance, results, est, normalisers, generated,
-                            nets.gan_history, ci_low, ci_high)
+                            nets.gan_history, ci_low, ci_high, quality=quality, gallery=gallery)
 
 
 def _search_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:

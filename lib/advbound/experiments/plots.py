@@ -34,6 +34,35 @@ def plot_examples(result: ExperimentResult, classifier: int = 0, n: int = 4):
     return fig
 
 
+def plot_samples(result: ExperimentResult, rows: int = 4, cols: int = 8):
+    """Real test images (left) and generated samples ``g(z)`` (right), each titled with the most accurate
+    classifier's label and its softmax confidence: can a reader recognise the generated ones?"""
+    import matplotlib.pyplot as plt
+
+    from ..data import CLASS_NAMES
+
+    gal = result.gallery
+    names = CLASS_NAMES[result.config.dataset]
+    n = min(rows * cols, gal["real"].shape[0], gal["generated"].shape[0])
+    fig = plt.figure(figsize=(11, 1.45 * rows + 0.5))
+    panels = fig.subfigures(1, 2, wspace=0.04)
+    for panel, kind, title in ((panels[0], "real", "real test images"), (panels[1], "generated", "generated g(z)")):
+        axes = panel.subplots(rows, cols, squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if k >= n:
+                continue
+            img = gal[kind][k].clamp(0, 1).permute(1, 2, 0).numpy()
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{names[int(gal[f'{kind}_labels'][k])]} {float(gal[f'{kind}_confidence'][k]):.2f}",
+                         fontsize=6.5)
+        panel.suptitle(f"{title} (labels: {gal['judge']})", fontsize=9)
+    if result.is_stand_in:
+        fig.text(0.5, 0.0, "SYNTHETIC STAND-IN data (not real-data results)", color="crimson", ha="center",
+                 fontsize=9)
+    return fig
+
+
 def plot_robustness(result: ExperimentResult):
     """Empirical CDFs of the normalised robustness (Z-space, in-distribution, unconstrained) per classifier.
 

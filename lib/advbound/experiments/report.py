@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 
 from ..bounds import TABLE_QUANTILE, class_probabilities, robustness_quantile_bound
-from ..data import STAND_IN
+from ..data import DISPLAY_NAMES, STAND_IN
 from ..modulus_estimation import ModulusEstimate
-from ..montecarlo import proportion_interval, quantile_interval
+from ..montecarlo import proportion_interval, quantile_interval, quantile_with_failures
+from ..sample_quality import SampleQuality
 from .profiles import ClassifierSpec, ExperimentConfig
 
 ROWS = ("Error rate", "Robustness in the Z-space", "In-distribution robustness", "Unconstrained robustness")
@@ -60,18 +61,6 @@ def paper_table(dataset: str) -> pd.DataFrame:
     return pd.DataFrame(cols, index=list(ROWS))
 
 
-def quantile_with_failures(values: np.ndarray, q: float = TABLE_QUANTILE) -> float:
-    """Linear-interpolated ``q`` quantile where failed attacks are ``+inf`` (then the result may be inf)."""
-    v = np.sort(np.asarray(values, dtype=float))
-    if v.size == 0:
-        return math.nan
-    pos = q * (v.size - 1)
-    lo, hi = int(math.floor(pos)), int(math.ceil(pos))
-    if not math.isfinite(v[hi]):
-        return math.inf
-    return float(v[lo] + (pos - lo) * (v[hi] - v[lo]))
-
-
 @dataclass
 class ClassifierResult:
     """Per-classifier measurements (arrays are per latent sample)."""
@@ -86,6 +75,15 @@ class ClassifierResult:
     success: dict[str, float]
     examples: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    #: per sample, the distance from g(z) to the nearest generated image of another label (an attack-free upper
+    #: estimate of r_in, :func:`advbound.experiments.pipeline.nearest_other_label`)
+    r_nearest: np.ndarray | None = None
+
+    @property
+    def gap_ratio(self) -> np.ndarray:
+        """``r_in / r_unc`` on the samples where both attacks succeeded (Theorem 2's factor 2 is its scale)."""
+        both = np.isfinite(self.r_in) & np.isfinite(self.r_unc) & (self.r_unc > 0)
+        return self.r_in[both] / self.r_unc[both]
 
 
 @dataclass
@@ -106,6 +104,10 @@ class ExperimentResult:
     #: order-statistic intervals for the quantiles, Clopper-Pearson for the error rates
     ci_low: pd.DataFrame | None = None
     ci_high: pd.DataFrame | None = None
+    #: do the generated samples look like the data (advbound.sample_quality)
+    quality: SampleQuality | None = None
+    #: generated and real test images with the most accurate classifier's labels and confidences (the "judge")
+    gallery: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_stand_in(self) -> bool:
@@ -135,6 +137,7 @@ class ExperimentResult:
             "table_ci_high": _frame_dict(self.ci_high),
             "bounds": _frame_dict(self.bounds),
             "checks": self.checks,
+            "sample_quality": None if self.quality is None else self.quality.to_dict(),
             "normalisers": self.normalisers,
             "modulus": self.modulus.to_dict(),
             "classifiers": per,
@@ -166,7 +169,7 @@ def _frame_dict(frame: pd.DataFrame | None) -> dict[str, Any] | None:
 
 
 def _title(dataset: str, data: str) -> str:
-    names = {"mnist": "MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10"}
+    names = DISPLAY_NAMES
     if data == STAND_IN:
         return f"{names[dataset]} pipeline on a SYNTHETIC STAND-IN (not {names[dataset]} results)"
     return f"{names[dataset]} (real data)"
