@@ -65,12 +65,14 @@ def _bfgs(b: Tensor, s: Tensor, yv: Tensor) -> Tensor:
 
 def boundary_sqp(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                  start: Tensor, cand: Tensor, metric0: Tensor, *, steps: int,
-                 batched_grads: bool = False) -> tuple[Tensor, Tensor]:
+                 batched_grads: bool = False, latent_classifier: bool = False) -> tuple[Tensor, Tensor]:
     """Run the boundary search from ``start`` (n, d); returns the best valid points (n, d) and their image
     distances (``inf`` where no iterate was valid).
 
     ``cand`` (n, k): candidate classes per sample, column 0 the clean label ``y``; ``metric0`` (n, d, d): the
     initial curvature model (``J^T J`` at ``z`` plus a ridge).  Callers put the models in evaluation mode.
+    ``latent_classifier``: the labels are ``classifier(w)`` (a classifier of latent codes) instead of
+    ``classifier(generator(w))``.
     """
     z0 = z.detach()
     n, d = z0.shape
@@ -90,7 +92,7 @@ def boundary_sqp(classifier: Callable[[Tensor], Tensor], generator: Callable[[Te
         wr = w.detach().requires_grad_(True)
         with torch.enable_grad():
             img = generator(wr)
-            logits = classifier(img)
+            logits = classifier(wr if latent_classifier else img)
             e = img.flatten(1) - x0
             phi = 0.5 * (e * e).sum(1)
             h = logits.gather(1, cand[:, 1:]) - logits.gather(1, cand[:, :1])

@@ -8,7 +8,7 @@
 """
 
 from .findings import findings_text, section5_findings
-from .pipeline import run_experiment, set_determinism
+from .pipeline import latent_search_results, obtain_networks, run_experiment, set_determinism
 from .plots import plot_examples, plot_gap, plot_modulus, plot_robustness, plot_samples
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
 from .report import (
@@ -38,6 +38,8 @@ __all__ = [
     "plot_samples",
     "format_table",
     "key_numbers",
+    "latent_search_results",
+    "obtain_networks",
     "paper_table",
     "plot_examples",
     "plot_gap",

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks, utc_timestamp
-from ..attacks import best_of, boundary_search, deepfool, latent_deepfool
+from ..attacks import LatentAttackResult, best_of, boundary_search, deepfool, latent_deepfool
 from ..attacks.boundary import BOUNDARY_STEPS
 from ..attacks.jacobian import generator_gram
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
@@ -413,6 +413,43 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     }
     return ExperimentResult(cfg, table, bounds_df, checks, provenance, results, est, normalisers, generated,
                             nets.gan_history, ci_low, ci_high, quality=quality, gallery=gallery)
+
+
+def latent_search_results(cfg: ExperimentConfig, seed: int, nets: Networks, n: int, *,
+                          artifacts: str | os.PathLike | None = None, log: Callable[[str], Any] = print
+                          ) -> tuple[torch.Tensor, dict[str, dict[str, LatentAttackResult]]]:
+    """The first ``n`` latent samples that :func:`run_experiment` attacks (seed ``seed + EVAL_SEED``, in the
+    configuration's analysis dtype) and, per classifier label, the two latent searches there:
+    ``"latent_deepfool"`` (the ``r_Z`` estimate, Remark 5) and ``"in_distribution"`` (the best valid point of
+    the boundary search and of latent DeepFool, i.e. :func:`~advbound.attacks.in_distribution_attack`: the
+    book's ``r_in`` estimate, Section 3).
+
+    With committed witnesses in ``artifacts`` for these networks (:mod:`advbound.witnesses`) the points are
+    loaded and re-verified, not searched; otherwise both searches run here (0.2-1.5 s per sample and
+    classifier on one CPU core)."""
+    if isinstance(n, bool) or int(n) != n or not 1 <= n <= cfg.n_eval:
+        raise ValueError(f"n must be an integer in [1, n_eval = {cfg.n_eval}]; got {n!r}")
+    gen, dtype = nets.generator, cfg.dtype
+    dev = next(gen.parameters()).device
+    z = _latent(cfg.n_eval, seed + EVAL_SEED, dev, dtype)[:n]
+    with torch.no_grad():
+        x = gen(z)
+    witnesses, _ = _committed_witnesses(cfg, seed, nets, artifacts, False, log)
+    opts = cfg.attack.kwargs()
+    out: dict[str, dict[str, LatentAttackResult]] = {}
+    for spec in cfg.classifiers:
+        clf = nets.classifiers[spec.key]
+        labels = predict(clf, x)
+        if witnesses is None:
+            lat = latent_deepfool(clf, gen, z, **opts)
+            search = boundary_search(clf, gen, z, latent=lat, candidates=opts["candidates"],
+                                     batched_grads=opts["batched_grads"])
+        else:
+            found = {m: verified_search(clf, gen, z, w[:n], f[:n], name=f"{spec.label} ({m})", method=m, x=x,
+                                        labels=labels) for m, (w, f) in witnesses[spec.key].items()}
+            lat, search = found["latent_deepfool"], found["boundary_search"]
+        out[spec.label] = {"latent_deepfool": lat, "in_distribution": best_of(search, lat)}
+    return z, out
 
 
 def _search_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
