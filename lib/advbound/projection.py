@@ -64,6 +64,7 @@ class ProjectionClassifier(nn.Module):
     lr: float
     seed: int
     latent: bool
+    bank: Tensor | None
 
     def __init__(self, classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor],
                  latent_dim: int, *, restarts: int = 4, steps: int = 200, lr: float = 0.05,
