@@ -35,7 +35,7 @@ from advbound.lipschitz import (
 )
 from advbound.models import DCGANGenerator, init_dcgan_weights
 from advbound.montecarlo import class_proportions, probability_at_most, proportion_interval
-from advbound.projection import ProjectionClassifier, theorem2_check, theorem2_checks
+from advbound.projection import ProjectionClassifier, radius_scan, theorem2_check, theorem2_checks
 
 DT = torch.float64
 
@@ -650,3 +650,26 @@ def test_theorem2_checks_batched_equal_separate_calls_and_blind_inversion_is_bat
             torch.testing.assert_close(getattr(together[k], name), getattr(alone, name), equal_nan=True)
     with pytest.raises(ValueError, match="share"):
         theorem2_checks([projs[0], ProjectionClassifier(fs[1], circle, 1, restarts=2)], turns, r_in, dirs)
+
+
+def test_radius_scan_on_the_circle_with_exact_projection():
+    """Cones on the circle with the exact projection: along the tangent direction the label of f~ changes
+    where the angle of x + t u crosses the nearest boundary ray, at t = tan(2 pi Delta) (Delta the turn to
+    that ray): the scan reports the first grid radius at or beyond it, and the one before it lies below."""
+    circle = CircleGenerator()
+    arcs = [0.0, 0.3, 0.6]
+    projs = [ProjectionClassifier(ConeClassifier(arcs), circle, 1, exact_projection=circle.project),
+             ProjectionClassifier(ConeClassifier([0.1, 0.5]), circle, 1, exact_projection=circle.project)]
+    turns = torch.tensor([[0.05], [0.25], [0.33]], dtype=DT)
+    x = circle(turns)
+    tangent = torch.stack([-x[:, 1], x[:, 0]], 1)          # counter-clockwise
+    radii = [0.1 * k for k in range(1, 31)]
+    scan = radius_scan(projs, turns, tangent, radii)
+    assert bool(scan.premise.all()) and float(scan.residual.max()) < 1e-12
+    for k, cuts in enumerate(([0.0, 0.3, 0.6], [0.1, 0.5])):
+        ahead = torch.tensor([min((c - float(t)) % 1.0 for c in cuts) for t in turns.flatten()], dtype=DT)
+        exact = torch.where(ahead < 0.25, torch.tan(2 * math.pi * ahead), torch.full_like(ahead, math.inf))
+        found, below = scan.change_radius()[k], scan.last_unchanged()[k]
+        assert bool(((below < exact) & (exact <= found)).all()), (k, found, exact)
+    with pytest.raises(ValueError, match="radii"):
+        radius_scan(projs, turns, tangent, [0.2, 0.1])

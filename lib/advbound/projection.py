@@ -257,6 +257,22 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
                            grid=grid, bisect=bisect, reach=reach)[0]
 
 
+def _check_shared_inversion(projections: Sequence[ProjectionClassifier]) -> None:
+    """Several projection classifiers may share one inversion only if they have the same generator and
+    inversion settings (only their classifiers differ)."""
+    keys = ("generator", "latent_dim", "restarts", "steps", "lr", "seed", "exact_projection", "bank")
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+        return a is b or a == b
+
+    for p in projections[1:]:
+        if not all(same(getattr(p, k), getattr(projections[0], k)) for k in keys):
+            raise ValueError("the projections must share the generator and the inversion "
+                             f"({', '.join(keys)}); only their classifiers may differ")
+
+
 def theorem2_checks(projections: Sequence[ProjectionClassifier], z: Tensor, r_in: Sequence[Tensor],
                     directions: Sequence[Sequence[Tensor]], *, starts: Sequence[Tensor] | None = None,
                     grid: int = 4, bisect: int = 8, reach: float = 1.0) -> list[Theorem2Check]:
@@ -272,15 +288,7 @@ def theorem2_checks(projections: Sequence[ProjectionClassifier], z: Tensor, r_in
     if len(projections) == 0:
         raise ValueError("projections must hold at least one ProjectionClassifier")
     first = projections[0]
-    keys = ("generator", "latent_dim", "restarts", "steps", "lr", "seed", "exact_projection", "bank")
-
-    def same(a: object, b: object) -> bool:
-        return a is b or (not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b)
-
-    for p in projections[1:]:
-        if not all(same(getattr(p, k), getattr(first, k)) for k in keys):
-            raise ValueError("theorem2_checks: the projections must share the generator and the inversion "
-                             f"({', '.join(keys)}); only their classifiers may differ")
+    _check_shared_inversion(projections)
     if len(r_in) != len(projections) or len(directions) != len(projections) or \
             (starts is not None and len(starts) != len(projections)):
         raise ValueError("r_in, directions (and starts) must hold one entry per projection")
@@ -364,3 +372,77 @@ def theorem2_checks(projections: Sequence[ProjectionClassifier], z: Tensor, r_in
         results.append(Theorem2Check(r_ins[k], best_t[k], res_data[k * n:(k + 1) * n], res_b[k], borrowed[k],
                                      agrees, best_points[k]))
     return results
+
+
+@dataclass
+class RadiusScan:
+    """Labels of several projection classifiers ``f~_k`` along one ray per data point (:func:`radius_scan`).
+
+    ``radii`` (m,): the scanned norms ``t``; ``labels`` (k, n): ``f~_k(x)``; ``clean`` (k, n): ``f_k(x)`` (the
+    classifier on the data point, i.e. without inversion); ``residual`` (n,): the inversion's residual at
+    ``x``; ``first`` (k, n): the index of the first radius at which ``f~_k(x + t u) != f~_k(x)`` (``m`` where
+    none did), so ``r_unc(f~_k)(x) <= radii[first]`` along ``u``, and no change was seen at the smaller radii
+    (a change between two of them, or in another direction, is not seen)."""
+
+    radii: Tensor
+    labels: Tensor
+    clean: Tensor
+    residual: Tensor
+    first: Tensor
+
+    @property
+    def premise(self) -> Tensor:
+        """Theorem 2's premise at each data point: ``f~(x) = f(x)`` (k, n)."""
+        return self.labels == self.clean
+
+    def change_radius(self) -> Tensor:
+        """``radii[first]`` (``inf`` where no change was seen), an upper estimate of ``r_unc(f~)`` (k, n)."""
+        padded = torch.cat([self.radii, torch.tensor([math.inf], dtype=self.radii.dtype, device=self.radii.device)])
+        return padded[self.first]
+
+    def last_unchanged(self) -> Tensor:
+        """The largest scanned radius below the change (0 where the change came at the first radius) (k, n)."""
+        padded = torch.cat([torch.zeros(1, dtype=self.radii.dtype, device=self.radii.device), self.radii])
+        return padded[self.first]
+
+
+def radius_scan(projections: Sequence[ProjectionClassifier], z: Tensor, directions: Tensor,
+                radii: Sequence[float]) -> RadiusScan:
+    """Scan ``x + t u`` (``x = g(z)``, ``u`` the unit ``directions``, one per point) at the given radii ``t``
+    with several projection classifiers that share one inversion (same generator and inversion settings, as
+    in :func:`theorem2_checks`): one inversion per radius serves them all, so the cost does not grow with
+    their number.  The scan stops early once every classifier has changed at every point.  A search for
+    ``r_unc(f~)`` (Theorem 2) at the resolution of the radii, for a budget where a bisection per classifier is
+    too costly; ``directions`` should be computed from ``x`` alone when the search must not know ``z``."""
+    if len(projections) == 0:
+        raise ValueError("projections must hold at least one ProjectionClassifier")
+    first_p = projections[0]
+    _check_shared_inversion(projections)
+    radii_t = torch.as_tensor(list(radii), dtype=z.dtype, device=z.device)
+    if radii_t.dim() != 1 or radii_t.numel() == 0 or not bool((radii_t > 0).all()) or \
+            not bool((radii_t[1:] > radii_t[:-1]).all()) or not bool(torch.isfinite(radii_t).all()):
+        raise ValueError(f"radii must be finite, > 0 and increasing; got {list(radii)!r}")
+    with torch.no_grad(), eval_mode(first_p.generator):
+        x = first_p.generator(z)
+    if not isinstance(directions, Tensor) or directions.shape != x.shape:
+        raise ValueError(f"directions must be a tensor of the shape of g(z) {tuple(x.shape)}")
+    norms = directions.flatten(1).norm(dim=1)
+    if not bool((norms > 0).all()) or not bool(torch.isfinite(norms).all()):
+        raise ValueError("directions must be finite and non-zero for every point")
+    u = directions / norms.view(-1, *([1] * (x.dim() - 1)))
+    z0, res0 = first_p.project(x)
+    labels = torch.stack([p.on_latent(z0).argmax(dim=1) for p in projections])
+    clean = torch.stack([p.on_latent(z).argmax(dim=1) for p in projections])
+    m = radii_t.numel()
+    first = torch.full_like(labels, m)
+    for j, t in enumerate(radii_t):
+        open_rows = (first == m).any(dim=0)
+        if not bool(open_rows.any()):
+            break
+        rows = open_rows.nonzero().flatten()
+        zs, _ = first_p.project(x[rows] + t * u[rows])
+        for k, p in enumerate(projections):
+            changed = p.on_latent(zs).argmax(dim=1) != labels[k, rows]
+            newly = changed & (first[k, rows] == m)
+            first[k, rows[newly]] = j
+    return RadiusScan(radii_t, labels, clean, res0, first)

@@ -8,7 +8,8 @@
 """
 
 from .findings import findings_text, section5_findings
-from .pipeline import latent_search_results, obtain_networks, run_experiment, set_determinism
+from .pipeline import (latent_search_results, nearest_other_label_index, obtain_networks, run_experiment,
+                       set_determinism)
 from .plots import plot_examples, plot_gap, plot_modulus, plot_robustness, plot_samples
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
 from .report import (
@@ -39,6 +40,7 @@ __all__ = [
     "format_table",
     "key_numbers",
     "latent_search_results",
+    "nearest_other_label_index",
     "obtain_networks",
     "paper_table",
     "plot_examples",

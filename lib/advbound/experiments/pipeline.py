@@ -174,21 +174,34 @@ NORM_SEED, MODULUS_SEED, EVAL_SEED, GALLERY_SEED, QUALITY_SEED, CLASSIFIER_SEED 
 
 
 @torch.no_grad()
+def nearest_other_label_index(x: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, pool_labels: torch.Tensor,
+                              batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each image ``x_i`` with label ``labels_i``: the L2 distance to the nearest image of ``pool`` whose
+    label differs (``inf`` if none does) and that image's index in ``pool`` (0 if none).  It sees ``x`` and
+    the labels only, not the latent code of ``x``."""
+    flat_pool = pool.flatten(1)
+    dist, index = [], []
+    for i in range(0, x.shape[0], batch):
+        d = torch.cdist(x[i:i + batch].flatten(1), flat_pool)
+        same = labels[i:i + batch, None] == pool_labels[None, :]
+        best = d.masked_fill(same, math.inf).min(dim=1)
+        dist.append(best.values)
+        index.append(best.indices)
+    if not dist:
+        return torch.zeros(0, dtype=x.dtype), torch.zeros(0, dtype=torch.long)
+    return torch.cat(dist), torch.cat(index)
+
+
 def nearest_other_label(x: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, pool_labels: torch.Tensor,
                         batch: int = 256) -> np.ndarray:
     """For each image ``x_i`` with label ``labels_i``, the L2 distance to the nearest image of ``pool`` whose
-    label differs (``inf`` if none does).
+    label differs (``inf`` if none does) (:func:`nearest_other_label_index`).
 
     Every generated image ``g(z')`` that the classifier labels differently is an in-distribution adversarial
     example of ``g(z)`` (take ``r = z' - z``), so this is an attack-free upper estimate of ``r_in``: the
     baseline against which the classifier-agnostic bound is non-vacuous or not."""
-    flat_pool = pool.flatten(1)
-    out = []
-    for i in range(0, x.shape[0], batch):
-        d = torch.cdist(x[i:i + batch].flatten(1), flat_pool)
-        same = labels[i:i + batch, None] == pool_labels[None, :]
-        out.append(d.masked_fill(same, math.inf).min(dim=1).values)
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+    dist, _ = nearest_other_label_index(x, labels, pool, pool_labels, batch)
+    return dist.cpu().numpy()
 
 
 def train_networks(cfg: ExperimentConfig, train: ImageData, seed: int, device: torch.device, *,
