@@ -55,8 +55,13 @@ def output_dir(folder: str | os.PathLike | None = None) -> Path:
 
 
 def results_path(dataset: str, profile: str, folder: str | os.PathLike | None = None) -> Path:
-    """``<output folder>/results/<dataset>-<profile>.json``: where an experiment's results are saved."""
-    return output_dir(folder) / "results" / f"{dataset}-{profile}.json"
+    """``<output folder>/results/<dataset>-<profile>.json``: where an experiment's results are saved; runs on a
+    synthetic stand-in (:func:`advbound.data.uses_stand_in`) say so in the name,
+    ``<dataset>-<profile>-synthetic-stand-in.json``."""
+    from .data import uses_stand_in
+
+    tag = "-synthetic-stand-in" if uses_stand_in(dataset, profile) else ""
+    return output_dir(folder) / "results" / f"{dataset}-{profile}{tag}.json"
 
 
 def checkpoint_dir(dataset: str, profile: str, seed: int, folder: str | os.PathLike | None = None) -> Path:
@@ -109,6 +114,23 @@ def publish(fig: Any, chapter: str, name: str, folder: str | os.PathLike | None 
     display(Image(data=buf.getvalue()))
 
 
+#: printed lines are wrapped to this many characters, so that no output runs past the book's content column
+TEXT_WIDTH = 100
+
+
+def wrap(text: str, width: int = TEXT_WIDTH) -> str:
+    """``text`` with every line longer than ``width`` wrapped; continuation lines are indented four spaces
+    deeper than the line they continue (so a wrapped block still reads as one item)."""
+    import textwrap
+
+    out = []
+    for line in text.splitlines():
+        indent = line[:len(line) - len(line.lstrip())]
+        out.append(textwrap.fill(line, width, initial_indent="", subsequent_indent=indent + "    ",
+                                 break_long_words=False, break_on_hyphens=False) if len(line) > width else line)
+    return "\n".join(out)
+
+
 def glue(name: str, value: Any) -> None:
     """Store ``value`` under ``name`` for the book's text, where ``{glue:text}`name:.3f``` shows it, so that no
     number the code computes is typed by hand.  Numpy scalars become Python numbers first (myst-nb formats
@@ -157,6 +179,7 @@ __all__ = [
     "OUTPUT_ENV",
     "PIP_SPEC_ENV",
     "STYLE",
+    "TEXT_WIDTH",
     "Chapter",
     "checkpoint_dir",
     "glue",
@@ -167,4 +190,5 @@ __all__ = [
     "seed_everything",
     "start",
     "use_style",
+    "wrap",
 ]

@@ -10,7 +10,6 @@ chapters differ only in their prose and parameters.
 from __future__ import annotations
 
 import os
-import textwrap
 import warnings
 from typing import Any
 
@@ -23,9 +22,6 @@ from ..data import DATASETS, PROFILES
 from .pipeline import run_experiment, set_determinism
 from .profiles import ExperimentConfig, experiment_config
 from .report import ExperimentResult
-
-#: printed lines are wrapped to this width, so that no output runs past the book's content column
-WIDTH = 100
 
 
 def run_chapter(dataset: str, profile: str = "ci", seed: int = 0, *, artifacts: str | os.PathLike | None = "artifacts",
@@ -65,7 +61,7 @@ def setup_text(dataset: str, profile: str, seed: int) -> str:
     config = experiment_config(dataset, profile)
     lines = [f"advbound {__version__}, profile={profile}, seed={seed}, expected time: {config.expected_time}",
              f"classifiers: {_classifier_text(config)}"]
-    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in lines)
+    return book.wrap("\n".join(lines))
 
 
 def check_text(result: ExperimentResult) -> str:
@@ -89,7 +85,7 @@ def check_text(result: ExperimentResult) -> str:
                      f"(upper end of the 95% interval: {c['z_ci_high_over_measured_proportions_bound']:.2f} x); "
                      f"plain DeepFool no larger than the in-distribution point on "
                      f"{c['deepfool_alone_le_r_in_fraction']:.0%} of the samples")
-    return "\n".join(lines)
+    return book.wrap("\n".join(lines))
 
 
 def modulus_text(result: ExperimentResult) -> str:
@@ -116,7 +112,7 @@ def modulus_text(result: ExperimentResult) -> str:
         lines.append(f"t* lies between the grid radii {radii[k - 1]:.3g} and {radii[k]:.3g}, where omega is "
                      f"interpolated linearly; at the next grid radius omega = {nxt:.3g}, so a bound that uses "
                      f"measured radii only would be {nxt / e_img:.3g} ({nxt / omega - 1:+.0%})")
-    return "\n".join(lines)
+    return book.wrap("\n".join(lines))
 
 
 def gap_text(result: ExperimentResult) -> str:
@@ -143,7 +139,7 @@ def gap_text(result: ExperimentResult) -> str:
         if label != first and ratio.size and ratios[first].size:
             lines.append(compare_quantiles(ratio, ratios[first], 0.5, names=(label, first),
                                            what="median r_in / r_unc").sentence)
-    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in lines)
+    return book.wrap("\n".join(lines))
 
 
 def findings_table(result: ExperimentResult) -> pd.DataFrame:
@@ -192,7 +188,7 @@ def save_results(result: ExperimentResult) -> str:
     lines += [f"{k}: {prov[k]}" for k in ("data", "data_origin", "networks", "latent_searches", "analysis_dtype",
                                           "seed", "date")]
     lines.append(f"samples: {prov['samples']}")
-    return "\n".join(lines)
+    return book.wrap("\n".join(lines))
 
 
 def full_profile_text(dataset: str) -> str:
@@ -219,7 +215,8 @@ def _profile_row(config: ExperimentConfig) -> dict[str, Any]:
     return {
         "data (train / test)": f"{data}, {split}",
         "DCGAN": f"width {config.gan_width}, {config.gan_epochs} epochs"
-                 + (f", weights averaged (EMA {config.gan_ema:g})" if config.gan_ema else ""),
+                 + (f", weights averaged (EMA {config.gan_ema:g})" if config.gan_ema else "")
+                 + (f", DiffAugment ({' + '.join(config.gan_augment)})" if config.gan_augment else ""),
         "classifiers": _classifier_text(config),
         "latent samples attacked": f"{config.n_eval:,}",
         "omega": omega,

@@ -217,7 +217,8 @@ def train_networks(cfg: ExperimentConfig, train: ImageData, seed: int, device: t
     if "dcgan" in chosen:
         t = time.perf_counter()
         gan_hist = train_gan(gen, disc, train, epochs=cfg.gan_epochs, batch_size=cfg.gan_batch_size, seed=seed,
-                             ema=cfg.gan_ema, device=device, checkpoint=None if ckdir is None else ckdir / "dcgan.pt",
+                             ema=cfg.gan_ema, augment=cfg.gan_augment, device=device,
+                             checkpoint=None if ckdir is None else ckdir / "dcgan.pt",
                              progress=progress)
         timings["gan_training_s"] = time.perf_counter() - t
         log(f"DCGAN trained{tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..book import wrap
 from ..bounds import TABLE_QUANTILE, class_probabilities, robustness_quantile_bound
 from ..data import DISPLAY_NAMES, STAND_IN
 from ..modulus_estimation import ModulusEstimate
@@ -154,8 +155,10 @@ class ExperimentResult:
             base = base.with_suffix("")
         json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
         json_path.parent.mkdir(parents=True, exist_ok=True)
+        # the first header cell names the data: a stand-in's table says so wherever the CSV goes
+        csv_text = self.table.rename_axis(_title(self.config.dataset, self.provenance["data"])).to_csv()
         for target, text in ((json_path, json.dumps(self.to_json_dict(), indent=1, sort_keys=False) + "\n"),
-                             (csv_path, self.table.to_csv())):
+                             (csv_path, csv_text)):
             tmp = target.with_name(target.name + ".tmp")
             tmp.write_text(text)
             os.replace(tmp, target)
@@ -275,15 +278,32 @@ def format_table(table: pd.DataFrame, digits: int = 2, low: pd.DataFrame | None 
 
 def side_by_side(result: ExperimentResult) -> pd.DataFrame:
     """Our table (with 95% intervals) next to the paper's (for SVHN and CIFAR-10), columns labelled with
-    their source."""
+    their source.  Below it, each classifier's own bounds (Theorem 1 with the class proportions it produces on
+    ``g(z)``; the paper's column assumes 10 equiprobable classes, the smallest bound over all proportions) and
+    its largest class proportion: a measured quantile above the equiprobable column is no contradiction when
+    it lies below its own."""
     ours_label = "synthetic stand-in" if result.is_stand_in else f"ours, {result.provenance['profile']}"
     ours = format_table(result.table, 2, result.ci_low, result.ci_high)
+    # Theorem 1 with each classifier's own class proportions: the bound that its measured quantiles must respect
+    # (larger than the equiprobable column when the proportions are unequal)
+    own = format_table(result.bounds.iloc[[1, 3]], 2).rename(index=dict(zip(result.bounds.index[[1, 3]],
+                                                                               OWN_ROWS[:2], strict=True)))
+    own[BOUND_COLUMN] = "-"
+    largest = result.bounds.iloc[4]
+    own.loc[OWN_ROWS[2]] = {BOUND_COLUMN: "-", **{c: f"{100 * largest[c]:.0f}%" for c in result.bounds.columns}}
+    ours = pd.concat([ours, own[ours.columns]])
     ours.columns = pd.MultiIndex.from_tuples([(ours_label, c) for c in ours.columns])
     if result.config.dataset not in PAPER_TABLES:
         return ours
     paper = format_table(paper_table(result.config.dataset))
     paper.columns = pd.MultiIndex.from_tuples([("paper", c) for c in paper.columns])
-    return pd.concat([paper, ours], axis=1)
+    return pd.concat([paper, ours], axis=1).fillna("-")
+
+
+#: the rows :func:`side_by_side` adds below the table: each classifier's own bounds and its largest class
+OWN_ROWS = ("Z-space bound, this classifier's class proportions",
+            "Image-space bound, this classifier's class proportions",
+            "Largest class proportion of g(z)")
 
 
 def _percent_below(ratio: float) -> str:
@@ -320,4 +340,4 @@ def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
                      "(the bound with this classifier's class proportions)")
         lines.append("    in distribution: upper end of the 95% interval is "
                      f"{_percent_below(c['in_distribution_ci_high_over_image_bound'])} (estimated omega)")
-    return "\n".join(lines)
+    return wrap("\n".join(lines))
