@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .checkpoints import _config_difference, load_checkpoint, save_checkpoint
+from .modulus import check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiments.profiles import ExperimentConfig
@@ -60,7 +61,7 @@ class Networks:
 
 def artifact_folder(root: str | os.PathLike, dataset: str, profile: str, seed: int) -> Path:
     """``root/{dataset}-{profile}-seed{seed}``: where the networks of one (data set, profile, seed) live."""
-    return Path(root) / f"{dataset}-{profile}-seed{int(seed)}"
+    return Path(root) / f"{dataset}-{profile}-seed{check_seed(seed)}"
 
 
 def has_artifacts(folder: str | os.PathLike) -> bool:
@@ -144,7 +145,7 @@ def save_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
                          "parameters": sum(p.numel() for p in module.parameters()),
                          "training_history": history}
     manifest = {
-        "format": FORMAT, "dataset": config.dataset, "profile": config.profile, "seed": int(seed),
+        "format": FORMAT, "dataset": config.dataset, "profile": config.profile, "seed": check_seed(seed),
         "storage_dtype": str(STORAGE_DTYPE).replace("torch.", ""),
         "training_config": config.training_dict(), "versions": versions, "machine": machine,
         "command": command, "created": utc_timestamp(),
@@ -174,7 +175,7 @@ def _retrain_hint(manifest: dict[str, Any]) -> str:
 
 
 def _check_manifest(manifest: dict[str, Any], folder: Path, config: ExperimentConfig, seed: int) -> None:
-    expected = {"dataset": config.dataset, "profile": config.profile, "seed": int(seed)}
+    expected = {"dataset": config.dataset, "profile": config.profile, "seed": check_seed(seed)}
     for key, value in expected.items():
         if manifest.get(key) != value:
             raise ArtifactError(f"networks in {folder} are for {key} {manifest.get(key)!r}, not {value!r}")
@@ -217,6 +218,10 @@ def load_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
     Raises :class:`ArtifactError` when anything does not match; nothing is loaded then."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype (e.g. torch.float64); got {dtype!r}")
+    from .training import resolve_device
+
+    device = resolve_device(device)
+    seed = check_seed(seed)
     folder = Path(folder)
     manifest = read_manifest(folder)
     _check_manifest(manifest, folder, config, seed)

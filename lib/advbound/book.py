@@ -61,7 +61,9 @@ def results_path(dataset: str, profile: str, folder: str | os.PathLike | None = 
 
 def checkpoint_dir(dataset: str, profile: str, seed: int, folder: str | os.PathLike | None = None) -> Path:
     """``<output folder>/checkpoints/<dataset>-<profile>-seed<seed>``: training checkpoints (resumable)."""
-    return output_dir(folder) / "checkpoints" / f"{dataset}-{profile}-seed{int(seed)}"
+    from .modulus import check_seed
+
+    return output_dir(folder) / "checkpoints" / f"{dataset}-{profile}-seed{check_seed(seed)}"
 
 
 def use_style() -> None:
@@ -75,13 +77,16 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     """Seed Python's, numpy's and torch's global generators; optionally fix torch's CPU thread count."""
     import numpy as np
 
-    random.seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
+    from .modulus import check_seed
+
+    seed = check_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         return
-    torch.manual_seed(int(seed))
+    torch.manual_seed(seed)
     if threads is not None:
         torch.set_num_threads(int(threads))
 

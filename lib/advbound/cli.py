@@ -224,20 +224,21 @@ def bound_command(args: argparse.Namespace) -> dict:
 
 
 def _check_device(text: str | None) -> None:
+    """``--device`` must name a device this machine computes on (:func:`advbound.training.resolve_device`)."""
     import torch
+
+    from .training import resolve_device
 
     if text is None:
         return
     try:
-        device = torch.device(text)
+        torch.device(text)
     except RuntimeError:
         raise _fail(f"argument --device: expected cpu, cuda or cuda:N; got {text!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise _fail(f"argument --device: {text} was asked for but CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise _fail(f"argument --device: {text} does not exist; this machine has "
-                        f"{torch.cuda.device_count()} CUDA device(s)")
+    try:
+        resolve_device(text, "argument --device")
+    except ValueError as err:
+        raise _fail(str(err)) from None
 
 
 def _usable_folder(path: Path, arg: str) -> None:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .modulus import check_seed
 from .portable import normal
 
 REAL = "real"
@@ -270,9 +271,9 @@ def synthetic_stand_in(n: int, *, name: str = "cifar10", channels: int = 3, imag
         raise ValueError(f"noise must be in [0, 1]; got {noise!r}")
     if template_seed is None:
         template_seed = STAND_IN_TEMPLATE_SEEDS.get(name, 1234)
-    tmpl_gen = torch.Generator().manual_seed(int(template_seed))
+    tmpl_gen = torch.Generator().manual_seed(check_seed(template_seed, "template_seed"))
     templates = _smooth_field(n_classes, channels, image_size, tmpl_gen)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_seed(seed))
     labels = torch.randint(0, n_classes, (n,), generator=gen)
     field_ = _smooth_field(n, channels, image_size, gen)
     pixel = 0.05 * normal(n, channels, image_size, image_size, generator=gen, dtype=torch.float64)
@@ -308,6 +309,7 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
         raise ValueError(f"name must be one of {DATASETS}; got {name!r}")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}; got {profile!r}")
+    seed = check_seed(seed)
     if name == "mnist" and profile == "ci":
         folder = find_shared_mnist_dir()
         if folder is not None:

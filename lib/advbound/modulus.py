@@ -80,6 +80,14 @@ def as_array(value: object, name: str) -> np.ndarray:
     return arr
 
 
+def check_seed(seed: object, name: str = "seed") -> int:
+    """A random seed as a Python int: an integer >= 0 (Python or numpy; an integral float such as 3.0 too).
+
+    A non-integral number (0.9 is never truncated to seed 0), a bool, a string or a negative number raises
+    ``ValueError`` naming ``name``.  Every function of the package that takes a seed checks it here."""
+    return integer_at_least(seed, name, 0)
+
+
 def _as_nonneg_array(x: ArrayLike, name: str) -> np.ndarray:
     arr = as_array(x, name)
     if arr.dtype.kind == "b":
@@ -374,6 +382,7 @@ __all__ = [
     "real_scalar",
     "integer_at_least",
     "as_array",
+    "check_seed",
     "check_delta",
     "upper_concave_hull",
 ]

@@ -43,6 +43,7 @@ from torch import nn
 
 from ..data import MNIST_CI_TRAIN, TRAIN_SIZES, synthetic_stand_in
 from ..models import LATENT_DIM, DCGANDiscriminator, DCGANGenerator, build_classifier
+from ..modulus import check_seed
 from ..training import resolve_device, train_classifier, train_gan
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
 
@@ -368,6 +369,7 @@ def dry_run(dataset: str, profile: str = "full", *, config: ExperimentConfig | N
     if cfg.dataset != dataset or cfg.profile != profile:
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
     dev = resolve_device(device)
+    seed = check_seed(seed)
     if probe_batch is not None and (isinstance(probe_batch, bool) or int(probe_batch) != probe_batch
                                     or probe_batch < 1):
         raise ValueError(f"probe_batch must be an integer >= 1; got {probe_batch!r}")
