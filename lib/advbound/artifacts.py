@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .checkpoints import _config_difference, load_checkpoint, save_checkpoint
+from .checkpoints import _config_difference, atomic_write, load_checkpoint, save_checkpoint
 from .modulus import check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,12 +84,11 @@ def utc_timestamp() -> str:
 
 
 def write_json_atomically(target: Path, content: dict[str, Any]) -> Path:
-    """Write ``content`` as indented JSON to ``target.tmp`` and rename it to ``target`` (a reader never sees a
-    half-written manifest)."""
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1) + "\n")
-    os.replace(tmp, target)
-    return target
+    """Write ``content`` as indented JSON to ``target`` atomically (:func:`~advbound.checkpoints.atomic_write`:
+    a temporary file of this writer's own, renamed over the target), so a reader never sees a half-written
+    manifest and of concurrent writers the last complete one wins."""
+    text = json.dumps(content, indent=1) + "\n"
+    return atomic_write(target, lambda fh: fh.write(text.encode()))
 
 
 def check_file(path: Path, entry: dict[str, Any], manifest_name: str, hint: str) -> None:
@@ -166,6 +165,13 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
             or not isinstance(manifest.get("files"), dict)):
         raise ArtifactError(f"{path} is not a manifest of format {FORMAT} (it needs 'format' and 'files')")
+    for name, entry in manifest["files"].items():
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{path} is damaged: its entry for {name!r} is {type(entry).__name__}, not an object "
+                                "with the file's sha256 and size")
+        if not isinstance(entry.get("training_history", []), list):
+            raise ArtifactError(f"{path} is damaged: the training_history of {name!r} is "
+                                f"{type(entry['training_history']).__name__}, not a list of epochs")
     return manifest
 
 

@@ -275,7 +275,11 @@ def experiment_command(args: argparse.Namespace) -> int:
     output = Path(args.output if args.output is not None else os.environ.get(book.OUTPUT_ENV) or ".")
     _usable_folder(output, "--output" if args.output is not None else f"--output (${book.OUTPUT_ENV})")
     if args.out:
-        _usable_folder(Path(args.out).parent, "--out")
+        try:  # the one rule of every --out (results and dry run): NAME.json and NAME.csv
+            json_path, _ = book.result_files(args.out)
+        except ValueError as err:
+            raise _fail(f"argument --out: {err}") from None
+        _usable_folder(json_path.parent, "--out")
     if args.checkpoint_dir is not None:
         _usable_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
     if args.retrain and args.artifacts is None:

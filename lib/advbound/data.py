@@ -313,7 +313,11 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
     if name == "mnist" and profile == "ci":
         folder = find_shared_mnist_dir()
         if folder is not None:
-            data = load_mnist_idx(folder)
+            try:
+                data = load_mnist_idx(folder)
+            except (ValueError, OSError) as err:  # a corrupt, truncated or foreign file: the one-line error
+                raise DataUnavailableError(f"{MNIST_DIR_ENV}={str(folder)!r} holds an unusable file: {err} (or unset "
+                                           "the variable to load MNIST through torchvision)") from None
         else:
             data = torchvision_dataset("mnist", train=False, root=root, download=download)
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(MNIST_CI_SPLIT_SEED))
