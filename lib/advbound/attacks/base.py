@@ -167,6 +167,23 @@ class DeepFoolOptions:
         return asdict(self)
 
 
+def _rescaled(grads: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """Linearised constraints ``h + w . r = 0`` (gradients ``w`` along the last axis of ``grads``, values ``h``)
+    divided by ``max_i |w_i|`` wherever ``||w||^2`` overflows (or underflows to 0) in the dtype; elsewhere
+    unchanged (nothing is divided).
+
+    A DeepFool step ``-h M^{-1} w / (w^T M^{-1} w)`` and distance ``|h| / sqrt(w^T M^{-1} w)`` do not change
+    when ``h`` and ``w`` are scaled together, so logits scaled by 1e20 in float32 (squared gradient norms
+    about 1e40, above float32's 3.4e38) give the steps of the unscaled model instead of overflowing."""
+    sq = grads.square().sum(dim=-1)
+    big = grads.abs().amax(dim=-1)
+    bad = (~torch.isfinite(sq) | ((sq == 0) & (big > 0))) & torch.isfinite(big) & (big > 0)
+    if not bool(bad.any()):
+        return grads, h
+    scale = torch.where(bad, big, torch.ones_like(big))
+    return grads / scale[..., None], h / scale
+
+
 def _check_module_matches(name: str, x: Tensor, module: Callable, module_name: str) -> None:
     """``x`` must sit on the device of ``module``'s parameters and have their floating dtype."""
     device = _module_device(module)
