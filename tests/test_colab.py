@@ -11,11 +11,11 @@ The simulation:
 * the same start-up file cuts the kernel's network (DNS and TCP connections fail at once);
 * each chapter runs with papermill in a new empty folder.
 
-Then the theory chapters (ci profile) run to the end; the SVHN and CIFAR-10 chapters with
-``profile = "colab"``, and the MNIST and Fashion-MNIST chapters without ``$ADVBOUND_MNIST_DIR`` /
-``$ADVBOUND_FASHION_MNIST_DIR``, run up to their data load and stop there with :class:`advbound.data.DataUnavailableError` naming the data set.  Every chapter must have
-imported ``advbound`` from the wheel, written its outputs under its working folder, and left the installed
-package exactly as pip wrote it (checked against the installed ``RECORD``).
+Then the theory chapters (ci profile) run to the end; the SVHN and CIFAR-10 chapters with ``profile = "colab"``,
+and the MNIST and Fashion-MNIST chapters without ``$ADVBOUND_MNIST_DIR`` / ``$ADVBOUND_FASHION_MNIST_DIR``, run up
+to their data load and stop there with :class:`advbound.data.DataUnavailableError` naming the data set. Every
+chapter must have imported ``advbound`` from the wheel, written its outputs under its working folder, and left the
+installed package exactly as pip wrote it (checked against the installed ``RECORD``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .checkpoints import _config_difference, load_checkpoint, save_checkpoint
+from .checkpoints import _config_difference, atomic_write, load_checkpoint, save_checkpoint
+from .modulus import check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiments.profiles import ExperimentConfig
@@ -60,7 +61,7 @@ class Networks:
 
 def artifact_folder(root: str | os.PathLike, dataset: str, profile: str, seed: int) -> Path:
     """``root/{dataset}-{profile}-seed{seed}``: where the networks of one (data set, profile, seed) live."""
-    return Path(root) / f"{dataset}-{profile}-seed{int(seed)}"
+    return Path(root) / f"{dataset}-{profile}-seed{check_seed(seed)}"
 
 
 def has_artifacts(folder: str | os.PathLike) -> bool:
@@ -83,12 +84,11 @@ def utc_timestamp() -> str:
 
 
 def write_json_atomically(target: Path, content: dict[str, Any]) -> Path:
-    """Write ``content`` as indented JSON to ``target.tmp`` and rename it to ``target`` (a reader never sees a
-    half-written manifest)."""
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1) + "\n")
-    os.replace(tmp, target)
-    return target
+    """Write ``content`` as indented JSON to ``target`` atomically (:func:`~advbound.checkpoints.atomic_write`:
+    a temporary file of this writer's own, renamed over the target), so a reader never sees a half-written
+    manifest and of concurrent writers the last complete one wins."""
+    text = json.dumps(content, indent=1) + "\n"
+    return atomic_write(target, lambda fh: fh.write(text.encode()))
 
 
 def check_file(path: Path, entry: dict[str, Any], manifest_name: str, hint: str) -> None:
@@ -144,7 +144,7 @@ def save_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
                          "parameters": sum(p.numel() for p in module.parameters()),
                          "training_history": history}
     manifest = {
-        "format": FORMAT, "dataset": config.dataset, "profile": config.profile, "seed": int(seed),
+        "format": FORMAT, "dataset": config.dataset, "profile": config.profile, "seed": check_seed(seed),
         "storage_dtype": str(STORAGE_DTYPE).replace("torch.", ""),
         "training_config": config.training_dict(), "versions": versions, "machine": machine,
         "command": command, "created": utc_timestamp(),
@@ -165,6 +165,13 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
             or not isinstance(manifest.get("files"), dict)):
         raise ArtifactError(f"{path} is not a manifest of format {FORMAT} (it needs 'format' and 'files')")
+    for name, entry in manifest["files"].items():
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{path} is damaged: its entry for {name!r} is {type(entry).__name__}, not an object "
+                                "with the file's sha256 and size")
+        if not isinstance(entry.get("training_history", []), list):
+            raise ArtifactError(f"{path} is damaged: the training_history of {name!r} is "
+                                f"{type(entry['training_history']).__name__}, not a list of epochs")
     return manifest
 
 
@@ -174,7 +181,7 @@ def _retrain_hint(manifest: dict[str, Any]) -> str:
 
 
 def _check_manifest(manifest: dict[str, Any], folder: Path, config: ExperimentConfig, seed: int) -> None:
-    expected = {"dataset": config.dataset, "profile": config.profile, "seed": int(seed)}
+    expected = {"dataset": config.dataset, "profile": config.profile, "seed": check_seed(seed)}
     for key, value in expected.items():
         if manifest.get(key) != value:
             raise ArtifactError(f"networks in {folder} are for {key} {manifest.get(key)!r}, not {value!r}")
@@ -217,6 +224,10 @@ def load_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
     Raises :class:`ArtifactError` when anything does not match; nothing is loaded then."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype (e.g. torch.float64); got {dtype!r}")
+    from .training import resolve_device
+
+    device = resolve_device(device)
+    seed = check_seed(seed)
     folder = Path(folder)
     manifest = read_manifest(folder)
     _check_manifest(manifest, folder, config, seed)

@@ -64,9 +64,41 @@ def results_path(dataset: str, profile: str, folder: str | os.PathLike | None = 
     return output_dir(folder) / "results" / f"{dataset}-{profile}{tag}.json"
 
 
+#: the suffixes a results path may end with; both name the same pair of files
+RESULT_SUFFIXES = (".json", ".csv")
+
+
+def result_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The files a results path names, ``(NAME.json, NAME.csv)``: the one rule for every ``--out`` (an
+    experiment's results and a dry run alike).
+
+    A final ``.json`` or ``.csv`` is dropped first (``run``, ``run.json`` and ``run.csv`` all name
+    ``run.json`` and ``run.csv``); any other suffix is part of the name (``model.v1`` gives ``model.v1.json``,
+    never ``model.json``).  A path that is an existing folder or ends with a separator, and a pair member that
+    is an existing folder, raise ``ValueError``: name a file inside the folder instead (e.g. ``folder/run``).
+    Nothing is created here."""
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"a results path must be a non-empty file name; got {path!r}")
+    base = Path(text)
+    if text.endswith(("/", os.sep)) or base.is_dir():
+        raise ValueError(f"{text!r} is a folder; name a file in it, e.g. {os.path.join(text, 'results')!r} "
+                         "(NAME.json and NAME.csv are written)")
+    if base.suffix.lower() in RESULT_SUFFIXES:
+        base = base.with_suffix("")
+    pair = (base.with_name(base.name + ".json"), base.with_name(base.name + ".csv"))
+    for target in pair:
+        if target.is_dir():
+            raise ValueError(f"{str(target)!r} is a folder, so the results cannot be written there; name another "
+                             "file")
+    return pair
+
+
 def checkpoint_dir(dataset: str, profile: str, seed: int, folder: str | os.PathLike | None = None) -> Path:
     """``<output folder>/checkpoints/<dataset>-<profile>-seed<seed>``: training checkpoints (resumable)."""
-    return output_dir(folder) / "checkpoints" / f"{dataset}-{profile}-seed{int(seed)}"
+    from .modulus import check_seed
+
+    return output_dir(folder) / "checkpoints" / f"{dataset}-{profile}-seed{check_seed(seed)}"
 
 
 def use_style() -> None:
@@ -80,13 +112,16 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     """Seed Python's, numpy's and torch's global generators; optionally fix torch's CPU thread count."""
     import numpy as np
 
-    random.seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
+    from .modulus import check_seed
+
+    seed = check_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         return
-    torch.manual_seed(int(seed))
+    torch.manual_seed(seed)
     if threads is not None:
         torch.set_num_threads(int(threads))
 
@@ -179,6 +214,7 @@ __all__ = [
     "OUTPUT_ENV",
     "PIP_SPEC_ENV",
     "STYLE",
+    "RESULT_SUFFIXES",
     "TEXT_WIDTH",
     "Chapter",
     "checkpoint_dir",

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .modulus import check_seed
 from .portable import normal
 
 REAL = "real"
@@ -336,9 +337,9 @@ def synthetic_stand_in(n: int, *, name: str = "cifar10", channels: int = 3, imag
         raise ValueError(f"noise must be in [0, 1]; got {noise!r}")
     if template_seed is None:
         template_seed = STAND_IN_TEMPLATE_SEEDS.get(name, 1234)
-    tmpl_gen = torch.Generator().manual_seed(int(template_seed))
+    tmpl_gen = torch.Generator().manual_seed(check_seed(template_seed, "template_seed"))
     templates = _smooth_field(n_classes, channels, image_size, tmpl_gen)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_seed(seed))
     labels = torch.randint(0, n_classes, (n,), generator=gen)
     field_ = _smooth_field(n, channels, image_size, gen)
     pixel = 0.05 * normal(n, channels, image_size, image_size, generator=gen, dtype=torch.float64)
@@ -377,10 +378,15 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
         raise ValueError(f"name must be one of {DATASETS}; got {name!r}")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}; got {profile!r}")
+    seed = check_seed(seed)
     if name == "mnist" and profile == "ci":
         folder = find_shared_mnist_dir()
         if folder is not None:
-            data = load_mnist_idx(folder)
+            try:
+                data = load_mnist_idx(folder)
+            except (ValueError, OSError) as err:  # a corrupt, truncated or foreign file: the one-line error
+                raise DataUnavailableError(f"{MNIST_DIR_ENV}={str(folder)!r} holds an unusable file: {err} (or unset "
+                                           "the variable to load MNIST through torchvision)") from None
         else:
             data = torchvision_dataset("mnist", train=False, root=root, download=download)
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(MNIST_CI_SPLIT_SEED))
@@ -392,7 +398,12 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
     elif name == "fashion_mnist":
         folder = find_idx_dir(FASHION_MNIST_DIR_ENV, tuple(FASHION_MNIST_MD5), "Fashion-MNIST")
         if folder is not None:
-            train, test = load_fashion_mnist_idx(folder)
+            try:
+                train, test = load_fashion_mnist_idx(folder)
+            except (ValueError, OSError) as err:  # a corrupt, truncated or foreign file: the one-line error
+                raise DataUnavailableError(f"{FASHION_MNIST_DIR_ENV}={str(folder)!r} holds an unusable Fashion-MNIST "
+                                           f"file: {err} (or unset the variable to load Fashion-MNIST through "
+                                           "torchvision)") from None
         else:
             train = torchvision_dataset(name, train=True, root=root, download=download)
             test = torchvision_dataset(name, train=False, root=root, download=download)

@@ -4,8 +4,10 @@
 Theorem 2, has unconstrained robustness ``r_unc(x) >= r_in(x) / 2``.  The argmin is found either by an
 exact projection supplied by the caller (toy generators: e.g. by angle on the circle) or by batched
 gradient inversion: Adam on ``||g(z) - x||^2`` from several starting points per sample (the first at
-``z = 0``, the others drawn from ``N(0, I)``), keeping for every sample the iterate with the smallest residual
-over all restarts and steps (so the result is never worse than a starting point).  The inversion is a local
+``z = 0``, the others drawn once from ``N(0, I)`` with the classifier's ``seed`` and the same for every
+sample, so that ``f~(x)`` is a function of ``x`` alone, whatever else is in the batch), keeping for every
+sample the iterate with the smallest residual over all restarts and steps (so the result is never worse than
+a starting point).  The inversion is a local
 search: on a non-convex generator it may return a local minimum, in which case ``f~`` is only an
 approximation of eq. (5); :meth:`ProjectionClassifier.project` returns the residual ``||g(z*) - x||`` so that
 callers can check.
@@ -39,7 +41,8 @@ class ProjectionClassifier(nn.Module):
         codes, so that ``f~(x) = h(z*(x))`` (a classifier linear in the latent space, Section 6, when ``h`` is).
     generator : ``z (n, d) -> x (n, ...)``.
     latent_dim : ``d``.
-    restarts : >= 1 starting points per sample for the gradient inversion.
+    restarts : >= 1 starting points per sample for the gradient inversion: ``z = 0`` and ``restarts - 1`` draws
+        from ``N(0, I)`` (from ``seed``), the same points for every sample.
     steps : >= 1 Adam steps per restart.
     lr : > 0 Adam learning rate.
     exact_projection : optional callable ``x -> z*`` that replaces the optimisation (e.g. a toy
@@ -129,7 +132,10 @@ class ProjectionClassifier(nn.Module):
                 return z, self._residual(z, x)
         n, r = x.shape[0], self.restarts
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        starts = normal(r, n, self.latent_dim, generator=gen, dtype=x.dtype, device=x.device)
+        # one set of starts for every sample (never drawn per batch position: a sample's label must not
+        # depend on the rest of the batch)
+        starts = normal(r, 1, self.latent_dim, generator=gen, dtype=x.dtype, device=x.device).expand(r, n, -1)
+        starts = starts.clone()
         starts[0] = 0.0
         if extra is not None:
             starts = torch.cat([starts, extra.to(device=x.device, dtype=x.dtype).transpose(0, 1)])

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from .attacks.base import _module_device, _module_dtype, eval_mode
 from .checkpoints import CheckpointError, _architecture, _resume, load_checkpoint, save_checkpoint
 from .data import ImageData
+from .modulus import check_seed
 
 
 class TrainingDivergedError(RuntimeError):
@@ -58,15 +59,32 @@ def latent_dimension(generator: nn.Module) -> int:
     return int(d)
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device must be a torch.device or a string such as 'cpu', 'cuda' or 'cuda:1'; "
-                             f"got {device!r}") from None
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(device: str | torch.device | None = None, name: str = "device") -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU.
+
+    A given device must be one this machine can run on: the CPU, an existing CUDA device (a driver and a GPU
+    present), or MPS where available.  Anything else (a typo, ``"meta"``, ``"cuda"`` without a driver,
+    ``"cuda:3"`` on a one-GPU machine) raises ``ValueError`` naming ``name``, before any work starts."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a torch.device or a string such as 'cpu', 'cuda' or 'cuda:1'; "
+                         f"got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: {dev} was asked for but CUDA is not available on this machine (no driver or "
+                             "no GPU); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: {dev} does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                             "device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name}: {dev} was asked for but MPS is not available on this machine; use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} must be cpu, cuda, cuda:N or mps (a device that computes); got {str(device)!r}")
+    return dev
 
 
 def _finite_loss(loss: torch.Tensor, what: str, epoch: int, batch: int) -> float:
@@ -215,8 +233,7 @@ def _check_training_args(data: Any, epochs: int, batch_size: int, lr: float, see
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be finite and > 0; got {lr!r}")
-    if not _is_whole(seed):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    check_seed(seed)
     if len(data) == 0:
         raise ValueError(f"data must hold at least one training image; got an empty data set ({data.describe()})")
 

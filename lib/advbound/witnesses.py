@@ -38,7 +38,7 @@ from torch import Tensor
 
 from .artifacts import ArtifactError, check_file, sha256, utc_timestamp, write_json_atomically
 from .attacks import LatentAttackResult
-from .attacks.latent import _latent_result
+from .attacks.latent import _latent_result, _verify_points
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 WITNESS_FILE = "witnesses.pt"
@@ -121,7 +121,7 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
                             f"the committed networks'); {_hint(command)}")
     wanted = json.loads(json.dumps(dict(settings)))
     if manifest.get("settings") != wanted:
-        have = manifest.get("settings") or {}
+        have = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
         diff = ", ".join(f"{k}: {have.get(k)!r} there, {v!r} here" for k, v in wanted.items() if have.get(k) != v)
         raise ArtifactError(f"the witnesses in {folder} come from another search ({diff or 'other settings'}); "
                             f"{_hint(command)}")
@@ -145,6 +145,17 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
     return out
 
 
+def _flags(found: Tensor) -> Tensor:
+    """``found`` as a bool tensor: bool, or integers that are all 0 or 1 (converted); else ``ValueError``
+    (an integer tensor used as a mask would index rows instead of selecting them)."""
+    if found.dtype == torch.bool:
+        return found
+    if not found.is_floating_point() and not found.is_complex() and bool(((found == 0) | (found == 1)).all()):
+        return found.bool()
+    raise ValueError(f"found must be a bool tensor (or integers 0/1) marking the samples whose point is a found "
+                     f"adversarial point; got dtype {found.dtype}")
+
+
 @torch.no_grad()
 def verified_search(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                     points: Tensor, found: Tensor, *, name: str = "classifier", method: str = "witness",
@@ -157,18 +168,15 @@ def verified_search(classifier: Callable[[Tensor], Tensor], generator: Callable[
     in ``z``'s dtype.  Samples not marked ``found`` are unsuccessful (``success`` False), as the search left
     them.  ``name`` appears in the error; ``method`` is the result's ``method`` per sample; ``x = g(z)`` and
     its ``labels`` ``f(g(z))`` may be passed when already computed."""
+    if not isinstance(points, Tensor) or not isinstance(found, Tensor):
+        raise ValueError(f"points and found must be tensors; got {type(points).__name__} and {type(found).__name__}")
     if points.shape != z.shape or found.shape != z.shape[:1]:
         raise ValueError(f"points must have z's shape {tuple(z.shape)} and found ({z.shape[0]},); got "
                          f"{tuple(points.shape)} and {tuple(found.shape)}")
-    found = found.to(z.device)
+    found = _flags(found).to(z.device)
     z = z.detach()
     z_adv = points.to(device=z.device, dtype=z.dtype)
-    x = generator(z) if x is None else x
-    y = classifier(x).argmax(dim=1) if labels is None else labels
-    x_adv = generator(z_adv)
-    logits = classifier(x_adv)
-    adv_labels = logits.argmax(dim=1)
-    valid = (adv_labels != y) & torch.isfinite(logits).all(dim=1)
+    y, adv_labels, valid, x, x_adv = _verify_points(classifier, generator, z, z_adv, x, labels)
     bad = found & ~valid
     if bool(bad.any()):
         i = int(bad.nonzero()[0])

@@ -92,6 +92,53 @@ def _image_distance(generator: Callable[[Tensor], Tensor], z_adv: Tensor, z: Ten
         return _flat_norm(generator(z_adv) - generator(z))
 
 
+def _verify_points(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                   z_adv: Tensor, x: Tensor | None = None,
+                   labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Evaluate the models at the latent points ``z_adv`` found for ``z``: returns the clean labels
+    ``f(g(z))``, the labels ``f(g(z_adv))``, whether each point is a valid adversarial point (another label,
+    finite point and logits), ``g(z)`` and ``g(z_adv)``.  ``x = g(z)`` and its ``labels`` may be passed when
+    already computed."""
+    with torch.no_grad():
+        x = generator(z) if x is None else x
+        y = classifier(x).argmax(dim=1) if labels is None else labels
+        x_adv = generator(z_adv)
+        logits = classifier(x_adv)
+    adv_labels = logits.argmax(dim=1)
+    valid = (adv_labels != y) & torch.isfinite(logits).all(dim=1) & torch.isfinite(z_adv).all(dim=1)
+    return y, adv_labels, valid, x, x_adv
+
+
+def _reverified(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                result: LatentAttackResult) -> LatentAttackResult:
+    """``result`` (a caller's latent search at ``z``) measured again at ``z``: its points re-verified on the
+    models (a success needs a label change there) and every distance recomputed from ``z``, so no reported
+    value rests on numbers computed elsewhere."""
+    z0 = z.detach()
+    z_adv = result.z_adv.detach().to(device=z0.device, dtype=z0.dtype)
+    y, adv_labels, valid, x, x_adv = _verify_points(classifier, generator, z0, z_adv)
+    return _latent_result(generator, z0, z_adv, result.success.to(valid.device) & valid, result.steps, y,
+                          adv_labels, result.method, images=(x, x_adv))
+
+
+def _check_origin(latent: LatentAttackResult, z: Tensor) -> None:
+    """``latent`` must be a search from these ``z``: its ``z_adv - latent_perturbation`` equals ``z`` up to the
+    rounding of the two subtractions; a result from another batch raises ``ValueError``."""
+    origin = latent.z_adv.detach() - latent.latent_perturbation.detach()
+    z0 = z.detach()
+    if origin.shape != z0.shape or origin.device != z0.device:
+        raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z0.shape)} on "
+                         f"{z0.device}); got z_adv of shape {tuple(latent.z_adv.shape)} on {latent.z_adv.device}")
+    eps = torch.finfo(z0.dtype).eps
+    slack = 4 * eps * (latent.z_adv.detach().abs() + z0.abs()) + torch.finfo(z0.dtype).tiny
+    off = ((origin - z0).abs() > slack).any(dim=1)
+    if bool(off.any()):
+        rows = off.nonzero().flatten().tolist()
+        raise ValueError(f"latent was computed for other latent points than z: z_adv - latent_perturbation differs "
+                         f"from z in {len(rows)} of {z0.shape[0]} rows (first: {rows[:5]}); pass the "
+                         "latent_deepfool result of this very z")
+
+
 def _latent_result(generator: Callable[[Tensor], Tensor], z: Tensor, z_adv: Tensor, success: Tensor, steps: Tensor,
                    y: Tensor, adv_labels: Tensor, method: list[str] | None,
                    images: tuple[Tensor, Tensor] | None = None) -> LatentAttackResult:
@@ -128,9 +175,14 @@ def _check_search(classifier: Callable, generator: Callable, z: Tensor, ridge: f
     _check_latent(classifier, generator, z)
     if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not (0 <= float(ridge) < math.inf):
         raise ValueError(f"ridge must be a finite number >= 0; got {ridge!r}")
-    if latent is not None and (latent.z_adv.shape != z.shape or latent.z_adv.dtype != z.dtype):
+    if latent is not None and (not isinstance(latent, LatentAttackResult) or latent.z_adv.shape != z.shape
+                               or latent.z_adv.dtype != z.dtype):
+        got = (f"z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}"
+               if isinstance(latent, LatentAttackResult) else type(latent).__name__)
         raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z.shape)}, dtype "
-                         f"{z.dtype}); got z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}")
+                         f"{z.dtype}); got {got}")
+    if latent is not None:
+        _check_origin(latent, z)
     if gram is not None and (not isinstance(gram, Tensor) or gram.shape != (z.shape[0], z.shape[1], z.shape[1])
                              or gram.dtype != z.dtype or gram.device != z.device):
         raise ValueError(f"gram must be the (n, d, d) = {(z.shape[0], z.shape[1], z.shape[1])} pulled-back metric "
@@ -160,7 +212,8 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
       the iterate), i.e. the DeepFool step in the metric ``J^T J + lambda I``; with ``refine`` its point is
       refined with the image distance as cost;
     * with ``include_latent``, plain latent DeepFool (the ``r_Z`` search) is a further candidate (pass an
-      already computed ``latent_deepfool`` result as ``latent`` to reuse it);
+      already computed ``latent_deepfool`` result as ``latent`` to reuse it: it must come from this ``z``,
+      else ``ValueError``; its points are re-verified and their distances measured again here);
     * per sample, the *valid* candidate with the smallest image distance ``||g(z_adv) - g(z)||`` is kept
       (:func:`best_of`; ``method`` says which: ``"boundary_from_z"``, ``"boundary_from_latent"``,
       ``"pullback_deepfool"`` or ``"latent_deepfool"``).
@@ -178,6 +231,8 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
     boundary_steps = _check_search(classifier, generator, z, ridge, boundary_steps, latent, gram, "boundary_steps", 0)
     if latent is None and include_latent:
         latent = latent_deepfool(classifier, generator, z, **opts.kwargs())
+    elif latent is not None:  # the caller's result: re-verified and measured here, like every candidate
+        latent = _reverified(classifier, generator, z, latent)
     if boundary_steps == 0:
         search = _pullback_deepfool(classifier, generator, z, opts, float(ridge))
     else:

@@ -53,6 +53,7 @@ from ..attacks.jacobian import generator_gram
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
 from ..data import STAND_IN, ImageData, load_dataset
 from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcgan_weights
+from ..modulus import check_seed
 from ..modulus_estimation import default_radii, estimate_modulus
 from ..portable import seeded_normal
 from ..sample_quality import last_linear_features, sample_quality, softmax_outputs
@@ -78,8 +79,9 @@ def set_determinism(seed: int, threads: int | None = 1) -> None:
     One thread by default: the ci networks are tiny, and on a shared 2-core machine two OpenMP threads were
     measured 15-60x slower per training step than one (threads spinning while the other core is busy)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.manual_seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
+    seed = check_seed(seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
@@ -303,6 +305,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
     if reattack and artifacts is None:
         raise ValueError("reattack=True needs artifacts= (the folder to write the witnesses to)")
+    seed = check_seed(seed)
     dev = resolve_device(device)
     t0 = time.perf_counter()
     train, test = load_dataset(dataset, profile, root=data_root, download=download, seed=seed,

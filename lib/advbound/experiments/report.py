@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..book import wrap
+from ..book import result_files, wrap
 from ..bounds import TABLE_QUANTILE, class_probabilities, robustness_quantile_bound
+from ..checkpoints import atomic_write
 from ..data import DISPLAY_NAMES, STAND_IN
 from ..modulus_estimation import ModulusEstimate
 from ..montecarlo import proportion_interval, quantile_interval, quantile_with_failures
@@ -147,21 +148,15 @@ class ExperimentResult:
         })
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the results JSON (provenance included) atomically to ``path`` with a ``.json`` suffix, and the
-        table beside it with a ``.csv`` suffix (``--out run.csv`` writes ``run.json`` and ``run.csv``).
-        Returns the JSON path."""
-        base = Path(path)
-        if base.suffix.lower() in (".json", ".csv"):
-            base = base.with_suffix("")
-        json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        # the first header cell names the data: a stand-in's table says so wherever the CSV goes
+        """Write the results JSON (provenance included) and the table as CSV, each atomically, to the two files
+        that ``path`` names (:func:`advbound.book.result_files`: ``run``, ``run.json`` and ``run.csv`` all
+        write ``run.json`` and ``run.csv``; ``model.v1`` writes ``model.v1.json``).  The CSV's first header
+        cell names the data, so a stand-in's table says so wherever it goes.  Returns the JSON path."""
+        json_path, csv_path = result_files(path)
         csv_text = self.table.rename_axis(_title(self.config.dataset, self.provenance["data"])).to_csv()
         for target, text in ((json_path, json.dumps(self.to_json_dict(), indent=1, sort_keys=False) + "\n"),
                              (csv_path, csv_text)):
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, target)
+            atomic_write(target, lambda fh, text=text: fh.write(text.encode()))
         return json_path
 
 
