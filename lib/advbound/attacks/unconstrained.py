@@ -42,24 +42,31 @@ from .base import (
     _identity_metric,
     evaluates,
 )
-from .deepfool import AttackResult, _l2_cost, deepfool
+from .deepfool import AttackResult, _deepfool_loop, _l2_cost, deepfool
 from .refine import _margin, _refine
 
-#: default number of boundary steps of :func:`unconstrained_attack`
-STEPS = 60
+#: defaults of :func:`unconstrained_attack`: boundary steps of the selected start, of every start, and the
+#: number of targeted starts
+STEPS, EXPLORE, TARGETS = 40, 15, 3
+#: the DeepFool settings of the targeted starts (the pipeline's)
+OVERSHOOT, DEEPFOOL_STEPS = 0.02, 50
 #: safeguards of the Barzilai-Borwein curvature ``b`` (1 is the projection step)
 B_MIN, B_MAX = 0.25, 64.0
 #: target fraction of the distance beyond the linearised boundary: start, factor, bounds
 TAU, TAU_UP, TAU_MIN, TAU_MAX = 1e-3, 3.0, 1e-6, 0.03
 
 
-def _margin_and_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
-                         shape: torch.Size) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """At the flat points ``x``: the margin ``h`` (:func:`~advbound.attacks.refine._margin`), its gradient
-    (flat), the most likely other class, and whether the logits are finite (one forward, one backward)."""
+def _margin_and_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, shape: torch.Size,
+                         target: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """At the flat points ``x``: the margin ``h`` (:func:`~advbound.attacks.refine._margin`, or
+    ``l_target - l_y``), its gradient (flat), the most likely other class, and whether the logits are finite
+    (one forward, one backward)."""
     xa = x.view(-1, *shape).requires_grad_(True)
     logits = fn(xa)
     margin = _margin(logits, y)
+    if target is not None:
+        aimed = logits.gather(1, target[:, None])[:, 0] - logits.gather(1, y[:, None])[:, 0]
+        margin = torch.where(target == y, margin, aimed)
     (a,) = torch.autograd.grad(margin.sum(), xa)
     with torch.no_grad():
         j = logits.detach().scatter(1, y[:, None], -math.inf).argmax(1)
@@ -69,7 +76,7 @@ def _margin_and_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
 
 @torch.enable_grad()
 def _boundary_walk(fn: Callable[[Tensor], Tensor], x0: Tensor, start: Tensor, y: Tensor, steps: int,
-                   box: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
+                   box: tuple[float, float] | None, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Run the boundary SQP of the module docstring from ``start``; returns the closest valid iterate per
     sample (``start`` where none was valid) and its distance (``inf`` where none was valid).
 
@@ -83,7 +90,7 @@ def _boundary_walk(fn: Callable[[Tensor], Tensor], x0: Tensor, start: Tensor, y:
     x = start.detach().flatten(1).clone()
     dtype = x0.dtype
     tiny = torch.finfo(dtype).tiny
-    h, a, j, fin = _margin_and_gradient(fn, x, y, shape)
+    h, a, j, fin = _margin_and_gradient(fn, x, y, shape, target)
     e = x - x0f
     dist = _flat_norm(e)
     fin = fin & torch.isfinite(dist) & torch.isfinite(a).all(1)
@@ -96,8 +103,8 @@ def _boundary_walk(fn: Callable[[Tensor], Tensor], x0: Tensor, start: Tensor, y:
     for _ in range(steps):
         with torch.no_grad():
             aa = (a * a).sum(1)
-            target = tau * dist * aa.sqrt()
-            mu = ((b * (target - h) + (a * e).sum(1)) / aa.clamp_min(tiny)).clamp_min(0)
+            aim = tau * dist * aa.sqrt()
+            mu = ((b * (aim - h) + (a * e).sum(1)) / aa.clamp_min(tiny)).clamp_min(0)
             step = (mu[:, None] * a - e) / b[:, None]
             length = _flat_norm(step)
             step = step * (radius / length.clamp_min(tiny)).clamp_max(1)[:, None]
@@ -107,7 +114,7 @@ def _boundary_walk(fn: Callable[[Tensor], Tensor], x0: Tensor, start: Tensor, y:
                 x_t = x_t.clamp(*box)
             nu = torch.maximum(nu, 2 * mu)
             merit = 0.5 * dist ** 2 + nu * (-h).clamp_min(0)
-        h_t, a_t, j_t, fin_t = _margin_and_gradient(fn, x_t, y, shape)
+        h_t, a_t, j_t, fin_t = _margin_and_gradient(fn, x_t, y, shape, target)
         with torch.no_grad():
             e_t = x_t - x0f
             dist_t = _flat_norm(e_t)
@@ -135,28 +142,79 @@ def _boundary_walk(fn: Callable[[Tensor], Tensor], x0: Tensor, start: Tensor, y:
     return best.view_as(x0), best_d
 
 
+def _closest_valid(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, points: list[Tensor]) -> Tensor:
+    """Per sample, the closest of ``points`` whose label (re-evaluated here) differs from ``y`` with finite
+    logits; the first of ``points`` where none is valid.  Ties keep the earlier point."""
+    view = (-1,) + (1,) * (x0.dim() - 1)
+    out = points[0]
+    with torch.no_grad():
+        logits = fn(out)
+        best_d = torch.where((logits.argmax(1) != y) & torch.isfinite(logits).all(1) & _finite_rows(out),
+                             _flat_norm(out - x0), torch.full((x0.shape[0],), math.inf, dtype=x0.dtype,
+                                                              device=x0.device))
+        for p in points[1:]:
+            logits = fn(p)
+            d = _flat_norm(p - x0)
+            closer = (logits.argmax(1) != y) & torch.isfinite(logits).all(1) & _finite_rows(p) & (d < best_d)
+            out = torch.where(closer.view(view), p, out)
+            best_d = torch.where(closer, d, best_d)
+    return out
+
+
+def _finite_rows(t: Tensor) -> Tensor:
+    return torch.isfinite(t.flatten(1)).all(1)
+
+
+@torch.enable_grad()
+def _targeted_starts(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, classes: Tensor,
+                     box: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
+    """DeepFool towards each class of ``classes`` (n, k): the DeepFool loop with the candidates ``(y, j)``,
+    all ``k n`` runs in one batch (rank-major).  Returns the points (k n, ...) and the steps (n,) summed over
+    the classes."""
+    n, k = classes.shape
+    cand = torch.stack([y.repeat(k), classes.T.reshape(-1)], 1)
+    points, steps = _deepfool_loop(fn, x0.repeat(k, *([1] * (x0.dim() - 1))), cand, overshoot=OVERSHOOT,
+                                   max_steps=DEEPFOOL_STEPS, box=box, metric=_identity_metric, batched_grads=False)
+    return points, steps.view(k, n).sum(0)
+
+
 @evaluates("model")
 def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps: int = STEPS,
-                         candidates: int | None = None, start: AttackResult | None = None,
-                         box: Sequence[float] | None = None, batched_grads: bool = False) -> AttackResult:
-    """Minimum-norm L2 attack: an upper estimate of ``r_unc(x)`` (Section 3) closer to the minimum than
-    :func:`~advbound.attacks.deepfool` on curved boundaries.
+                         explore: int = EXPLORE, targets: int = TARGETS, candidates: int | None = None,
+                         start: AttackResult | None = None, box: Sequence[float] | None = None,
+                         batched_grads: bool = False) -> AttackResult:
+    """Minimum-norm L2 attack: an upper estimate of ``r_unc(x)`` (Section 3) that reaches the minimum more
+    closely than :func:`~advbound.attacks.deepfool` on curved boundaries (adversarially trained networks).
 
-    DeepFool with refinement (``candidates``, overshoot 0.02, 50 steps, ``refine=True``), or the given
-    ``start``, then ``steps`` steps of the boundary SQP of :mod:`advbound.attacks.unconstrained` (one forward
-    and one backward pass each), keeping per sample the closest verified adversarial point.
+    1. Starts: DeepFool with refinement (``candidates``, overshoot 0.02, 50 steps, ``refine=True``; or the
+       given ``start``), and DeepFool *towards* each of the ``targets`` most likely other classes of the
+       clean logits (candidates ``(y, j)``: each reaches the boundary of one class; different classes are the
+       usual different local minima of the distance on the boundary).
+    2. Exploration: ``explore`` steps of the boundary SQP (module docstring) from every start, the targeted
+       ones on the margin ``l_j - l_y`` of their class, the first on ``max_{j != y} l_j - l_y``.
+    3. Per sample, the start whose walk found the closest valid point goes on for ``steps`` more steps.
+    4. The closest valid point found is shrunk back to the boundary (:func:`~advbound.attacks.refine._refine`)
+       and, per sample, the closest re-verified point of all phases (the start's included) is returned, so
+       the result is never farther than ``start`` / DeepFool with refinement.
+
+    One boundary step costs one forward and one backward pass, so the search costs about
+    ``(targets + 1) * explore + steps`` of them per sample plus the DeepFool starts.
 
     Parameters
     ----------
     model, x, box, batched_grads : as in :func:`~advbound.attacks.deepfool`.
-    steps : >= 0 boundary steps after the DeepFool start (0 returns the refined DeepFool point).
-    candidates : candidate classes of the DeepFool start (None: all K).
-    start : a :func:`~advbound.attacks.deepfool` result on the same ``x`` to start from (its ``x_adv``),
-        instead of running DeepFool; its points are kept where the walk finds nothing closer.
+    steps : >= 0 boundary steps of the selected start (phase 3).
+    explore : >= 0 boundary steps of every start (phase 2); with ``explore = 0`` the first start goes on.
+    targets : >= 0 targeted starts (at most ``K - 1`` are used).
+    candidates : candidate classes of the untargeted DeepFool start (None: all K, or k in [2, K]).
+    start : a :func:`~advbound.attacks.deepfool` result on the same ``x`` (refined or not) to use as the
+        untargeted start instead of running DeepFool.
 
-    ``steps`` of the result counts DeepFool's steps plus the boundary steps.
+    ``steps`` of the result counts, per sample, the DeepFool steps of its starts plus its boundary steps.
     """
     steps = _as_int(steps, "steps", 0)
+    explore = _as_int(explore, "explore", 0)
+    targets = _as_int(targets, "targets", 0)
     _check_input("x", x, model, "model")
     clip = _box(box, x, "x")
     x0 = x.detach()
@@ -174,28 +232,43 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
     elif not torch.equal(start.labels, y) or not torch.allclose(start.x_adv - start.perturbation, x0):
         raise ValueError("start must come from an attack on x: its clean points (x_adv - perturbation) or labels "
                          "differ from x and the model's labels on x")
-    x_adv = start.x_adv.detach()
-    walk_steps = 0
+    n = x0.shape[0]
+    reps = (1,) * (x0.dim() - 1)
+    k = min(targets, n_classes - 1)
+    # rows of the exploration: the untargeted start, then one block per targeted class (rank-major)
+    starts, target, df_steps = start.x_adv.detach(), y, start.steps.clone()
+    if k > 0:
+        classes = torch.topk(logits0, k + 1, dim=1).indices[:, 1:]
+        aimed, aimed_steps = _targeted_starts(model, x0, y, classes, clip)
+        starts, target = torch.cat([starts, aimed]), torch.cat([y, classes.T.reshape(-1)])
+        df_steps = df_steps + aimed_steps
+    found = [start.x_adv.detach()]
+    rows = torch.arange(n, device=x0.device)
+    if explore > 0:
+        walked, walked_d = _boundary_walk(model, x0.repeat(k + 1, *reps), starts, y.repeat(k + 1), explore, clip,
+                                          target=target)
+        pick = walked_d.view(k + 1, n).argmin(0)          # first minimum: the untargeted start on ties or failures
+        chosen = walked.view(k + 1, n, *x0.shape[1:])[pick, rows]
+        found.append(chosen)
+        target = target.view(k + 1, n)[pick, rows]
+    else:
+        chosen, target = starts[:n], y
     if steps > 0:
-        walked, walked_d = _boundary_walk(model, x0, x_adv, y, steps, clip)
-        with torch.no_grad():
-            logits_w = model(walked)
-        m_w = _margin(logits_w, y)
-        ok = torch.isfinite(walked_d) & (m_w > 0) & torch.isfinite(logits_w).all(1)
-        refined = _refine(model, x0, walked, y, ok, _margin(logits0, y), m_w, metric=_identity_metric,
-                          cost=_l2_cost, box=clip)
-        walked = torch.where(ok.view(-1, *([1] * (x0.dim() - 1))), refined, walked)
-        walk_steps = steps
-        # keep the start's point where it is valid and closer (or the walk found nothing)
-        with torch.no_grad():
-            start_ok = (model(x_adv).argmax(1) != y) & torch.isfinite(x_adv.flatten(1)).all(1)
-            walk_ok = (model(walked).argmax(1) != y) & torch.isfinite(walked.flatten(1)).all(1)
-        closer = walk_ok & (~start_ok | (_flat_norm(walked - x0) < _flat_norm(x_adv - x0)))
-        x_adv = torch.where(closer.view(-1, *([1] * (x0.dim() - 1))), walked, x_adv)
+        chosen, _ = _boundary_walk(model, x0, chosen, y, steps, clip, target=target)
+        found.append(chosen)
+    best = _closest_valid(model, x0, y, found)
+    with torch.no_grad():
+        logits_b = model(best)
+    m_b = _margin(logits_b, y)
+    ok = (m_b > 0) & torch.isfinite(logits_b).all(1)
+    found.append(_refine(model, x0, best, y, ok, _margin(logits0, y), m_b, metric=_identity_metric, cost=_l2_cost,
+                         box=clip))
+    x_adv = _closest_valid(model, x0, y, [best, found[-1]])
     with torch.no_grad():
         logits_adv = model(x_adv)
     adv_labels = logits_adv.argmax(1)
-    success = (adv_labels != y) & torch.isfinite(x_adv.flatten(1)).all(1) & torch.isfinite(logits_adv).all(1)
+    success = (adv_labels != y) & _finite_rows(x_adv) & torch.isfinite(logits_adv).all(1)
     perturbation = x_adv - x0
+    walk_steps = (k + 1) * explore + steps
     return AttackResult(x_adv=x_adv, perturbation=perturbation, norms=_flat_norm(perturbation), success=success,
-                        steps=start.steps + walk_steps, labels=y, adv_labels=adv_labels)
+                        steps=df_steps + walk_steps, labels=y, adv_labels=adv_labels)
