@@ -85,8 +85,9 @@ ROBUST_SHA256 = "9b4dcfb4bda09b77cf120d23bfa88c869342cd023092f771805723f36468dac
 #: its training recipe (advbound.training.train_classifier with an L2 PGD adversary)
 ROBUST_RECIPE = {"epochs": 15, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "seed": 0,
                  "pgd": {"eps": 1.5, "step_size": 0.5, "steps": 7, "norm": "l2"}}
-#: (explore, steps) budgets of unconstrained_attack for the quality-against-steps curve; the default first
-CURVE = [(15, 40), (5, 15), (10, 30), (20, 60), (30, 100)]
+#: (targets, explore, steps) budgets of unconstrained_attack for the quality-against-steps curve; the default
+#: first
+CURVE = [(2, 10, 30), (0, 0, 20), (1, 5, 15), (3, 10, 30), (3, 15, 40), (3, 30, 100)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,8 +188,8 @@ def norms_of(model: nn.Module, x: Tensor, x_adv: Tensor) -> np.ndarray:
     return torch.where(ok, dist, torch.full_like(dist, math.inf)).cpu().numpy()
 
 
-def ours_name(explore: int, steps: int) -> str:
-    return f"unconstrained_attack (explore {explore}, steps {steps})"
+def ours_name(targets: int, explore: int, steps: int) -> str:
+    return f"unconstrained_attack (targets {targets}, explore {explore}, steps {steps})"
 
 
 def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[str, Any]:
@@ -198,9 +199,9 @@ def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[st
         "deepfool": lambda: deepfool(model, x, **ATTACK).x_adv,
         "deepfool + refine": lambda: deepfool(model, x, **ATTACK, refine=True).x_adv,
     }
-    for explore, steps in (CURVE if not args.no_curve else CURVE[:1]):
-        methods[ours_name(explore, steps)] = (lambda e=explore, s=steps: unconstrained_attack(
-            model, x, candidates=ATTACK["candidates"], explore=e, steps=s).x_adv)
+    for targets, explore, steps in (CURVE if not args.no_curve else CURVE[:1]):
+        methods[ours_name(targets, explore, steps)] = (lambda t=targets, e=explore, s=steps: unconstrained_attack(
+            model, x, candidates=ATTACK["candidates"], targets=t, explore=e, steps=s).x_adv)
     methods[f"DDN, {args.ddn_steps} steps (foolbox)"] = lambda: foolbox_attack("ddn", args.ddn_steps)(model, x)
     methods[f"FMN-L2, {args.fmn_steps} steps (foolbox)"] = lambda: foolbox_attack("fmn", args.fmn_steps)(model, x)
     deepfool(model, x[:2], **ATTACK, refine=True)       # warm-up (first calls carry one-off costs)
@@ -209,7 +210,7 @@ def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[st
     for name, fn in methods.items():
         x_adv, sec = timed(fn, dev)
         norms[name], seconds[name] = norms_of(model, x, x_adv), sec
-        print(f"  {name:48} {sec:8.1f} s  median L2 {quantile(norms[name], 0.5):.4f}", flush=True)
+        print(f"  {name:56} {sec:8.1f} s  median L2 {quantile(norms[name], 0.5):.4f}", flush=True)
     best = np.min(list(norms.values()), axis=0)
     ddn = seconds[f"DDN, {args.ddn_steps} steps (foolbox)"]
     rows = []
@@ -220,9 +221,10 @@ def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[st
                      "p90_ratio": quantile(ratio, 0.9), "max_ratio": float(ratio.max()),
                      "share_above_1.05": float((ratio > 1.05).mean()), "median_l2": quantile(d, 0.5),
                      "median_l2_best_of": quantile(best, 0.5)})
-    curve = [{"explore": e, "steps": s, "boundary_steps_per_sample": 4 * e + s,
-              **{k: v for k, v in next(r for r in rows if r["method"] == ours_name(e, s)).items() if k != "method"}}
-             for e, s in (CURVE if not args.no_curve else CURVE[:1])]
+    curve = [{"targets": t, "explore": e, "steps": s, "boundary_steps_per_sample": (t + 1) * e + s,
+              **{k: v for k, v in next(r for r in rows if r["method"] == ours_name(t, e, s)).items()
+                 if k != "method"}}
+             for t, e, s in (CURVE if not args.no_curve else CURVE[:1])]
     return {"n": int(x.shape[0]), "dtype": str(x.dtype).replace("torch.", ""), "rows": rows, "curve": curve,
             "per_sample": {k: v.tolist() for k, v in norms.items()}}
 
@@ -273,10 +275,11 @@ def cost_per_sample(classifier: nn.Module, generator: nn.Module, z: Tensor) -> d
 
 def print_table(model: str, rows: list[dict]) -> None:
     print(f"\n{model}")
-    head = f"{'method':48} {'median ratio':>12} {'p90 ratio':>9} {'success':>7} {'median L2':>9} {'seconds':>8} {'/DDN':>6}"
+    head = (f"{'method':56} {'median ratio':>12} {'p90 ratio':>9} {'success':>7} {'median L2':>9} {'seconds':>8} "
+            f"{'/DDN':>6}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['method']:48} {r['median_ratio']:12.4f} {r['p90_ratio']:9.4f} {r['success_rate']:7.3f} "
+        print(f"{r['method']:56} {r['median_ratio']:12.4f} {r['p90_ratio']:9.4f} {r['success_rate']:7.3f} "
               f"{r['median_l2']:9.4f} {r['seconds']:8.1f} {r['time_vs_ddn']:6.3f}")
 
 
@@ -303,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "book" / "results"))
+    ap.add_argument("--stem", default=None, help="output file name without suffix (default bench_runc[-quick])")
     args = ap.parse_args(argv)
     args.n = args.n or (50 if args.quick else 200)
     args.n_standard = args.n_standard or (50 if args.quick else 100)
@@ -336,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 zr = z[:args.rz_n]
                 results.setdefault(key, {})["r_Z"] = bench_rz(classifiers[key], generator, zr, args)
                 results[key]["cost_per_sample_float64"] = {
-                    **cost_per_sample(classifiers[key], generator, zr[:20]),
+                    **cost_per_sample(classifiers[key], generator, zr),
                     "latent_boundary_search": results[key]["r_Z"]["search_seconds_per_sample"]}
                 print(f"  seconds per sample: {results[key]['cost_per_sample_float64']}", flush=True)
     if args.artifacts:
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             print_table(f"{key} ({res['n']} samples, {res['dtype']})", res["rows"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_runc-quick" if args.quick else "bench_runc"
+    stem = args.stem or ("bench_runc-quick" if args.quick else "bench_runc")
     settings = {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in vars(args).items()
                 if k != "out"}
     payload = {"command": " ".join([Path(sys.executable).name, "benchmarks/bench_runc.py"] + sys.argv[1:]),

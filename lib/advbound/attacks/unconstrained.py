@@ -47,13 +47,15 @@ from .refine import _margin, _refine
 
 #: defaults of :func:`unconstrained_attack`: boundary steps of the selected start, of every start, and the
 #: number of targeted starts
-STEPS, EXPLORE, TARGETS = 40, 15, 3
+STEPS, EXPLORE, TARGETS = 30, 10, 2
 #: the DeepFool settings of the targeted starts (the pipeline's)
 OVERSHOOT, DEEPFOOL_STEPS = 0.02, 50
 #: safeguards of the Barzilai-Borwein curvature ``b`` (1 is the projection step)
 B_MIN, B_MAX = 0.25, 64.0
 #: target fraction of the distance beyond the linearised boundary: start, factor, bounds
 TAU, TAU_UP, TAU_MIN, TAU_MAX = 1e-3, 3.0, 1e-6, 0.03
+#: a sample stops when its step is shorter than ``STOP`` times its distance (it has converged)
+STOP = 1e-5
 
 
 def _margin_and_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, shape: torch.Size,
@@ -100,6 +102,7 @@ def _boundary_walk(fn: Callable[[Tensor], Tensor], x0: Tensor, start: Tensor, y:
     tau = torch.full_like(dist, TAU)
     radius = torch.where(fin, dist, torch.zeros_like(dist))
     nu = torch.zeros_like(dist)
+    active = fin.clone()
     for _ in range(steps):
         with torch.no_grad():
             aa = (a * a).sum(1)
@@ -109,13 +112,22 @@ def _boundary_walk(fn: Callable[[Tensor], Tensor], x0: Tensor, start: Tensor, y:
             length = _flat_norm(step)
             step = step * (radius / length.clamp_min(tiny)).clamp_max(1)[:, None]
             step = torch.where((fin & (aa > 0))[:, None], step, torch.zeros_like(step))
+            # a sample whose step has become negligible has converged: it leaves the batch
+            active = active & (_flat_norm(step) > STOP * dist)
+            idx = torch.nonzero(active).flatten()
+            if idx.numel() == 0:
+                break
             x_t = x + step
             if box is not None:
                 x_t = x_t.clamp(*box)
             nu = torch.maximum(nu, 2 * mu)
             merit = 0.5 * dist ** 2 + nu * (-h).clamp_min(0)
-        h_t, a_t, j_t, fin_t = _margin_and_gradient(fn, x_t, y, shape, target)
+        h_s, a_s, j_s, fin_s = _margin_and_gradient(fn, x_t[idx], y[idx], shape,
+                                                    None if target is None else target[idx])
         with torch.no_grad():
+            h_t, a_t, j_t = h.clone(), a.clone(), j.clone()
+            fin_t = torch.zeros_like(fin)
+            h_t[idx], a_t[idx], j_t[idx], fin_t[idx] = h_s, a_s, j_s, fin_s
             e_t = x_t - x0f
             dist_t = _flat_norm(e_t)
             fin_t = fin_t & torch.isfinite(dist_t) & torch.isfinite(a_t).all(1)
