@@ -28,6 +28,7 @@ from advbound.attacks import (
     latent_deepfool,
     unconstrained_attack,
 )
+from test_boundary import Linear  # g(z) = A z + c, singular values over two decades
 
 DT = torch.float64
 
@@ -235,22 +236,6 @@ def test_cuda_matches_cpu() -> None:  # pragma: no cover - run where a GPU exist
 # r_Z
 # --------------------------------------------------------------------------------------------------
 
-class LinearGenerator(nn.Module):
-    """``g(z) = A z + c`` with singular values over two decades (the pulled-back metric is not the identity)."""
-
-    def __init__(self, d: int, m: int, seed: int) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        u, _ = torch.linalg.qr(torch.randn(m, d, dtype=DT, generator=gen))
-        v, _ = torch.linalg.qr(torch.randn(d, d, dtype=DT, generator=gen))
-        self.a = nn.Parameter(u @ torch.diag(torch.logspace(-1, 1, d, dtype=DT)) @ v.T, requires_grad=False)
-        self.c = nn.Parameter(torch.randn(m, dtype=DT, generator=gen), requires_grad=False)
-        self.latent_dim = d
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z @ self.a.T + self.c
-
-
 class Identity(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z
@@ -258,7 +243,7 @@ class Identity(nn.Module):
 
 @pytest.mark.parametrize("k", [2, 6])
 def test_latent_search_exact_on_a_linear_generator(k: int) -> None:
-    g, f = LinearGenerator(6, 15, seed=k), affine(15, k, seed=20 + k)
+    g, f = Linear(6, 15, seed=k), affine(15, k, seed=20 + k)
     z = points(20, 6, seed=14)
     with torch.no_grad():
         logits = f(g(z))
@@ -294,7 +279,7 @@ def test_latent_search_on_a_sphere_beats_latent_deepfool() -> None:
 
 
 def test_best_of_by_latent_norm_and_bad_arguments() -> None:
-    g, f = LinearGenerator(4, 8, seed=16), affine(8, 3, seed=16)
+    g, f = Linear(4, 8, seed=16), affine(8, 3, seed=16)
     z = points(6, 4, seed=16)
     lat = latent_deepfool(f, g, z)
     both = best_of(lat, latent_boundary_search(f, g, z, latent=lat, steps=5), distance="latent")

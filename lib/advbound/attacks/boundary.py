@@ -1,4 +1,4 @@
-"""Boundary search in the latent space: sequential quadratic programming for ``r_in`` (Section 3).
+"""Boundary search in the latent space: sequential quadratic programming for ``r_in`` and ``r_Z`` (Section 3).
 
 ``r_in(x) = min_r ||g(z + r) - g(z)||_2`` subject to a label change is a smooth objective
 ``phi(w) = ||g(w) - g(z)||^2 / 2`` minimised over the adversarial region ``{w : h_j(w) >= 0 for some j}``,
@@ -24,6 +24,10 @@ first step is the DeepFool step measured in the metric ``B``.
   larger Levenberg-Marquardt ridge on ``B``;
 * every iterate that the classifier labels differently from ``y`` is a valid adversarial point; per
   sample the valid iterate with the smallest image distance is returned.
+
+With ``distance="latent"`` the objective is ``phi(w) = ||w - z||^2 / 2``, the Euclidean metric of the latent
+space (``r_Z``, the paper's Remark 5), and ``B`` starts as the identity, the exact Hessian of ``phi``: the same
+steps then follow the boundary of ``f o g`` in ``z`` (:func:`~advbound.attacks.latent_boundary_search`).
 """
 
 from __future__ import annotations

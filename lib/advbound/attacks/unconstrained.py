@@ -1,27 +1,39 @@
-"""A minimum-norm L2 attack for ``r_unc``: DeepFool's point, then a walk along the decision boundary.
+"""A minimum-norm L2 attack for ``r_unc``: DeepFool's points, then a walk along the decision boundary.
 
 ``r_unc(x0) = min ||x - x0||_2`` subject to ``f(x) != y`` is the distance from ``x0`` to the adversarial
 region ``{x : h(x) > 0}``, ``h(x) = max_{j != y} l_j(x) - l_y(x)`` the classifier's margin.  DeepFool
 (Moosavi-Dezfooli et al., CVPR 2016; the paper's ref. [38]) linearises ``h`` once per step and stops at the
 first label change, so on curved boundaries (adversarially trained networks) its point can lie well above
-the minimum.  :func:`unconstrained_attack` starts from DeepFool's refined point and runs sequential quadratic
+the minimum.  :func:`unconstrained_attack` starts from DeepFool's points and runs sequential quadratic
 programming on the boundary (Nocedal & Wright, *Numerical Optimization*, 2nd ed., Ch. 18), one forward and
-one backward pass per step, like DDN (Rony et al., CVPR 2019) and FMN (Pintor et al., NeurIPS 2021):
+one backward pass per step, like DDN (Rony et al., CVPR 2019) and FMN (Pintor et al., NeurIPS 2021).
 
-* at the iterate ``x`` with ``e = x - x0``, the most likely other class ``j`` and ``a = grad h_j`` solve the
-  quadratic program ``min_delta e . delta + (b / 2) ||delta||^2`` s.t. ``h_j + a . delta >= t``, in closed
-  form ``delta = (mu a - e) / b`` with ``mu = max(0, (b (t - h_j) + a . e) / ||a||^2)``;
-* ``b`` is a scalar model of the Hessian of the Lagrangian ``||e||^2 / 2 - mu h_j``, i.e. of the boundary's
-  curvature seen from ``x0``: ``b = 1`` makes the step the projection of ``x0`` onto the linearised boundary
-  (the fixed point iteration of DeepFool at the boundary, which oscillates when the boundary curves more
-  than the distance to it); ``b`` is updated by the Barzilai-Borwein secant ``b = s . yv / s . s`` with
-  ``s`` the step and ``yv`` the change of the Lagrangian's gradient (Barzilai & Borwein, IMA J. Numer.
-  Anal. 1988), safeguarded to ``[B_MIN, B_MAX]``, and kept when the class ``j`` changes;
+The boundary walk (:func:`_boundary_walk`), per sample:
+
+* at the iterate ``x`` with ``e = x - x0`` and ``a = grad h`` (``h`` the margin, or ``l_j - l_y`` for a walk
+  aimed at class ``j``) the quadratic program ``min_delta e . delta + (b / 2) ||delta||^2`` s.t.
+  ``h + a . delta >= t`` has the solution ``delta = (mu a - e) / b``,
+  ``mu = max(0, (b (t - h) + a . e) / ||a||^2)``: the normal part of the step reaches the linearised boundary
+  (plus ``t``), the tangential part is ``-e_tan / b``;
+* ``b`` models the Hessian of the Lagrangian ``||e||^2 / 2 - mu h`` (``1 + (distance) x (curvature of the
+  boundary)`` seen from ``x0``): ``b = 1`` makes the step the projection of ``x0`` onto the linearised
+  boundary, DeepFool's fixed point iteration at the boundary, which oscillates where the boundary curves
+  more strongly than the distance to it.  ``b`` is the Barzilai-Borwein secant ``s . yv / s . s`` of the
+  accepted step ``s`` and the change ``yv`` of the Lagrangian's gradient (Barzilai & Borwein, IMA J. Numer.
+  Anal. 8, 1988), safeguarded to ``[B_MIN, B_MAX]`` and kept when the most likely other class changes;
+* a trust region (the step is scaled to at most a radius that shrinks to a quarter of a rejected step and
+  doubles after a full accepted one) and the l1 merit ``||e||^2 / 2 + nu max(0, -h)`` (``nu`` twice the
+  largest multiplier; Nocedal & Wright Ch. 15, 18) decide whether a trial point is accepted;
 * the target ``t = tau ||e|| ||a||`` aims a fraction ``tau`` of the distance beyond the linearised boundary;
-  ``tau`` shrinks after a step that landed on the adversarial side and grows after one that fell short, as in
-  :mod:`advbound.attacks.boundary`;
-* every iterate whose label differs from ``y`` is a valid adversarial point; per sample the closest one is
-  kept, then shrunk back to the boundary by :func:`advbound.attacks.refine._refine`, and re-verified.
+  ``tau`` shrinks after an accepted step that landed on the adversarial side and grows after one that fell
+  short, as in :mod:`advbound.attacks.boundary`;
+* every evaluated point whose label differs from ``y`` is a valid adversarial point; the closest one is
+  kept.  A sample whose step has become shorter than ``STOP`` times its distance leaves the batch.
+
+The minimum of the distance on the boundary is not unique: different classes, and different points of one
+class's boundary, are local minima.  The walk finds one, so :func:`unconstrained_attack` runs it from
+several starts (DeepFool's point and DeepFool aimed at each of the most likely classes), and continues the
+best one.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    DeepFoolOptions,
     _as_int,
     _box,
     _check_differentiable,
@@ -42,7 +55,7 @@ from .base import (
     _identity_metric,
     evaluates,
 )
-from .deepfool import AttackResult, _deepfool_loop, _l2_cost, deepfool
+from .deepfool import AttackResult, _deepfool_loop, _finite_rows, _l2_cost, deepfool
 from .refine import _margin, _refine
 
 #: defaults of :func:`unconstrained_attack`: boundary steps of the selected start, of every start, and the
@@ -173,10 +186,6 @@ def _closest_valid(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, points
     return out
 
 
-def _finite_rows(t: Tensor) -> Tensor:
-    return torch.isfinite(t.flatten(1)).all(1)
-
-
 @torch.enable_grad()
 def _targeted_starts(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, classes: Tensor,
                      box: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
@@ -224,6 +233,7 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
 
     ``steps`` of the result counts, per sample, the DeepFool steps of its starts plus its boundary steps.
     """
+    DeepFoolOptions(candidates=candidates)            # checks candidates (also when a start is given)
     steps = _as_int(steps, "steps", 0)
     explore = _as_int(explore, "explore", 0)
     targets = _as_int(targets, "targets", 0)
