@@ -256,6 +256,30 @@ def boundary_search(classifier: Callable[[Tensor], Tensor], generator: Callable[
     return best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), steps, latent, gram))
 
 
+@evaluates("classifier", "generator")
+def latent_boundary_search(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                           *, latent: LatentAttackResult | None = None, candidates: int | None = None,
+                           steps: int = BOUNDARY_STEPS, batched_grads: bool = False) -> LatentAttackResult:
+    """An upper estimate of ``r_Z(z) = min ||r||_2`` s.t. ``f(g(z + r)) != f(g(z))`` (Remark 5) closer to the
+    minimum than :func:`latent_deepfool`: the boundary search of :func:`boundary_search` with the Euclidean
+    metric of the latent space in place of the pulled-back one.
+
+    ``steps`` steps of sequential quadratic programming on ``min ||w - z||^2 / 2`` over the adversarial
+    region (:func:`~advbound.attacks.boundary.boundary_sqp` with ``distance="latent"``; curvature model the
+    identity, then BFGS), started from latent DeepFool's point: ``latent`` when given (a
+    :func:`latent_deepfool` result on this ``z``), else ``latent_deepfool(classifier, generator, z,
+    candidates=candidates)``.  Per sample the valid point with the smallest latent norm among the search's
+    iterates and the DeepFool point is returned (:func:`best_of` with ``distance="latent"``; ``method`` is
+    ``"latent_boundary"`` or ``"latent_deepfool"``), re-verified on ``f(g(z_adv))``.
+    """
+    steps = _check_search(classifier, generator, z, 0.0, steps, latent, None, "steps", 1)
+    opts = DeepFoolOptions(candidates, batched_grads=batched_grads)
+    if latent is None:
+        latent = latent_deepfool(classifier, generator, z, candidates=candidates, batched_grads=batched_grads)
+    search = _boundary_searches(classifier, generator, z, opts, 0.0, steps, latent, distance="latent")
+    return best_of(*search, latent, distance="latent")
+
+
 def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                        opts: DeepFoolOptions, ridge: float) -> LatentAttackResult:
     def image_cost(za: Tensor, zb: Tensor) -> Tensor:
@@ -270,8 +294,12 @@ def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callab
 @torch.enable_grad()
 def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                        opts: DeepFoolOptions, ridge: float, steps: int,
-                       latent: LatentAttackResult | None, gram: Tensor | None = None) -> list[LatentAttackResult]:
-    """The boundary search from ``z`` and, when given, from the latent DeepFool point, each re-verified."""
+                       latent: LatentAttackResult | None, gram: Tensor | None = None,
+                       distance: str = "image") -> list[LatentAttackResult]:
+    """The boundary search from ``z`` and, when given, from the latent DeepFool point, each re-verified.
+
+    ``distance="latent"`` (the ``r_Z`` search) measures ``||w - z||`` with the identity as the initial
+    curvature model and starts from the latent DeepFool point only."""
     fn = _Composed(classifier, generator)
     z0 = z.detach()
     with torch.no_grad():
@@ -280,12 +308,17 @@ def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callab
     _check_differentiable(fn, z0, n_classes, "classifier(generator(z))", "z")
     cand = _candidate_table(logits0, opts.candidates)
     y = cand[:, 0]
-    metric0 = _ridged(generator_gram(generator, z0) if gram is None else gram.detach(), ridge)
-    starts = [("boundary_from_z", z0)] + ([] if latent is None else [("boundary_from_latent", latent.z_adv)])
+    if distance == "latent":
+        n, d = z0.shape
+        metric0 = torch.eye(d, dtype=z0.dtype, device=z0.device).expand(n, d, d)
+        starts = [] if latent is None else [("latent_boundary", latent.z_adv)]
+    else:
+        metric0 = _ridged(generator_gram(generator, z0) if gram is None else gram.detach(), ridge)
+        starts = [("boundary_from_z", z0)] + ([] if latent is None else [("boundary_from_latent", latent.z_adv)])
     out = []
     for name, start in starts:
         z_adv, _ = boundary_sqp(classifier, generator, z0, start, cand, metric0, steps=steps,
-                                batched_grads=opts.batched_grads)
+                                batched_grads=opts.batched_grads, distance=distance)
         with torch.no_grad():
             logits = fn(z_adv)
         adv_labels = logits.argmax(dim=1)
@@ -295,21 +328,25 @@ def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callab
     return out
 
 
-def best_of(*results: LatentAttackResult) -> LatentAttackResult:
+def best_of(*results: LatentAttackResult, distance: str = "image") -> LatentAttackResult:
     """Per sample, the valid result with the smallest image distance ``||g(z_adv) - g(z)||`` (an ``r_in``
     estimate: any valid point is an upper estimate, so the smallest one is the best); ties keep the first.
+    ``distance="latent"`` compares the latent norms ``||z_adv - z||`` instead (``r_Z`` estimates).
 
     All results must come from the same latent batch (same ``z`` and clean labels).  A sample with no valid
     result keeps the first result's (unsuccessful) point.
     """
     if not results:
         raise ValueError("best_of needs at least one LatentAttackResult")
+    if distance not in ("image", "latent"):
+        raise ValueError(f"distance must be 'image' or 'latent'; got {distance!r}")
     first = results[0]
     for other in results[1:]:
         if other.z_adv.shape != first.z_adv.shape or not torch.equal(other.labels, first.labels):
             raise ValueError("best_of: the results must come from the same latent batch (shape or clean labels differ)")
     inf = torch.tensor(math.inf, dtype=first.image_distances.dtype, device=first.image_distances.device)
-    cost = torch.stack([torch.where(r.success, r.image_distances, inf) for r in results])
+    key = "image_distances" if distance == "image" else "latent_norms"
+    cost = torch.stack([torch.where(r.success, getattr(r, key), inf) for r in results])
     pick = cost.argmin(dim=0)                     # first minimum on ties; all-inf -> 0, the first result
     rows = torch.arange(pick.numel(), device=pick.device)
 
