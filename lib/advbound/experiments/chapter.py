@@ -83,8 +83,8 @@ def check_text(result: ExperimentResult) -> str:
         ratio = c["z_quantile_over_measured_proportions_bound"]
         lines.append(f"{r.spec.label} [{tag}]: measured Z-space 25% quantile = {ratio:.2f} x its bound "
                      f"(upper end of the 95% interval: {c['z_ci_high_over_measured_proportions_bound']:.2f} x); "
-                     f"plain DeepFool no larger than the in-distribution point on "
-                     f"{c['deepfool_alone_le_r_in_fraction']:.0%} of the samples")
+                     f"the unconstrained attack alone no farther than the in-distribution point on "
+                     f"{c['attack_alone_le_r_in_fraction']:.0%} of the samples")
     return book.wrap("\n".join(lines))
 
 

@@ -73,7 +73,7 @@ class ClassifierResult:
     r_z: np.ndarray
     r_in: np.ndarray
     r_unc: np.ndarray
-    r_unc_deepfool: np.ndarray
+    r_unc_attack: np.ndarray
     success: dict[str, float]
     examples: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -227,7 +227,7 @@ def _checks(results: Sequence[ClassifierResult], bounds_df: pd.DataFrame, table:
         measured_z = float(table.loc[ROWS[1], label])
         z_own = float(bounds_df.loc[bounds_df.index[1], label])
         img_own = float(bounds_df.loc[bounds_df.index[3], label])
-        both = np.isfinite(r.r_in) & np.isfinite(r.r_unc_deepfool)
+        both = np.isfinite(r.r_in) & np.isfinite(r.r_unc_attack)
         checks["per_classifier"][label] = {
             "z_quantile_below_equiprobable_bound": bool(measured_z <= z_bound),
             "z_quantile_below_measured_proportions_bound": bool(measured_z <= z_own),
@@ -238,7 +238,7 @@ def _checks(results: Sequence[ClassifierResult], bounds_df: pd.DataFrame, table:
             "in_distribution_ci_high_over_image_bound": float(high.loc[ROWS[2], label]) / img_own,
             # by construction (the smaller of two valid points is kept): not a finding
             "r_unc_le_r_in_all_samples": bool(np.all(r.r_unc <= r.r_in)),
-            "deepfool_alone_le_r_in_fraction": (float(np.mean(r.r_unc_deepfool[both] <= r.r_in[both]))
+            "attack_alone_le_r_in_fraction": (float(np.mean(r.r_unc_attack[both] <= r.r_in[both]))
                                                 if both.any() else math.nan),
             "ratio_r_in_over_r_unc_median": (float(np.median(r.r_in[both] / r.r_unc[both]))
                                              if both.any() else math.nan),
