@@ -368,9 +368,9 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
     * ``mnist``: ``ci`` -> the real 10k MNIST test set split into 8000 train / 2000 test images (fixed
       split), read from ``$ADVBOUND_MNIST_DIR`` when set (:func:`find_shared_mnist_dir`), else from
       torchvision's test split (the same images); ``colab`` / ``full`` -> torchvision's 60k / 10k splits.
-    * ``fashion_mnist``: every profile -> the official 60k / 10k splits, read from
-      ``$ADVBOUND_FASHION_MNIST_DIR`` when set, else through torchvision (download); offline without the files
-      :class:`DataUnavailableError` names Fashion-MNIST.
+    * ``fashion_mnist``: every profile -> the official 60k / 10k splits; ``ci`` reads them from
+      ``$ADVBOUND_FASHION_MNIST_DIR`` when set, every other case through torchvision (download); offline without
+      the files :class:`DataUnavailableError` names Fashion-MNIST.
 
     ``n_train`` / ``n_test`` cap the sizes (first images of a fixed shuffle); ``pad_to=32`` zero-pads MNIST.
     """
@@ -395,7 +395,7 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
                 f"(seed {MNIST_CI_SPLIT_SEED}); the 60k training set is not used in the ci profile")
         train.notes.append(note)
         test.notes.append(note)
-    elif name == "fashion_mnist":
+    elif name == "fashion_mnist" and profile == "ci":
         folder = find_idx_dir(FASHION_MNIST_DIR_ENV, tuple(FASHION_MNIST_MD5), "Fashion-MNIST")
         if folder is not None:
             try:
