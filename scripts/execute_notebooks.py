@@ -9,7 +9,11 @@ For each ``notebooks/NAME.md`` (MyST markdown, jupytext):
    repository address is written; the Colab install cell uses it);
 3. volatile metadata (papermill timestamps and durations, per-cell execution times, absolute paths) is
    removed, so re-running an unchanged notebook gives a small diff;
-4. the result is written to ``book/NAME.ipynb``.
+4. after every figure (a code cell with ``mystnb: figure: name``) a Markdown cell is added with the figure's
+   PDF and PNG download links and a one-line citation (:func:`figure_citation`: the book's citation from
+   ``CITATION.cff``, the chapter, the figure's number and its anchor on the published site), so every figure of
+   every chapter is citable without typing its links;
+5. the result is written to ``book/NAME.ipynb``.
 
 Any error stops the run with a non-zero exit status and names the notebook and the failing cell; the
 partially executed notebook is kept at ``book/NAME.failed.ipynb`` for inspection.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import shutil
 import sys
 import tempfile
@@ -78,6 +83,46 @@ def strip_volatile(nb) -> None:
                 tags.append("remove-cell")
 
 
+def site_url(url: str) -> str:
+    """The address GitHub Pages publishes the book at for the repository ``url``
+    (``https://github.com/OWNER/NAME`` -> ``https://OWNER.github.io/NAME/``)."""
+    match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+)", url)
+    if not match:
+        raise SystemExit(f"repository.url must be https://github.com/OWNER/NAME; got {url!r}")
+    return f"https://{match.group(1).lower()}.github.io/{match.group(2)}/"
+
+
+def figure_citation(chapter: str, title: str, figure: str, url: str) -> str:
+    """The Markdown added after a figure: download links and how to cite it (the book as ``CITATION.cff``
+    names it, the chapter, the figure's number and its anchor)."""
+    import yaml
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    authors = ", ".join(a.get("name") or f"{a.get('given-names', '')} {a.get('family-names', '')}".strip()
+                        for a in cff["authors"])
+    stem = figure.removeprefix("fig-")
+    anchor = f"{site_url(url)}book/{chapter}.html#{figure}"
+    return (f"Download {{numref}}`{figure}`: {{download}}`PDF <figures/{stem}.pdf>`, "
+            f"{{download}}`PNG <figures/{stem}.png>`. Cite this figure: {authors}, *{cff['title']}*, version "
+            f"{cff['version']}, chapter \"{title}\", {{numref}}`{figure}`, <{anchor}>.")
+
+
+def add_figure_citations(nb, chapter: str, url: str) -> None:
+    """Insert :func:`figure_citation` after every figure cell of ``nb`` (tagged ``figure-citation``)."""
+    import nbformat
+
+    title = next((line[2:].strip() for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                  if line.startswith("# ")), chapter)
+    cells = []
+    for cell in nb.cells:
+        cells.append(cell)
+        name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name") if cell.cell_type == "code" else None
+        if name:
+            cells.append(nbformat.v4.new_markdown_cell(figure_citation(chapter, title, name, url),
+                                                       metadata={"tags": ["figure-citation"]}))
+    nb.cells = cells
+
+
 def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_dir: Path = BOOK) -> float:
     import nbformat
     import papermill as pm
@@ -103,6 +148,7 @@ def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_d
             print(f"        partial output kept in {failed}", file=sys.stderr)
             raise SystemExit(1) from None
         nb = nbformat.read(running, as_version=4)
+    add_figure_citations(nb, name, url)
     strip_volatile(nb)
     nbformat.write(nb, out)
     failed.unlink(missing_ok=True)  # a stale failure from an earlier run
