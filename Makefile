@@ -76,6 +76,7 @@ test: install
 artifacts witnesses: install
 	for d in $(ARTIFACT_DATASETS); do $(PY) -m advbound artifacts --dataset $$d --profile ci --out book/artifacts \
 		$(if $(filter witnesses,$@),--keep-networks) --quiet || exit 1; done
+	$(PY) scripts/index_artifacts.py
 
 # Mutation testing (mutmut 3) of the bounds' formulas, the Monte Carlo intervals and the DeepFool loop with its
 # refinement, each module against its own test file; not part of `make test` (CPU-hours on 2 cores).  Each module

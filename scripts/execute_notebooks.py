@@ -5,8 +5,10 @@ For each ``notebooks/NAME.md`` (MyST markdown, jupytext):
 
 1. jupytext converts it to a notebook with the ``python3`` kernel;
 2. papermill executes it with ``cwd=book/`` (so figures land in ``book/figures/``), injecting the
-   parameters ``profile``, ``seed`` and ``repository_url`` (read from ``_config.yml``: the one place the
-   repository address is written; the Colab install cell uses it);
+   parameters ``profile``, ``seed``, ``repository_url`` (read from ``_config.yml``: the one place the
+   repository address is written) and ``commit`` (:func:`build_commit`, the commit the page is built from):
+   the Colab set-up cell installs the package at that commit and a data chapter fetches that commit's
+   committed networks, so a rerun on Colab reproduces the page;
 3. volatile metadata (papermill timestamps and durations, per-cell execution times, absolute paths) is
    removed, so re-running an unchanged notebook gives a small diff;
 4. after every figure (a code cell with ``mystnb: figure: name``) a Markdown cell is added with the figure's
@@ -47,6 +49,33 @@ def repository_url() -> str:
         return str(config["repository"]["url"])
     except (KeyError, TypeError):
         raise SystemExit("_config.yml has no repository.url; the Colab install cell needs it") from None
+
+
+#: what the book's numbers depend on: a page may record the commit it was built from only when these are committed
+BUILD_INPUTS = ("lib", "pyproject.toml", "book/artifacts")
+
+
+def build_commit(allow_dirty: bool = False) -> str | None:
+    """``git rev-parse HEAD``, the commit the pages are built from.  The library and the committed artifacts
+    must be committed (:data:`BUILD_INPUTS`), else the commit would not reproduce the page: ``SystemExit``,
+    unless ``allow_dirty`` (then ``None``: the Colab cell installs the default branch).  ``None`` outside a
+    git checkout."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *BUILD_INPUTS], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if dirty:
+        if allow_dirty:
+            print("warning: uncommitted changes in " + ", ".join(BUILD_INPUTS) + ": the pages record no commit "
+                  "(Colab installs the default branch)", file=sys.stderr)
+            return None
+        raise SystemExit("uncommitted changes in " + ", ".join(BUILD_INPUTS) + ":\n" + dirty + "\ncommit them "
+                         "first (the pages record the commit they are built from), or pass --allow-dirty")
+    return head.stdout.strip()
 
 
 def to_notebook(source: Path):
@@ -123,7 +152,8 @@ def add_figure_citations(nb, chapter: str, url: str) -> None:
     nb.cells = cells
 
 
-def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_dir: Path = BOOK) -> float:
+def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_dir: Path = BOOK,
+            commit: str | None = None) -> float:
     import nbformat
     import papermill as pm
 
@@ -138,7 +168,7 @@ def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_d
         try:
             pm.execute_notebook(
                 str(src_nb), str(running),
-                parameters={"profile": profile, "seed": seed, "repository_url": url},
+                parameters={"profile": profile, "seed": seed, "repository_url": url, "commit": commit},
                 kernel_name=KERNEL, cwd=str(BOOK), progress_bar=False, log_output=False,
                 execution_timeout=timeout, report_mode=False,
             )
@@ -157,9 +187,9 @@ def execute(source: Path, profile: str, seed: int, url: str, timeout: int, out_d
 
 def _run(source: Path, settings: tuple) -> float:
     """Execute one notebook (in a worker process) and report it."""
-    profile, seed, url, timeout, out_dir = settings
+    profile, seed, url, timeout, out_dir, commit = settings
     print(f"executing {source} (profile={profile}, seed={seed}) ...", flush=True)
-    seconds = execute(source, profile, seed, url, timeout, out_dir)
+    seconds = execute(source, profile, seed, url, timeout, out_dir, commit)
     print(f"  wrote {out_dir / source.stem}.ipynb in {seconds:.1f} s", flush=True)
     return seconds
 
@@ -175,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=BOOK,
                         help="where the executed notebooks go (default book/; the kernel still runs in book/, "
                              "so figures and results land there: use git to restore them)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="execute although lib/, pyproject.toml or book/artifacts have uncommitted changes (the "
+                             "pages then record no commit)")
     args = parser.parse_args(argv)
 
     missing = [s for s in args.sources if not s.is_file()]
@@ -186,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1; got {args.jobs}")
     sources = [s.resolve() for s in args.sources]
-    settings = (args.profile, args.seed, repository_url(), args.timeout, args.out_dir.resolve())
+    settings = (args.profile, args.seed, repository_url(), args.timeout, args.out_dir.resolve(),
+                build_commit(args.allow_dirty))
     start = time.perf_counter()
     # one worker process per running notebook: papermill changes the process's working folder for the whole
     # execution, so two executions must not share a process; started in the order given (longest first)

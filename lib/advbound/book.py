@@ -26,16 +26,18 @@ from typing import Any
 
 #: environment variable naming the output folder (default: the working directory)
 OUTPUT_ENV = "ADVBOUND_OUTPUT"
-#: environment variable holding a pip spec that the Colab cell installs instead of the repository's main branch
+#: environment variable holding a pip spec that the Colab cell installs instead of the repository at the commit the
+#: page was built from
 PIP_SPEC_ENV = "ADVBOUND_PIP_SPEC"
 #: the matplotlib style of the book's figures
 STYLE = Path(__file__).with_name("advbound.mplstyle")
 
-#: The set-up cell every chapter starts with (after its ``parameters`` cell, which holds ``repository_url``).
+#: The set-up cell every chapter starts with (after its ``parameters`` cell, which holds ``repository_url`` and
+#: ``commit``, both written by ``make notebooks``).
 COLAB_CELL = '''\
 import os, sys
-if "google.colab" in sys.modules:  # Colab: install the package; ADVBOUND_PIP_SPEC may name a fork or a wheel
-    %pip install -q "{os.environ.get('ADVBOUND_PIP_SPEC') or 'git+' + repository_url}"
+if "google.colab" in sys.modules:  # Colab: install the package at the commit this page was built from
+    %pip install -q "{os.environ.get('ADVBOUND_PIP_SPEC') or 'git+' + repository_url + '@' + (commit or 'main')}"
 '''
 
 

@@ -25,20 +25,32 @@ from .report import ExperimentResult
 
 
 def run_chapter(dataset: str, profile: str = "ci", seed: int = 0, *, artifacts: str | os.PathLike | None = "artifacts",
-                retrain: bool = False, reattack: bool = False,
-                data_root: str | os.PathLike | None = None) -> ExperimentResult:
+                retrain: bool = False, reattack: bool = False, data_root: str | os.PathLike | None = None,
+                repository_url: str | None = None, commit: str | None = None) -> ExperimentResult:
     """The pipeline as a data chapter runs it.
 
     The networks come from ``artifacts/{dataset}-{profile}-seed{seed}/`` when that folder holds them
     (relative to the working folder: ``book/`` when the book is built), are retrained and rewritten there with
-    ``retrain``, and are trained here otherwise (Colab, other profiles), with resumable checkpoints under the
-    output folder (:func:`advbound.book.checkpoint_dir`) for ``colab`` / ``full``.  The committed witnesses of
-    the in-distribution boundary search in that folder are re-verified and used (:mod:`advbound.witnesses`);
-    ``reattack`` runs the search and rewrites them.  The ci profile runs on one CPU thread (the printed numbers
-    are compared by nbval)."""
+    ``retrain``, and are trained here otherwise (other profiles), with resumable checkpoints under the output
+    folder (:func:`advbound.book.checkpoint_dir`) for ``colab`` / ``full``.  The committed witnesses of the
+    searches in that folder are re-verified and used (:mod:`advbound.witnesses`); ``reattack`` runs the
+    searches and rewrites them.  The ci profile runs on one CPU thread (the printed numbers are compared by
+    nbval).
+
+    Where the folder is absent (Colab, an empty working folder) and ``commit`` names the commit the page was
+    built from, the committed folder is fetched from ``repository_url`` at that commit (or from
+    ``$ADVBOUND_ARTIFACTS_URL``) and checked against the sha256 the installed package carries
+    (:func:`advbound.artifacts.fetch_artifacts`), so the chapter analyses the networks the page shows."""
+    from ..artifacts import ARTIFACTS_URL_ENV, artifact_index, fetch_artifacts, has_artifacts, raw_url
+
     set_determinism(seed, threads=1 if profile == "ci" else None)
     checkpoints = None if profile == "ci" else book.checkpoint_dir(dataset, profile, seed)
     folder = None if artifacts is None else artifact_folder(artifacts, dataset, profile, seed)
+    if (folder is not None and not retrain and not has_artifacts(folder) and commit
+            and folder.name in artifact_index()):
+        source = os.environ.get(ARTIFACTS_URL_ENV) or raw_url(repository_url or "", commit)
+        print(f"fetching the committed networks and witnesses of {folder.name} from {source}")
+        fetch_artifacts(folder, source)
     return run_experiment(dataset, profile, seed=seed, checkpoint_dir=checkpoints, artifacts=folder,
                           retrain=retrain, reattack=reattack, data_root=data_root, progress=False)
 
