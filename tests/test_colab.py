@@ -246,7 +246,7 @@ def test_a_colab_rerun_of_a_data_chapter_prints_the_checked_outputs_of_the_page(
     run = subprocess.run(
         [sys.executable, "-m", "papermill", str(src), str(out), "-k", "python3", "--cwd", str(work),
          "-p", "profile", "ci", "-p", "seed", "0", "-p", "repository_url", params["repository_url"],
-         "-p", "commit", params["commit"], "-p", "data_root", str(data), "--no-progress-bar"],
+         "-r", "commit", params["commit"], "-r", "data_root", str(data), "--no-progress-bar"],
         env=env, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stderr[-3000:]
     rerun = nbformat.read(out, as_version=4)
