@@ -182,6 +182,66 @@ def glue(name: str, value: Any) -> None:
     store(name, value, display=False)
 
 
+#: the verdicts a claim can carry (the Section 5 findings use the first three; checks of a theorem the fourth)
+VERDICTS = ("reproduced", "not reproduced", "undecided at this sample size", "holds", "does not hold",
+            "illustrated on a synthetic stand-in", "not tested")
+
+
+def save_claims(chapter: str, claims: list[dict[str, Any]], folder: str | os.PathLike | None = None) -> Path:
+    """Record the paper's claims that ``chapter`` tests, each a dict with ``claim`` (the paper's statement),
+    ``where`` (its place in the paper), ``verdict`` (one of :data:`VERDICTS`, computed by the chapter from its
+    numbers), ``value`` (the number and its interval, as text) and ``figure`` (the label of the figure or table
+    that shows it, or None), in ``<output folder>/results/claims-<chapter>.json``; the book's page "The paper's
+    claims, checked" lists every chapter's file (:func:`claims_frame`)."""
+    import json
+
+    rows = []
+    for c in claims:
+        missing = {"claim", "where", "verdict", "value"} - set(c)
+        if missing:
+            raise ValueError(f"claim {c!r} lacks {sorted(missing)}")
+        if c["verdict"] not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}; got {c['verdict']!r}")
+        rows.append({"chapter": chapter, "figure": c.get("figure"), **c})
+    from .checkpoints import atomic_write
+
+    path = output_dir(folder) / "results" / f"claims-{chapter}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(rows, indent=1) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+    return path
+
+
+def claims_frame(folder: str | os.PathLike, order: list[str] | None = None) -> Any:
+    """Every ``results/claims-*.json`` under ``folder`` as one table (chapters in ``order`` first), with a link
+    to each chapter's figure or page."""
+    import json
+
+    import pandas as pd
+
+    files = sorted(Path(folder).glob("results/claims-*.json"))
+    rows = [row for f in files for row in json.loads(f.read_text())]
+    rank = {name: i for i, name in enumerate(order or [])}
+    rows.sort(key=lambda r: rank.get(r["chapter"], len(rank)))
+    table = pd.DataFrame([{
+        "chapter": f'<a href="{r["chapter"]}.html">{r["chapter"]}</a>',
+        "the paper's claim": r["claim"], "where in the paper": r["where"], "verdict": r["verdict"],
+        "measured [95% interval]": r["value"],
+        "shown in": (f'<a href="{r["chapter"]}.html#{r["figure"]}">{r["figure"]}</a>' if r.get("figure") else "-"),
+    } for r in rows])
+    return table
+
+
+def claims_summary(table: Any) -> str:
+    """How many claims the table of :func:`claims_frame` holds, by verdict, as one wrapped line."""
+    if not len(table):
+        return "no chapter has saved its claims here"
+    counts = table["verdict"].value_counts()
+    parts = [f"{int(counts[v])} {v}" for v in VERDICTS if v in counts]
+    return wrap(f"{len(table)} claims of the paper checked in {table['chapter'].nunique()} chapters: "
+                + ", ".join(parts))
+
+
 @dataclass(frozen=True)
 class Chapter:
     """A running chapter: its name (the prefix of its figure files) and its output folder."""
@@ -192,6 +252,10 @@ class Chapter:
     def publish(self, fig: Any, name: str) -> None:
         """Export and show a figure as ``figures/<chapter>-<name>.{pdf,png}`` (see :func:`publish`)."""
         publish(fig, self.name, name, self.output)
+
+    def claims(self, claims: list[dict[str, Any]]) -> Path:
+        """Record the claims this chapter tests (:func:`save_claims`)."""
+        return save_claims(self.name, claims, self.output)
 
     def path(self, *parts: str) -> Path:
         """A path under the output folder (parent folders are created)."""
@@ -219,7 +283,11 @@ __all__ = [
     "RESULT_SUFFIXES",
     "TEXT_WIDTH",
     "Chapter",
+    "VERDICTS",
     "checkpoint_dir",
+    "claims_frame",
+    "claims_summary",
+    "save_claims",
     "glue",
     "output_dir",
     "publish",
