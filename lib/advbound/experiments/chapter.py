@@ -223,6 +223,33 @@ def chapter_claims(result: ExperimentResult) -> list[dict[str, Any]]:
     return claims
 
 
+def moved_text(result: ExperimentResult) -> str:
+    """How far the stronger searches moved ``r_unc`` and ``r_Z`` from the paper's one-shot DeepFool: per
+    classifier, the 25% quantiles with their intervals (compared under the book's rule) and the median and 90th
+    percentile of the per-sample ratio DeepFool / stronger search (>= 1: the stronger search found a closer
+    point)."""
+    from ..montecarlo import compare_quantiles
+
+    lines = []
+    for r in result.classifiers:
+        for what, new, old, scale, search in (
+                ("r_unc", r.r_unc, r.r_unc_deepfool, result.normalisers["E||g(z)||"], "unconstrained_attack"),
+                ("r_Z", r.r_z, r.r_z_deepfool, result.normalisers["E||z||"], "latent_boundary_search")):
+            if old is None:
+                continue
+            both = np.isfinite(new) & np.isfinite(old) & (new > 0)
+            ratio = old[both] / new[both]
+            if ratio.size == 0:
+                lines.append(f"{r.spec.label}, {what}: no sample where both searches succeeded")
+                continue
+            cmp = compare_quantiles(old / scale, new / scale, 0.25, names=("DeepFool", search),
+                                    what=f"normalised 25% quantile of {what}")
+            lines.append(f"{r.spec.label}, {what}: DeepFool / {search} per sample: median "
+                         f"{np.median(ratio):.3f}, 90th percentile {np.quantile(ratio, 0.9):.3f} "
+                         f"({both.sum()} samples); {cmp.sentence}")
+    return book.wrap("\n".join(lines))
+
+
 def save_results(result: ExperimentResult) -> str:
     """Save the results JSON and CSV under the output folder (:func:`advbound.book.results_path`) and the
     chapter's claims (:func:`chapter_claims`, :func:`advbound.book.save_claims`), and return a short account of
@@ -288,6 +315,7 @@ __all__ = [
     "full_profile_text",
     "gap_text",
     "modulus_text",
+    "moved_text",
     "profiles_table",
     "run_chapter",
     "save_results",

@@ -80,6 +80,10 @@ class ClassifierResult:
     #: per sample, the distance from g(z) to the nearest generated image of another label (an attack-free upper
     #: estimate of r_in, :func:`advbound.experiments.pipeline.nearest_other_label`)
     r_nearest: np.ndarray | None = None
+    #: per sample, the one-shot estimates that the stronger searches replace: DeepFool on x = g(z) for r_unc and
+    #: latent DeepFool for r_Z (the paper's method), to say how far the table moved
+    r_unc_deepfool: np.ndarray | None = None
+    r_z_deepfool: np.ndarray | None = None
 
     @property
     def gap_ratio(self) -> np.ndarray:
