@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,57 @@ def test_committed_networks_verify_against_their_configuration(dataset):
 def test_committed_networks_fit_the_size_budget():
     total = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
     assert 0 < total <= 25e6
+
+
+# --------------------------------------------------------------------------------------------------
+# Fetching a committed folder where the repository is not (Colab)
+# --------------------------------------------------------------------------------------------------
+
+def test_the_packaged_index_matches_the_committed_artifacts():
+    """The package carries the sha256 of every committed folder's manifests (scripts/index_artifacts.py)."""
+    assert art.artifact_index() == art.index_artifacts(COMMITTED), "run scripts/index_artifacts.py"
+    assert set(art.artifact_index()) == {f"{d}-ci-seed0" for d in ("mnist", "fashion_mnist", "svhn", "cifar10")}
+
+
+def _served(tmp_path, saved_folder):
+    """A repository-like tree served by file://, holding ``saved_folder`` as book/artifacts/<name>."""
+    served = tmp_path / "served"
+    shutil.copytree(saved_folder, served / "book" / "artifacts" / saved_folder.name)
+    return served, served.as_uri()
+
+
+def test_fetch_checks_the_manifests_against_the_package_and_the_files_against_the_manifests(saved, tmp_path,
+                                                                                           monkeypatch):
+    cfg, _, folder = saved
+    served, url = _served(tmp_path, folder)
+    monkeypatch.setattr(art, "artifact_index", lambda: art.index_artifacts(folder.parent))
+    target = tmp_path / "colab" / folder.name
+    art.fetch_artifacts(target, url)
+    nets = art.load_networks(target, cfg, 0)
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in folder.iterdir())
+    assert nets.origin == str(target)
+    # a served network changed after the package was built: its manifest still matches, the file does not
+    shutil.rmtree(target)
+    victim = served / "book" / "artifacts" / folder.name / next(iter(json.loads((folder / "manifest.json")
+                                                                                .read_text())["files"]))
+    victim.write_bytes(victim.read_bytes()[:-1] + bytes([victim.read_bytes()[-1] ^ 1]))
+    with pytest.raises(art.ArtifactError, match="the fetched copy is damaged"):
+        art.fetch_artifacts(target, url)
+    assert not any(target.iterdir())                           # nothing half-fetched is left to be loaded later
+    # a served manifest that is not the one the package was built with
+    manifest = served / "book" / "artifacts" / folder.name / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"seed": 0', '"seed": 0 '))
+    with pytest.raises(art.ArtifactError, match="is not the file this package was built with"):
+        art.fetch_artifacts(target, url)
+    with pytest.raises(art.ArtifactError, match="could not fetch"):
+        art.fetch_artifacts(tmp_path / "colab2" / folder.name, (tmp_path / "nowhere").as_uri())
+    monkeypatch.setattr(art, "artifact_index", lambda: {})
+    with pytest.raises(art.ArtifactError, match="carries no sha256 for the artifact folder"):
+        art.fetch_artifacts(target, url)
+
+
+def test_raw_url_of_a_github_repository():
+    assert (art.raw_url("https://github.com/advbound/advbound", "abc123")
+            == "https://raw.githubusercontent.com/advbound/advbound/abc123")
+    with pytest.raises(art.ArtifactError, match="need a https://github.com/OWNER/NAME address and a commit"):
+        art.raw_url("https://example.org/x", "abc")

@@ -72,7 +72,7 @@ def test_executed_code_matches_source(source):
     are stale) and same text (else the website shows old prose)."""
     nb = _read(source)
     executed = [(c.cell_type, c.source.strip()) for c in nb.cells
-                if "injected-parameters" not in c.metadata.get("tags", [])]
+                if not {"injected-parameters", "figure-citation"} & set(c.metadata.get("tags", []))]
     expected = [(c.cell_type, c.source.strip()) for c in jupytext.read(source).cells]
     hint = f"re-run scripts/execute_notebooks.py {source.relative_to(ROOT)}"
     code = [s for t, s in executed if t == "code"], [s for t, s in expected if t == "code"]
@@ -102,6 +102,27 @@ def test_figures_are_exported(source):
                 assert (BOOK / "figures" / f"{stem}.{ext}").is_file(), f"missing book/figures/{stem}.{ext}"
 
 
+def test_every_figure_is_citable(source):
+    """Every named figure is followed by its download links (PDF, PNG) and a one-line citation with its
+    anchor on the published site (written by scripts/execute_notebooks.py)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from execute_notebooks import repository_url, site_url
+
+    nb = _read(source)
+    for i, cell in enumerate(nb.cells):
+        name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name") if cell.cell_type == "code" else None
+        if not name:
+            continue
+        assert name.startswith(f"fig-{source.stem}-"), f"{name}: figure names start with fig-{source.stem}-"
+        after = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
+        assert after is not None and "figure-citation" in after.metadata.get("tags", []), f"{name} has no citation"
+        stem = name.removeprefix("fig-")
+        for piece in (f"{{download}}`PDF <figures/{stem}.pdf>`", f"{{download}}`PNG <figures/{stem}.png>`",
+                      f"{{numref}}`{name}`", f"<{site_url(repository_url())}book/{source.stem}.html#{name}>",
+                      "Cite this figure:"):
+            assert piece in after.source, f"{name}: the citation lacks {piece}"
+
+
 def _toc_files(node) -> list[str]:
     if isinstance(node, dict):
         found = [node["file"]] if "file" in node else []
@@ -121,9 +142,8 @@ def test_toc_lists_every_notebook():
 
 def test_toc_order():
     """The chapters appear in the book's reading order (those not written yet are skipped)."""
-    order = ["intro", "isoperimetry", "circle", "tightness", "attacks", "mnist", "fashion_mnist", "svhn", "cifar10",
-             "theory_allows",
-             "references"]
+    order = ["intro", "claims", "isoperimetry", "circle", "tightness", "attacks", "mnist", "fashion_mnist", "svhn",
+             "cifar10", "theory_allows", "references"]
     listed = [Path(f).stem for f in _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))]
     known = [name for name in listed if name in order]
     assert known == sorted(known, key=order.index), f"_toc.yml order {known} differs from {order}"

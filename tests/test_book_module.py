@@ -73,3 +73,22 @@ def test_glue_stores_python_numbers_for_the_text(capsys):
     texts = {m["scrapbook"]["name"]: d for d, m in shown}
     assert {k: next(v for key, v in d.items() if key.endswith("text/plain")) for k, d in texts.items()} == \
         {"value": "0.25", "count": "7"}
+
+
+def test_claims_are_saved_per_chapter_and_read_back_in_reading_order(tmp_path):
+    book.save_claims("mnist", [{"claim": "c1", "where": "Section 5", "verdict": "reproduced", "value": "1 [0, 2]",
+                                "figure": "fig-mnist-gap"}], tmp_path)
+    book.save_claims("isoperimetry", [{"claim": "c0", "where": "Theorem 1", "verdict": "holds", "value": "-"},
+                                      {"claim": "c2", "where": "Fig. 2", "verdict": "not reproduced", "value": "x"}],
+                     tmp_path)
+    table = book.claims_frame(tmp_path, ["isoperimetry", "mnist"])
+    assert list(table["the paper's claim"]) == ["c0", "c2", "c1"]
+    assert table["shown in"].iloc[2] == '<a href="mnist.html#fig-mnist-gap">fig-mnist-gap</a>'
+    assert table["shown in"].iloc[0] == "-"
+    assert book.claims_summary(table) == ("3 claims of the paper checked in 2 chapters: 1 reproduced, "
+                                          "1 not reproduced, 1 holds")
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        book.save_claims("x", [{"claim": "c", "where": "w", "verdict": "probably", "value": "v"}], tmp_path)
+    with pytest.raises(ValueError, match="lacks"):
+        book.save_claims("x", [{"claim": "c", "verdict": "holds"}], tmp_path)
+    assert book.claims_summary(book.claims_frame(tmp_path / "empty")) == "no chapter has saved its claims here"

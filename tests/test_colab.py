@@ -11,11 +11,11 @@ The simulation:
 * the same start-up file cuts the kernel's network (DNS and TCP connections fail at once);
 * each chapter runs with papermill in a new empty folder.
 
-Then the theory chapters (ci profile) run to the end; the SVHN and CIFAR-10 chapters with
-``profile = "colab"``, and the MNIST and Fashion-MNIST chapters without ``$ADVBOUND_MNIST_DIR`` /
-``$ADVBOUND_FASHION_MNIST_DIR``, run up to their data load and stop there with :class:`advbound.data.DataUnavailableError` naming the data set.  Every chapter must have
-imported ``advbound`` from the wheel, written its outputs under its working folder, and left the installed
-package exactly as pip wrote it (checked against the installed ``RECORD``).
+Then the theory chapters (ci profile) run to the end; the SVHN and CIFAR-10 chapters with ``profile = "colab"``,
+and the MNIST and Fashion-MNIST chapters without ``$ADVBOUND_MNIST_DIR`` / ``$ADVBOUND_FASHION_MNIST_DIR``, run up
+to their data load and stop there with :class:`advbound.data.DataUnavailableError` naming the data set. Every
+chapter must have imported ``advbound`` from the wheel, written its outputs under its working folder, and left the
+installed package exactly as pip wrote it (checked against the installed ``RECORD``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from advbound.data import DISPLAY_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 THEORY = ("isoperimetry", "circle", "tightness", "attacks")
+SUMMARY = ("claims",)  # pages that read what the other chapters saved: they run, and draw no figure
 #: data chapters and the profile each runs with (MNIST's ci profile also needs real data; theory_allows needs the
 #: MNIST networks, which it trains when they are not committed beside it)
 DATA = {"svhn": "colab", "cifar10": "colab", "mnist": "ci", "fashion_mnist": "ci", "theory_allows": "ci"}
@@ -73,7 +74,7 @@ socket.socket.connect = _connect_local_only
 
 
 def test_every_chapter_is_simulated():
-    assert set(THEORY) | set(DATA) == {p.stem for p in (ROOT / "notebooks").glob("*.md")}
+    assert set(THEORY) | set(SUMMARY) | set(DATA) == {p.stem for p in (ROOT / "notebooks").glob("*.md")}
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +171,13 @@ def _run_chapter(name: str, wheel: Path, colab: tuple[Path, Path], folder: Path)
 def runs(wheel, colab, tmp_path_factory) -> dict[str, dict]:
     """All chapters, two at a time (the chapters run single-threaded; CI has two cores)."""
     base = tmp_path_factory.mktemp("chapters")
-    names = THEORY + tuple(DATA)
+    names = THEORY + SUMMARY + tuple(DATA)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(_run_chapter, name, wheel, colab, base / name) for name in names}
         return {name: f.result() for name, f in futures.items()}
 
 
-@pytest.mark.parametrize("name", THEORY + tuple(DATA))
+@pytest.mark.parametrize("name", THEORY + SUMMARY + tuple(DATA))
 def test_chapter_runs_on_simulated_colab(name, runs):
     run = runs[name]
     site, stderr = run["site"], run["stderr"][-3000:]
@@ -197,5 +198,60 @@ def test_chapter_runs_on_simulated_colab(name, runs):
         assert f"real {named} " in errors[0].evalue, errors[0].evalue
     else:
         assert run["returncode"] == 0 and not errors, stderr
-        assert sorted((run["work"] / "figures").glob(f"{name}-*.png")), f"{name} wrote no figure in its folder"
+        if name not in SUMMARY:
+            assert sorted((run["work"] / "figures").glob(f"{name}-*.png")), f"{name} wrote no figure in its folder"
+    _installed_exactly_as_recorded(site)
+
+
+# --------------------------------------------------------------------------------------------------
+# A rerun on Colab reproduces the page: the package at the page's commit, its committed networks fetched
+# --------------------------------------------------------------------------------------------------
+
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def _torchvision_mnist(root: Path) -> Path:
+    """``root/MNIST/raw/`` as torchvision leaves it after a download: the official test files (from ../shared),
+    decompressed; the training files are empty (the ci profile reads only the test split)."""
+    import gzip
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for kind in ("images-idx3", "labels-idx1"):
+        (raw / f"t10k-{kind}-ubyte").write_bytes(gzip.decompress((SHARED_MNIST / f"t10k-{kind}-ubyte.gz").read_bytes()))
+        (raw / f"train-{kind}-ubyte").write_bytes(b"")
+    return root
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason="no ../shared MNIST files")
+def test_a_colab_rerun_of_a_data_chapter_prints_the_checked_outputs_of_the_page(wheel, colab, tmp_path):
+    """The MNIST chapter on simulated Colab, in an empty folder, offline: it installs the wheel, finds no
+    networks beside it, fetches the committed folder of the page's commit from a file:// copy of the repository
+    (checked against the sha256 the package carries), reads MNIST through torchvision's layout, and prints
+    exactly the checked outputs of the committed page."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from checked_outputs import checked_texts
+
+    stub, ipython = colab
+    work, site = tmp_path / "content", tmp_path / "site"
+    work.mkdir()
+    site.mkdir()
+    data = _torchvision_mnist(tmp_path / "data")
+    src, out = tmp_path / "mnist.ipynb", tmp_path / "mnist.out.ipynb"
+    nb = jupytext.read(ROOT / "notebooks" / "mnist.md")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src)
+    page = nbformat.read(ROOT / "book" / "mnist.ipynb", as_version=4)
+    params = page.metadata["papermill"]["parameters"]
+    env = _kernel_env(stub, ipython, site, wheel)
+    env["ADVBOUND_ARTIFACTS_URL"] = ROOT.as_uri()   # the repository, served as files
+    run = subprocess.run(
+        [sys.executable, "-m", "papermill", str(src), str(out), "-k", "python3", "--cwd", str(work),
+         "-p", "profile", "ci", "-p", "seed", "0", "-p", "repository_url", params["repository_url"],
+         "-r", "commit", params["commit"], "-r", "data_root", str(data), "--no-progress-bar"],
+        env=env, capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rerun = nbformat.read(out, as_version=4)
+    assert (work / "artifacts" / "mnist-ci-seed0" / "manifest.json").is_file()   # fetched, not trained
+    assert checked_texts(rerun) == checked_texts(page)
     _installed_exactly_as_recorded(site)

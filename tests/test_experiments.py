@@ -20,7 +20,7 @@ def tiny_config(dataset="svhn"):
     spec = ex.ClassifierSpec("2-Layer LeNet", "lenet", {"width": 2, "hidden": 8, "image_size": cfg.image_size}, 1, 5e-3)
     return dataclasses.replace(cfg, classifiers=(spec,), gan_width=4, disc_width=2, gan_epochs=1, n_train=128,
                                n_test=64, n_eval=12, n_norm=50, modulus_samples=12, modulus_radii=5,
-                               modulus_restarts=1, modulus_steps=2,
+                               modulus_restarts=1, modulus_steps=2, modulus_confidence=None,
                                attack=DeepFoolOptions(max_steps=20))
 
 
@@ -185,7 +185,8 @@ def test_cli_experiment_prints_and_saves_json_and_csv(tiny_result, tmp_path, mon
     assert "SYNTHETIC STAND-IN" in text
     saved = json.loads((tmp_path / "res.json").read_text())
     assert saved["provenance"]["data"] == STAND_IN
-    assert (tmp_path / "res.csv").read_text().startswith(",")
+    # the first header cell names the data: a stand-in table says so wherever the CSV goes (issue 18, item 4)
+    assert (tmp_path / "res.csv").read_text().startswith("SVHN pipeline on a SYNTHETIC STAND-IN (not SVHN results),")
     assert seen["dataset"] == "cifar10" and seen["progress"] is False and seen["checkpoint_dir"] is None
     # default: under the output folder (here the working directory), never inside the package
     monkeypatch.chdir(tmp_path)
@@ -224,7 +225,10 @@ def test_profiles_table_is_generated_from_the_configuration():
         for profile in table.columns:
             cfg = ex.experiment_config(dataset, profile)
             assert table.loc["latent samples attacked", profile] == f"{cfg.n_eval:,}"
-            assert table.loc["DCGAN", profile] == f"width {cfg.gan_width}, {cfg.gan_epochs} epochs"
+            dcgan = table.loc["DCGAN", profile]
+            assert dcgan.startswith(f"width {cfg.gan_width}, {cfg.gan_epochs} epochs")
+            assert ("weights averaged" in dcgan) == (cfg.gan_ema is not None)
+            assert ("DiffAugment" in dcgan) == bool(cfg.gan_augment)
             assert all(spec.label in table.loc["classifiers", profile] for spec in cfg.classifiers)
             assert table.loc["attacks", profile].endswith(cfg.analysis_dtype)
 

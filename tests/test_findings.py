@@ -102,7 +102,8 @@ def test_adversarial_training_verdicts():
 def test_findings_text_labels_the_data():
     res = _result([(_spec("A"), _around(0.1), _around(1.0), _around(0.5))])
     text = ex.findings_text(res)
-    assert "[real data; 95% intervals; 400 latent samples]" in text
+    assert "[real data; 95% intervals; 400 latent samples]" in " ".join(text.split())
+    assert max(len(line) for line in text.splitlines()) <= 100  # wrapped for the book's content column
     assert text.count("\n(") == 4 and "(iv)" in text and "NOT TESTED" in text
     res.provenance["data"] = "synthetic stand-in"
     assert "SYNTHETIC STAND-IN" in ex.findings_text(res)

@@ -162,3 +162,12 @@ def test_compare_proportions_uses_clopper_pearson_intervals():
         compare_proportions((1, 2, 3), (1, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="successes"):
         compare_proportions((5, 4), (1, 2))
+
+
+def test_compare_quantiles_takes_tensors():
+    """The chapters pass torch tensors: the sizes in the sentence are the samples' sizes."""
+    from advbound.montecarlo import compare_quantiles
+
+    a, b = torch.arange(40, dtype=torch.float64), torch.arange(30, dtype=torch.float64) + 100
+    c = compare_quantiles(a, b, names=("A", "B"), what="median")
+    assert c.verdict == "smaller" and c.sizes == (40, 30) and "n = 40 and 30" in c.sentence

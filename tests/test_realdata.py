@@ -28,11 +28,11 @@ from torchvision.datasets.utils import calculate_md5
 import advbound
 from advbound import cli
 from advbound import experiments as ex
-from advbound.data import REAL, DataUnavailableError, load_dataset
+from advbound.data import DISPLAY_NAMES, REAL, DataUnavailableError, load_dataset
 from advbound.experiments import pipeline
 from tinyconfig import tiny
 
-SIZES = {"svhn": (48, 24), "cifar10": (50, 20), "mnist": (40, 20)}
+SIZES = {"svhn": (48, 24), "cifar10": (50, 20), "mnist": (40, 20), "fashion_mnist": (40, 20)}
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -75,9 +75,11 @@ def _idx(path: Path, array: np.ndarray) -> None:
                      + array.astype(np.uint8).tobytes())
 
 
-def write_mnist(root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> None:
-    """``MNIST/raw/``: the four idx files, uncompressed (big-endian header, then the bytes)."""
-    raw = root / "MNIST" / "raw"
+def write_mnist(root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                folder: str = "MNIST") -> None:
+    """``MNIST/raw/`` (``FashionMNIST/raw/`` for Fashion-MNIST): the four idx files, uncompressed (big-endian
+    header, then the bytes)."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     for prefix, (images, labels) in (("train", train), ("t10k", test)):
         _idx(raw / f"{prefix}-images-idx3-ubyte", images[:, 0])
@@ -87,7 +89,7 @@ def write_mnist(root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np
 def write_fixture(dataset: str, root: Path, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Write a tiny copy of ``dataset`` under ``root``; return the images (N, C, H, W) and labels written."""
     root.mkdir(parents=True, exist_ok=True)
-    channels, size = (1, 28) if dataset == "mnist" else (3, 32)
+    channels, size = (1, 28) if dataset in ("mnist", "fashion_mnist") else (3, 32)
     n_train, n_test = SIZES[dataset]
     data = {"train": _images(n_train, channels, size, seed), "test": _images(n_test, channels, size, seed + 1)}
     if dataset == "svhn":
@@ -96,7 +98,7 @@ def write_fixture(dataset: str, root: Path, seed: int = 0) -> dict[str, tuple[np
     elif dataset == "cifar10":
         write_cifar10(root, data["train"], data["test"])
     else:
-        write_mnist(root, data["train"], data["test"])
+        write_mnist(root, data["train"], data["test"], "MNIST" if dataset == "mnist" else "FashionMNIST")
     return data
 
 
@@ -115,7 +117,7 @@ def register_checksums(monkeypatch, dataset: str, root: Path) -> None:
         monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": calculate_md5(folder / cls.meta["filename"])})
 
 
-@pytest.mark.parametrize("dataset", ["svhn", "cifar10", "mnist"])
+@pytest.mark.parametrize("dataset", ["svhn", "cifar10", "mnist", "fashion_mnist"])
 def test_fixtures_load_as_written(dataset, tmp_path, monkeypatch):
     written = write_fixture(dataset, tmp_path)
     register_checksums(monkeypatch, dataset, tmp_path)
@@ -136,7 +138,7 @@ def test_files_that_are_not_the_published_ones_are_rejected(dataset, tmp_path, m
     """Without the fixtures' checksums registered, torchvision's md5 check rejects them, as it would any
     file that is not the published one; with them registered, a changed byte is still caught."""
     write_fixture(dataset, tmp_path)
-    with pytest.raises(DataUnavailableError, match=f"real {dataset} train set.*corrupted"):
+    with pytest.raises(DataUnavailableError, match=f"real {DISPLAY_NAMES[dataset]} train set.*corrupted"):
         load_dataset(dataset, "colab", root=tmp_path, download=False)
     register_checksums(monkeypatch, dataset, tmp_path)
     load_dataset(dataset, "colab", root=tmp_path, download=False)
@@ -144,7 +146,7 @@ def test_files_that_are_not_the_published_ones_are_rejected(dataset, tmp_path, m
     raw = bytearray(victim.read_bytes())
     raw[-1] ^= 0xFF
     victim.write_bytes(bytes(raw))
-    with pytest.raises(DataUnavailableError, match=f"real {dataset} (train|test) set.*corrupted"):
+    with pytest.raises(DataUnavailableError, match=f"real {DISPLAY_NAMES[dataset]} (train|test) set.*corrupted"):
         load_dataset(dataset, "colab", root=tmp_path, download=False)
 
 
@@ -162,7 +164,7 @@ def restore_torch_state():
     torch.use_deterministic_algorithms(deterministic)
 
 
-@pytest.mark.parametrize("dataset", ["svhn", "cifar10", "mnist"])
+@pytest.mark.parametrize("dataset", ["svhn", "cifar10", "mnist", "fashion_mnist"])
 def test_full_profile_end_to_end_through_the_command_line(dataset, tmp_path, monkeypatch, capsys,
                                                           restore_torch_state):
     """``python -m advbound experiment --profile full --data-root ...`` on the fixture, with the profile's

@@ -207,3 +207,64 @@ def test_training_sees_the_augmented_images():
     match = (windows[None] == batch[:, None, None]).flatten(3).all(dim=3)  # (seen, image, offset)
     assert bool(match.any(dim=2).any(dim=1).all())            # each seen image is a crop of some image
     assert not bool(match[:, :, 4 * 9 + 4].any(dim=1).all())  # and not every one is the unshifted crop
+
+
+def test_gan_weight_average_is_returned_checkpointed_and_resumed(tmp_path):
+    def fresh():
+        torch.manual_seed(0)
+        return DCGANGenerator(100, 1, 28, width=2), DCGANDiscriminator(1, 28, width=2)
+
+    g1, d1 = fresh()
+    ckpt = tmp_path / "ema.pt"
+    train_gan(g1, d1, DATA, epochs=2, batch_size=32, seed=3, ema=0.9, progress=False, checkpoint=ckpt)
+    state = load_checkpoint(ckpt)
+    # the returned generator is the average, not the last iterate; both are in the checkpoint
+    assert all(torch.equal(v, state["ema_generator"][k]) for k, v in g1.state_dict().items())
+    assert not all(torch.equal(v, state["generator"][k]) for k, v in g1.state_dict().items() if v.is_floating_point())
+    assert state["config"]["ema"] == 0.9
+    # interrupted after one epoch and resumed: the same average as without interruption
+    g2, d2 = fresh()
+    ckpt2 = tmp_path / "ema2.pt"
+    train_gan(g2, d2, DATA, epochs=1, batch_size=32, seed=3, ema=0.9, progress=False, checkpoint=ckpt2)
+    part = load_checkpoint(ckpt2)
+    part["config"]["epochs"] = 2
+    save_checkpoint(ckpt2, part)
+    g3, d3 = fresh()
+    train_gan(g3, d3, DATA, epochs=2, batch_size=32, seed=3, ema=0.9, progress=False, checkpoint=ckpt2)
+    assert _same(g1, g3)
+    for bad in (0.0, 1.0, True, "0.9"):
+        with pytest.raises(ValueError, match="ema must be None or a decay in"):
+            train_gan(*fresh(), DATA, epochs=1, ema=bad, progress=False)
+
+
+def test_ema_update_is_the_warmed_up_moving_average():
+    avg, live = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        avg.weight.fill_(1.0)
+        live.weight.fill_(3.0)
+    tr._ema_update(avg, live, decay=0.999, step=0)   # warm-up: decay (1 + 0) / (10 + 0) = 0.1
+    assert torch.allclose(avg.weight, torch.full_like(avg.weight, 0.1 * 1.0 + 0.9 * 3.0))
+    tr._ema_update(avg, live, decay=0.5, step=1000)  # past the warm-up: the decay itself
+    assert torch.allclose(avg.weight, torch.full_like(avg.weight, 0.5 * 2.8 + 0.5 * 3.0))
+
+
+def test_diff_augment_translates_and_cuts_out_differentiably():
+    torch.manual_seed(0)
+    dot = torch.zeros(64, 1, 28, 28)
+    dot[:, 0, 14, 14] = 1.0
+    moved = tr.diff_augment(dot, ("translation",))
+    where = [torch.nonzero(m[0]) for m in moved]
+    assert all(w.shape == (1, 2) for w in where)                       # the pixel is moved, not lost or copied
+    shifts = torch.cat(where) - 14
+    assert int(shifts.abs().max()) == 28 // 8 and len({tuple(s.tolist()) for s in shifts}) > 10
+    ones = torch.ones(32, 1, 28, 28, requires_grad=True)
+    cut = tr.diff_augment(ones, ("cutout",))
+    assert torch.equal((cut == 0).flatten(1).sum(1), torch.full((32,), 14 * 14))  # one 14 x 14 square each
+    cut.sum().backward()
+    assert torch.equal(ones.grad, (cut != 0).float())                 # gradients flow where pixels survive
+    torch.manual_seed(1)
+    a = tr.diff_augment(dot)
+    torch.manual_seed(1)
+    assert torch.equal(a, tr.diff_augment(dot))                       # the global RNG decides, reproducibly
+    with pytest.raises(ValueError, match="policy must be made of"):
+        tr.diff_augment(dot, ("color",))

@@ -1,6 +1,6 @@
-"""Committed witnesses of the latent searches (latent DeepFool and the boundary search): they are what the
-searches find, every one is re-verified, and a damaged, stale or foreign witness file is refused with a named
-error."""
+"""Committed witnesses of the three searches (r_Z, r_in, r_unc): they are what the searches find, every one is
+re-verified, rounding them to float16 keeps them adversarial, and a damaged, stale or foreign witness file is refused
+with a named error."""
 
 import dataclasses
 import json
@@ -13,8 +13,7 @@ import torch
 from advbound import artifacts as art
 from advbound import experiments as ex
 from advbound import witnesses as wit
-from advbound.attacks import boundary_search, latent_deepfool
-from advbound.experiments.pipeline import EVAL_SEED, _latent, _network_hashes, _search_settings
+from advbound.experiments.pipeline import EVAL_SEED, _latent, _network_hashes, _search_settings, _searches
 from advbound.models import LATENT_DIM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,72 +28,119 @@ def committed(dataset):
 
 
 def load(cfg, folder, nets, **changes):
+    shapes = {name: (cfg.n_eval, LATENT_DIM) if kind == "latent" else (cfg.n_eval, cfg.channels, cfg.image_size,
+                                                                         cfg.image_size)
+              for name, kind in wit.SEARCHES.items()}
     kwargs = dict(settings=_search_settings(cfg, 0), networks=_network_hashes(nets),
-                  keys=[s.key for s in cfg.classifiers], n=cfg.n_eval, dim=LATENT_DIM, command="REDO")
+                  keys=[s.key for s in cfg.classifiers], shapes=shapes, command="REDO")
     kwargs.update(changes)
     return wit.load_witnesses(folder, **kwargs)
 
 
-# the searches from scratch on the first few committed samples (about 0.1-1.5 s per sample and classifier)
-@pytest.mark.parametrize("dataset, k", [("mnist", 3), ("svhn", 2), ("cifar10", 2)])
-def test_committed_witnesses_are_what_the_search_finds(dataset, k):
+def _batch(cfg, nets, k, key):
+    z = _latent(cfg.n_eval, EVAL_SEED, torch.device("cpu"), torch.float64)[:k]
+    clf = nets.classifiers[key]
+    with torch.no_grad():
+        x = nets.generator(z)
+        labels = clf(x).argmax(1)
+    return z, x, labels, clf
+
+
+# the searches from scratch on the first few committed samples (a few seconds per sample and classifier)
+@pytest.mark.parametrize("dataset, k", [("mnist", 2), ("fashion_mnist", 2), ("svhn", 1), ("cifar10", 1)])
+def test_committed_witnesses_are_what_the_searches_find(dataset, k):
     cfg, folder, nets = committed(dataset)
     points = load(cfg, folder, nets)
-    z = _latent(cfg.n_eval, EVAL_SEED, torch.device("cpu"), torch.float64)[:k]
-    opts = cfg.attack.kwargs()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for spec in cfg.classifiers:
-            clf = nets.classifiers[spec.key]
-            lat = latent_deepfool(clf, nets.generator, z, **opts)
-            found = boundary_search(clf, nets.generator, z, latent=lat, candidates=opts["candidates"])
-            for search, result in zip(wit.SEARCHES, (lat, found), strict=True):
-                w, ok = wit.witness_points(result, z)
-                committed_w, committed_ok = points[spec.key][search]
+            z, x, labels, clf = _batch(cfg, nets, k, spec.key)
+            found, _ = _searches(clf, nets.generator, z, x, labels, cfg, None)
+            for search in wit.SEARCHES:
+                delta, ok = found[search]
+                committed_delta, committed_ok = points[spec.key][search]
                 assert torch.equal(ok, committed_ok[:k]), (spec.label, search)
-                # float64 end to end; other CPUs may differ in the last bits only
-                torch.testing.assert_close(w, committed_w[:k], rtol=1e-7, atol=1e-9, msg=f"{spec.label} {search}")
+                # float64 searches, rounded to float16: other CPUs may differ in the last bits, which rounding
+                # can carry over to the next float16 value (relative 2**-10)
+                torch.testing.assert_close(delta.double(), committed_delta[:k].double(), rtol=2 ** -9, atol=1e-6,
+                                           msg=f"{spec.label} {search}")
     finally:
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("dataset", ["mnist", "svhn", "cifar10"])
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "svhn", "cifar10"])
 def test_committed_witnesses_verify_and_record_their_search(dataset):
     cfg, folder, nets = committed(dataset)
     points = load(cfg, folder, nets)
     manifest = json.loads((folder / wit.WITNESS_MANIFEST).read_text())
-    assert manifest["settings"]["n_eval"] == cfg.n_eval >= 500
+    assert manifest["settings"]["n_eval"] == cfg.n_eval >= 500 and manifest["format"] == wit.FORMAT == 2
     assert manifest["command"].startswith(f"python -m advbound artifacts --dataset {dataset} --profile ci")
-    z = _latent(cfg.n_eval, EVAL_SEED, torch.device("cpu"), torch.float64)[:32]
     for spec in cfg.classifiers:
-        for search in wit.SEARCHES:
-            w, found = points[spec.key][search]
+        z, x, labels, clf = _batch(cfg, nets, 32, spec.key)
+        for search, kind in wit.SEARCHES.items():
+            delta, found = points[spec.key][search]
             assert manifest["classifiers"][spec.key][search]["found"] == int(found.sum())
-            res = wit.verified_search(nets.classifiers[spec.key], nets.generator, z, w[:32], found[:32],
-                                      name=spec.label)
+            assert delta.dtype == torch.float16 and not bool(delta[~found].any())
+            if kind == "latent":
+                res = wit.verified_search(clf, nets.generator, z, delta[:32], found[:32], name=spec.label)
+                w = z + delta[:32].double()
+                # the distances are measured here, from the point
+                expected = (nets.generator(w) - nets.generator(z)).flatten(1).norm(dim=1)
+                torch.testing.assert_close(res.image_distances, expected, rtol=1e-12, atol=0)
+                torch.testing.assert_close(res.latent_norms, delta[:32].double().norm(dim=1), rtol=1e-12, atol=0)
+            else:
+                res = wit.verified_unconstrained(clf, x, delta[:32], found[:32], name=spec.label, labels=labels)
+                torch.testing.assert_close(res.norms, delta[:32].double().flatten(1).norm(dim=1), rtol=1e-12, atol=0)
             assert torch.equal(res.success, found[:32])
             assert bool((res.adv_labels != res.labels)[found[:32]].all())
-            # the distances are measured here, from the point
-            expected = (nets.generator(w[:32]) - nets.generator(z)).flatten(1).norm(dim=1)
-            torch.testing.assert_close(res.image_distances, expected, rtol=1e-12, atol=0)
-            torch.testing.assert_close(res.latent_norms, (w[:32] - z).norm(dim=1), rtol=1e-12, atol=0)
 
 
 def test_a_point_that_does_not_change_the_label_is_refused():
     cfg, folder, nets = committed("mnist")
-    z = _latent(8, EVAL_SEED, torch.device("cpu"), torch.float64)
-    clf = nets.classifiers["2-layer-lenet"]
-    # z itself is never adversarial: claiming it was found must fail, naming the sample
+    z, x, labels, clf = _batch(cfg, nets, 8, "2-layer-lenet")
+    # z itself is never adversarial (a zero displacement): claiming it was found must fail, naming the sample
     found = torch.zeros(8, dtype=torch.bool)
     found[5] = True
+    zero = torch.zeros_like(z, dtype=torch.float16)
     with pytest.raises(art.ArtifactError, match="witness 5 of LeNet does not change the label"):
-        wit.verified_search(clf, nets.generator, z, z.clone(), found, name="LeNet")
+        wit.verified_search(clf, nets.generator, z, zero, found, name="LeNet")
+    with pytest.raises(art.ArtifactError, match="witness 5 of LeNet does not change the label"):
+        wit.verified_unconstrained(clf, x, torch.zeros_like(x, dtype=torch.float16), found, name="LeNet")
     # unclaimed points are simply unsuccessful
-    res = wit.verified_search(clf, nets.generator, z, z.clone(), torch.zeros(8, dtype=torch.bool))
+    res = wit.verified_search(clf, nets.generator, z, zero, torch.zeros(8, dtype=torch.bool))
     assert not bool(res.success.any())
-    with pytest.raises(ValueError, match="points must have z's shape"):
-        wit.verified_search(clf, nets.generator, z, z[:, :10], found)
+    with pytest.raises(ValueError, match="delta must have z's shape"):
+        wit.verified_search(clf, nets.generator, z, zero[:, :10], found)
+
+
+def test_rounding_to_float16_keeps_every_point_adversarial():
+    """A point just beyond a boundary may fall back across it when its displacement is rounded: it is
+    lengthened by 2**-10 at a time until it is adversarial again, and counted."""
+    torch.manual_seed(0)
+    n, d = 200, 50
+    normal = torch.nn.functional.normalize(torch.randn(d, dtype=torch.float64), dim=0)
+    base = torch.randn(n, d, dtype=torch.float64)
+    offset = 0.3 + (base @ normal).abs()            # the boundary {x . normal = offset} beyond every base point
+    # the exact projections onto the boundary, a hair beyond it: rounding moves about half of them back
+    points = base + ((offset - base @ normal) * (1 + 1e-9))[:, None] * normal
+
+    def adversarial(p):
+        return p @ normal > offset
+
+    assert bool(adversarial(points).all())
+    delta, found, pushed = wit.witness_displacements(points, base, torch.ones(n, dtype=torch.bool), adversarial)
+    assert delta.dtype == torch.float16 and bool(found.all()) and 0 < pushed < n
+    assert bool(adversarial(base + delta.double()).all())
+    # the price: at most a few float16 steps of the displacement's length
+    ratio = delta.double().norm(dim=1) / (points - base).norm(dim=1)
+    assert float(ratio.max()) < 1 + 2 ** -6 and float(ratio.min()) > 1 - 2 ** -9
+    # a point that is not adversarial at any length along its displacement is marked not found, never kept
+    away = base - 0.5 * normal
+    delta, found, pushed = wit.witness_displacements(away, base, torch.ones(n, dtype=torch.bool), adversarial)
+    assert not bool(found.any()) and pushed == 0 and not bool(delta.any())
+    with pytest.raises(ValueError, match="found must be a bool tensor"):
+        wit.witness_displacements(points, base, torch.ones(n), adversarial)
 
 
 @pytest.fixture()
@@ -129,10 +175,10 @@ def test_witnesses_of_other_networks_or_another_search_are_refused(copied):
         load(cfg, folder, nets, networks=other)
     fewer = dataclasses.replace(cfg, n_eval=100)
     with pytest.raises(art.ArtifactError, match=r"another search \(n_eval: 500 there, 100 here\).*REDO"):
-        load(fewer, folder, nets, settings=_search_settings(fewer, 0), n=100)
+        load(fewer, folder, nets, settings=_search_settings(fewer, 0))
     with pytest.raises(art.ArtifactError, match="latent_seed"):
         load(cfg, folder, nets, settings=_search_settings(cfg, 1))
-    with pytest.raises(art.ArtifactError, match="no latent_deepfool witnesses of shape .* for the classifier 'vgg'"):
+    with pytest.raises(art.ArtifactError, match="no r_z witnesses of shape .* for the classifier 'vgg'"):
         load(cfg, folder, nets, keys=["vgg"])
 
 
@@ -154,16 +200,16 @@ def test_the_pipeline_writes_then_reuses_its_witnesses(tmp_path):
     state = torch.load(folder / wit.WITNESS_FILE, weights_only=True)
     manifest = json.loads((folder / wit.WITNESS_MANIFEST).read_text())
     key = next(iter(state))
-    # sample 2 claimed at z itself, which never changes the label
-    state[key]["boundary_search"]["points"][2] = _latent(6, EVAL_SEED, torch.device("cpu"), torch.float64)[2]
-    state[key]["boundary_search"]["found"][2] = True
+    # sample 2 claimed at z itself (a zero displacement), which never changes the label
+    state[key]["r_in"]["delta"][2] = 0
+    state[key]["r_in"]["found"][2] = True
     torch.save(state, folder / wit.WITNESS_FILE)
     manifest.update(sha256=art.sha256(folder / wit.WITNESS_FILE), size=(folder / wit.WITNESS_FILE).stat().st_size)
     (folder / wit.WITNESS_MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(art.ArtifactError, match=r"witness 2 of 2-Layer LeNet \(boundary_search\) does not change"):
+    with pytest.raises(art.ArtifactError, match=r"witness 2 of 2-Layer LeNet \(r_in\) does not change"):
         ex.run_experiment("svhn", "ci", **kwargs)
     for a, b in zip(first.classifiers, again.classifiers, strict=True):
-        for name in ("r_z", "r_in", "r_unc", "r_unc_deepfool"):
+        for name in ("r_z", "r_in", "r_unc", "r_unc_attack"):
             assert (getattr(a, name) == getattr(b, name)).all(), name
     # another analysis setting: the stale witnesses are refused, not silently searched around
     with pytest.raises(art.ArtifactError, match="another search"):

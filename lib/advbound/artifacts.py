@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .checkpoints import _config_difference, load_checkpoint, save_checkpoint
+from .checkpoints import _config_difference, atomic_write, load_checkpoint, save_checkpoint
+from .modulus import check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from .experiments.profiles import ExperimentConfig
@@ -60,7 +61,7 @@ class Networks:
 
 def artifact_folder(root: str | os.PathLike, dataset: str, profile: str, seed: int) -> Path:
     """``root/{dataset}-{profile}-seed{seed}``: where the networks of one (data set, profile, seed) live."""
-    return Path(root) / f"{dataset}-{profile}-seed{int(seed)}"
+    return Path(root) / f"{dataset}-{profile}-seed{check_seed(seed)}"
 
 
 def has_artifacts(folder: str | os.PathLike) -> bool:
@@ -83,12 +84,11 @@ def utc_timestamp() -> str:
 
 
 def write_json_atomically(target: Path, content: dict[str, Any]) -> Path:
-    """Write ``content`` as indented JSON to ``target.tmp`` and rename it to ``target`` (a reader never sees a
-    half-written manifest)."""
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1) + "\n")
-    os.replace(tmp, target)
-    return target
+    """Write ``content`` as indented JSON to ``target`` atomically (:func:`~advbound.checkpoints.atomic_write`:
+    a temporary file of this writer's own, renamed over the target), so a reader never sees a half-written
+    manifest and of concurrent writers the last complete one wins."""
+    text = json.dumps(content, indent=1) + "\n"
+    return atomic_write(target, lambda fh: fh.write(text.encode()))
 
 
 def check_file(path: Path, entry: dict[str, Any], manifest_name: str, hint: str) -> None:
@@ -144,7 +144,7 @@ def save_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
                          "parameters": sum(p.numel() for p in module.parameters()),
                          "training_history": history}
     manifest = {
-        "format": FORMAT, "dataset": config.dataset, "profile": config.profile, "seed": int(seed),
+        "format": FORMAT, "dataset": config.dataset, "profile": config.profile, "seed": check_seed(seed),
         "storage_dtype": str(STORAGE_DTYPE).replace("torch.", ""),
         "training_config": config.training_dict(), "versions": versions, "machine": machine,
         "command": command, "created": utc_timestamp(),
@@ -165,6 +165,13 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
             or not isinstance(manifest.get("files"), dict)):
         raise ArtifactError(f"{path} is not a manifest of format {FORMAT} (it needs 'format' and 'files')")
+    for name, entry in manifest["files"].items():
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{path} is damaged: its entry for {name!r} is {type(entry).__name__}, not an object "
+                                "with the file's sha256 and size")
+        if not isinstance(entry.get("training_history", []), list):
+            raise ArtifactError(f"{path} is damaged: the training_history of {name!r} is "
+                                f"{type(entry['training_history']).__name__}, not a list of epochs")
     return manifest
 
 
@@ -174,7 +181,7 @@ def _retrain_hint(manifest: dict[str, Any]) -> str:
 
 
 def _check_manifest(manifest: dict[str, Any], folder: Path, config: ExperimentConfig, seed: int) -> None:
-    expected = {"dataset": config.dataset, "profile": config.profile, "seed": int(seed)}
+    expected = {"dataset": config.dataset, "profile": config.profile, "seed": check_seed(seed)}
     for key, value in expected.items():
         if manifest.get(key) != value:
             raise ArtifactError(f"networks in {folder} are for {key} {manifest.get(key)!r}, not {value!r}")
@@ -217,6 +224,10 @@ def load_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
     Raises :class:`ArtifactError` when anything does not match; nothing is loaded then."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype (e.g. torch.float64); got {dtype!r}")
+    from .training import resolve_device
+
+    device = resolve_device(device)
+    seed = check_seed(seed)
     folder = Path(folder)
     manifest = read_manifest(folder)
     _check_manifest(manifest, folder, config, seed)
@@ -231,11 +242,114 @@ def load_networks(folder: str | os.PathLike, config: ExperimentConfig, seed: int
                     origin=str(folder), manifest=manifest)
 
 
+# --------------------------------------------------------------------------------------------------
+# Fetching the committed artifacts where the repository is not (Colab, a pip install)
+# --------------------------------------------------------------------------------------------------
+
+#: the sha256 of every committed artifact folder's manifests, shipped inside the package: a fetched folder is
+#: trusted only if its manifests match these, and the manifests bind every other file by its own sha256
+INDEX = Path(__file__).with_name("artifact_index.json")
+#: environment variable naming where ``book/artifacts`` is fetched from instead of the repository on GitHub
+#: (a URL whose ``/book/artifacts/<folder>/<file>`` serves the files; ``file://`` works, as in the tests)
+ARTIFACTS_URL_ENV = "ADVBOUND_ARTIFACTS_URL"
+#: the manifests of a folder, in the order they are fetched
+MANIFESTS = (MANIFEST, "witnesses.json")
+
+
+def artifact_index() -> dict[str, dict[str, str]]:
+    """The packaged index: artifact folder name -> {manifest file name -> sha256}; empty when none is packaged."""
+    if not INDEX.is_file():
+        return {}
+    try:
+        index = json.loads(INDEX.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{INDEX} is not readable ({type(err).__name__}: {err}); reinstall the package") from None
+    if not isinstance(index, dict):
+        raise ArtifactError(f"{INDEX} is not an artifact index (a JSON object); reinstall the package")
+    return index
+
+
+def index_artifacts(root: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """The index of the artifact folders under ``root`` (each folder with a manifest): what ``make artifacts``
+    writes to :data:`INDEX` so that the package carries the sha256 of the committed manifests."""
+    out = {}
+    for folder in sorted(Path(root).iterdir()):
+        if has_artifacts(folder):
+            out[folder.name] = {name: sha256(folder / name) for name in MANIFESTS if (folder / name).is_file()}
+    return out
+
+
+def raw_url(repository_url: str, commit: str) -> str:
+    """Where GitHub serves the files of ``repository_url`` at ``commit`` (``raw.githubusercontent.com``)."""
+    prefix = "https://github.com/"
+    if not repository_url.startswith(prefix) or not commit:
+        raise ArtifactError(f"cannot fetch artifacts from {repository_url!r} at commit {commit!r}: need a "
+                            f"https://github.com/OWNER/NAME address and a commit")
+    return "https://raw.githubusercontent.com/" + repository_url[len(prefix):].rstrip("/") + f"/{commit}"
+
+
+def _download(url: str, target: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (http(s) or file, chosen above)
+            data = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise ArtifactError(f"could not fetch {url} ({type(err).__name__}: {err})") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
+def fetch_artifacts(folder: str | os.PathLike, base_url: str) -> Path:
+    """Download the committed artifact folder ``folder`` (its name, e.g. ``mnist-ci-seed0``) from
+    ``{base_url}/book/artifacts/{name}/`` into ``folder``, trusting nothing that the package cannot check.
+
+    The manifests (``manifest.json``, ``witnesses.json``) must have the sha256 the installed package carries for
+    them (:func:`artifact_index`; else :class:`ArtifactError`, and nothing is kept); every file they list is then
+    fetched and must have the size and sha256 they record.  Loading checks them again
+    (:func:`load_networks`, :func:`advbound.witnesses.load_witnesses`)."""
+    folder = Path(folder)
+    expected = artifact_index().get(folder.name)
+    if not expected:
+        raise ArtifactError(f"the installed package carries no sha256 for the artifact folder {folder.name!r}, so "
+                            "a fetched copy could not be checked; train the networks instead (retrain=True)")
+    base = f"{base_url.rstrip('/')}/book/artifacts/{folder.name}"
+    fetched: list[Path] = []
+    try:
+        for name, digest in expected.items():
+            _download(f"{base}/{name}", folder / name)
+            fetched.append(folder / name)
+            if sha256(folder / name) != digest:
+                raise ArtifactError(f"{base}/{name} is not the file this package was built with (sha256 "
+                                    f"{sha256(folder / name)[:16]}..., expected {digest[:16]}...): the source serves "
+                                    "other artifacts than the commit this package was installed from")
+        for name in expected:
+            listed = json.loads((folder / name).read_text())
+            entries = listed["files"] if name == MANIFEST else {listed["file"]: listed}
+            for file, entry in entries.items():
+                _download(f"{base}/{file}", folder / file)
+                fetched.append(folder / file)
+                check_file(folder / file, entry, name, "the fetched copy is damaged; fetch it again")
+    except BaseException:
+        for path in fetched:
+            path.unlink(missing_ok=True)
+        raise
+    return folder
+
+
 __all__ = [
+    "ARTIFACTS_URL_ENV",
     "ArtifactError",
     "MANIFEST",
     "Networks",
     "artifact_folder",
+    "artifact_index",
+    "fetch_artifacts",
+    "index_artifacts",
+    "raw_url",
     "build_networks",
     "check_file",
     "freeze",

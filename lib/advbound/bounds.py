@@ -30,7 +30,17 @@ import math
 import numpy as np
 from scipy import optimize, special
 
-from .modulus import ArrayLike, Modulus, ModulusNotConcaveError, as_modulus, check_delta, integer_at_least, real_scalar
+from .modulus import (
+    ArrayLike,
+    Modulus,
+    ModulusNotConcaveError,
+    _as_nonneg_array,
+    as_array,
+    as_modulus,
+    check_delta,
+    integer_at_least,
+    real_scalar,
+)
 
 #: the paper's Tables 1-2 report the 25% quantile; Figure 2 the median.
 TABLE_QUANTILE = 0.25
@@ -61,9 +71,7 @@ def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | N
     if n_classes is not None:
         k = integer_at_least(n_classes, "n_classes (K)", 1)
         return np.full(k, 1.0 / k)
-    if isinstance(class_probs, str):
-        raise TypeError(f"class_probs must be a sequence of numbers; got str {class_probs!r}")
-    raw = np.asarray(class_probs)
+    raw = as_array(class_probs, "class_probs")
     if raw.dtype.kind not in "fiu":
         raise TypeError(f"class_probs must be a sequence of real numbers; got dtype {raw.dtype}")
     p = raw.astype(float).ravel()
@@ -78,6 +86,8 @@ def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | N
         tol = p.size * max(PRINTED_PROBABILITY_ROUNDING, DTYPE_ULPS * eps)
     else:
         tol = real_scalar(atol, "atol")
+        if not (0.0 <= tol < math.inf):
+            raise ValueError(f"atol (tolerance on the sum of class_probs) must be a finite number >= 0; got {atol!r}")
     total = math.fsum(p)
     if abs(total - 1.0) > tol:
         raise ValueError(f"class_probs must sum to 1 (within {tol:g}); they sum to {total:.12g}")
@@ -111,12 +121,18 @@ def _as_output(out: np.ndarray) -> np.ndarray | float:
 
 # ---- Theorem 1: lower bounds on P(r <= eta) --------------------------------------------------------
 
+#: the largest log-ratio passed to expm1 in :func:`_phi_increment` (exp overflows float64 above 709.78)
+_MAX_LOG_RATIO = 700.0
+
+
 def _phi_increment(p: np.ndarray, comp: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Phi(a + t) - Phi(a) with a = Phi^{-1}(1 - p), for every (t, class) pair; shape (len(t), K).
 
     If p <= 1/2 (a >= 0), the upper tail p = Phi(-a) is small: the increment is
     p * (1 - Phi(-a - t) / p).  Otherwise the lower tail 1 - p = Phi(a) is small: the increment is
     (1 - p) * (Phi(a + t) / (1 - p) - 1).  Both ratios come from log_ndtr, so no cancellation occurs.
+    When the second ratio exceeds e^700 (1 - p below 1e-304, subnormal included, and a large t) ``expm1``
+    would overflow: there Phi(a + t) - (1 - p) is formed directly, exact since (1 - p) is negligible.
     """
     t = t[:, None]
     out = np.zeros((t.shape[0], p.size))
@@ -130,7 +146,10 @@ def _phi_increment(p: np.ndarray, comp: np.ndarray, t: np.ndarray) -> np.ndarray
         if np.any(lower):
             cl = comp[lower]
             a = special.ndtri(cl)
-            out[:, lower] = cl * np.expm1(special.log_ndtr(a + t) - np.log(cl))
+            log_cdf = special.log_ndtr(a + t)
+            log_ratio = log_cdf - np.log(cl)
+            out[:, lower] = np.where(log_ratio > _MAX_LOG_RATIO, np.exp(log_cdf) - cl,
+                                     cl * np.expm1(np.minimum(log_ratio, _MAX_LOG_RATIO)))
     return out
 
 
@@ -144,9 +163,7 @@ def latent_probability_lower_bound(t: ArrayLike, class_probs: ArrayLike | None =
     A class with p_i = 0 contributes 0; K = 1 gives 0 for every t.  Vectorised over ``t``.
     """
     p = class_probabilities(class_probs, n_classes)
-    tt = np.asarray(t, dtype=float)
-    if np.any(np.isnan(tt)) or np.any(tt < 0):
-        raise ValueError("t (latent radius) must be >= 0")
+    tt = _as_nonneg_array(t, "t (latent radius)")
     flat = np.atleast_1d(tt).ravel()
     out = _phi_increment(p, _complements(p), flat).sum(axis=1)
     return _as_output(np.clip(out, 0.0, 1.0).reshape(tt.shape))
@@ -374,8 +391,9 @@ def latent_mean_upper_bound(class_probs: ArrayLike | None = None, n_classes: int
         if ci == 0.0:
             return math.inf
         a = -special.ndtri(pi) if pi <= 0.5 else special.ndtri(ci)
-        # phi(a) - a Phi(-a) with Phi(-a) = p_i taken exactly (not recomputed from a)
-        total += math.exp(-0.5 * a * a) / math.sqrt(2 * math.pi) - a * pi
+        # phi(a) - a Phi(-a) with Phi(-a) = p_i taken exactly (not recomputed from a); the term is an
+        # expectation of a non-negative variable, so a rounding below 0 (p_i near 5e-324) counts as 0
+        total += max(math.exp(-0.5 * a * a) / math.sqrt(2 * math.pi) - a * pi, 0.0)
     return total
 
 

@@ -1,7 +1,9 @@
 """Training checkpoints: atomic writes, safe reads, and resuming only what fits.
 
-* :func:`save_checkpoint` writes to ``NAME.tmp`` and then renames it (``os.replace``), so a reader never sees
-  a half-written file and an interrupted write leaves the previous checkpoint intact;
+* :func:`save_checkpoint` writes through :func:`atomic_write`: to a temporary file of its own in the target's
+  folder (``NAME.<random>.tmp``, unique per writer), then renamed over the target (``os.replace``), so a reader
+  never sees a half-written file, an interrupted write leaves the previous checkpoint intact, and of two
+  processes saving the same file at once the last complete write wins;
 * :func:`load_checkpoint` reads with ``torch.load(..., weights_only=True)``: tensors and plain containers
   only, nothing else is ever unpickled; an unreadable file raises :class:`CheckpointError` and is left as it is;
 * resuming (used by :mod:`advbound.training`) first checks the whole checkpoint -- the configuration,
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -25,14 +29,59 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, incomplete, or belongs to a different configuration."""
 
 
+def atomic_write(target: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
+    """Create or replace the file ``target`` atomically with what ``write(fh)`` writes to a binary file.
+
+    ``write`` fills a new temporary file ``NAME.<16 random hex digits>.tmp`` in the target's folder (created
+    with ``O_EXCL``, so two writers never share one, and with the usual permissions), which is flushed to disk
+    and renamed over ``target`` with ``os.replace``: a reader sees the previous file or the new one, complete,
+    never a part; of concurrent writers the last one to finish wins.  If anything fails the temporary file is
+    removed and ``target`` is left as it was.  The target's folder is created if needed; an ``OSError`` (a
+    parent that is a file, a read-only folder, a full disk) is raised again with a message naming ``target``.
+    """
+    target = Path(target)
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        while tmp is None:
+            candidate = target.with_name(f"{target.name}.{secrets.token_hex(8)}.tmp")
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            except FileExistsError:  # pragma: no cover - 64 random bits collided
+                continue
+            tmp = candidate
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        above = next((p for p in target.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            reason = f"{above} is a file, not a folder"
+        raise OSError(err.errno, f"{target} could not be written: {reason}") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically: to ``path.tmp`` first, then ``os.replace``."""
+    """Write ``state`` (``torch.save``) to ``path`` atomically (:func:`atomic_write`).
+
+    Raises :class:`CheckpointError` naming ``path`` when it cannot be written (a parent that is a file, a
+    read-only folder) or when ``state`` holds an object that ``torch.save`` cannot pickle; no file is left
+    behind then, and an existing checkpoint at ``path`` is unchanged."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda fh: torch.save(state, fh))
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {err.strerror}") from None
+    except Exception as err:  # pickling: PicklingError, AttributeError, TypeError, ...
+        raise CheckpointError(f"checkpoint {path} was not written: the state holds an object torch.save cannot "
+                              f"store ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
 
 
 def _unreadable_reason(err: Exception) -> str:
@@ -53,6 +102,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     only; nothing else is ever unpickled).  Raises :class:`CheckpointError` when it is missing or cannot be
     read; the file is left as it is."""
     path = _checkpoint_path(path)
+    if isinstance(map_location, (str, torch.device)):
+        from .training import resolve_device
+
+        resolve_device(map_location, "map_location")  # a device this machine has: never blame the file for it
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
@@ -160,4 +213,4 @@ def _resume(checkpoint: str | os.PathLike | None, config: dict[str, Any], device
     return ckpt, state["epoch"], list(state["history"])
 
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "atomic_write", "load_checkpoint", "save_checkpoint"]

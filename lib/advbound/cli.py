@@ -260,20 +260,21 @@ def bound_command(args: argparse.Namespace) -> dict:
 
 
 def _check_device(text: str | None) -> None:
+    """``--device`` must name a device this machine computes on (:func:`advbound.training.resolve_device`)."""
     import torch
+
+    from .training import resolve_device
 
     if text is None:
         return
     try:
-        device = torch.device(text)
+        torch.device(text)
     except RuntimeError:
         raise _fail(f"argument --device: expected cpu, cuda or cuda:N; got {text!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise _fail(f"argument --device: {text} was asked for but CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise _fail(f"argument --device: {text} does not exist; this machine has "
-                        f"{torch.cuda.device_count()} CUDA device(s)")
+    try:
+        resolve_device(text, "argument --device")
+    except ValueError as err:
+        raise _fail(str(err)) from None
 
 
 def _usable_folder(path: Path, arg: str) -> None:
@@ -310,7 +311,11 @@ def experiment_command(args: argparse.Namespace) -> int:
     output = Path(args.output if args.output is not None else os.environ.get(book.OUTPUT_ENV) or ".")
     _usable_folder(output, "--output" if args.output is not None else f"--output (${book.OUTPUT_ENV})")
     if args.out:
-        _usable_folder(Path(args.out).parent, "--out")
+        try:  # the one rule of every --out (results and dry run): NAME.json and NAME.csv
+            json_path, _ = book.result_files(args.out)
+        except ValueError as err:
+            raise _fail(f"argument --out: {err}") from None
+        _usable_folder(json_path.parent, "--out")
     if args.checkpoint_dir is not None:
         _usable_folder(Path(args.checkpoint_dir), "--checkpoint-dir")
     if args.retrain and args.artifacts is None:

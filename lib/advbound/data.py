@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .modulus import check_seed
 from .portable import normal
 
 REAL = "real"
@@ -86,6 +87,12 @@ FASHION_MNIST_DIR_ENV = "ADVBOUND_FASHION_MNIST_DIR"
 #: ci-profile split of the 10k MNIST test set (the only MNIST files available in CI).
 MNIST_CI_TRAIN = 8000
 MNIST_CI_SPLIT_SEED = 0
+
+
+def uses_stand_in(name: str, profile: str) -> bool:
+    """Whether :func:`load_dataset` serves the synthetic stand-in for ``name`` at ``profile`` (the ci profile of
+    SVHN and CIFAR-10, the data sets that cannot be downloaded where the book is built)."""
+    return profile == "ci" and name in ("svhn", "cifar10")
 
 
 class DataUnavailableError(RuntimeError):
@@ -330,9 +337,9 @@ def synthetic_stand_in(n: int, *, name: str = "cifar10", channels: int = 3, imag
         raise ValueError(f"noise must be in [0, 1]; got {noise!r}")
     if template_seed is None:
         template_seed = STAND_IN_TEMPLATE_SEEDS.get(name, 1234)
-    tmpl_gen = torch.Generator().manual_seed(int(template_seed))
+    tmpl_gen = torch.Generator().manual_seed(check_seed(template_seed, "template_seed"))
     templates = _smooth_field(n_classes, channels, image_size, tmpl_gen)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_seed(seed))
     labels = torch.randint(0, n_classes, (n,), generator=gen)
     field_ = _smooth_field(n, channels, image_size, gen)
     pixel = 0.05 * normal(n, channels, image_size, image_size, generator=gen, dtype=torch.float64)
@@ -361,9 +368,9 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
     * ``mnist``: ``ci`` -> the real 10k MNIST test set split into 8000 train / 2000 test images (fixed
       split), read from ``$ADVBOUND_MNIST_DIR`` when set (:func:`find_shared_mnist_dir`), else from
       torchvision's test split (the same images); ``colab`` / ``full`` -> torchvision's 60k / 10k splits.
-    * ``fashion_mnist``: every profile -> the official 60k / 10k splits, read from
-      ``$ADVBOUND_FASHION_MNIST_DIR`` when set, else through torchvision (download); offline without the files
-      :class:`DataUnavailableError` names Fashion-MNIST.
+    * ``fashion_mnist``: every profile -> the official 60k / 10k splits; ``ci`` reads them from
+      ``$ADVBOUND_FASHION_MNIST_DIR`` when set, every other case through torchvision (download); offline without
+      the files :class:`DataUnavailableError` names Fashion-MNIST.
 
     ``n_train`` / ``n_test`` cap the sizes (first images of a fixed shuffle); ``pad_to=32`` zero-pads MNIST.
     """
@@ -371,10 +378,15 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
         raise ValueError(f"name must be one of {DATASETS}; got {name!r}")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}; got {profile!r}")
+    seed = check_seed(seed)
     if name == "mnist" and profile == "ci":
         folder = find_shared_mnist_dir()
         if folder is not None:
-            data = load_mnist_idx(folder)
+            try:
+                data = load_mnist_idx(folder)
+            except (ValueError, OSError) as err:  # a corrupt, truncated or foreign file: the one-line error
+                raise DataUnavailableError(f"{MNIST_DIR_ENV}={str(folder)!r} holds an unusable file: {err} (or unset "
+                                           "the variable to load MNIST through torchvision)") from None
         else:
             data = torchvision_dataset("mnist", train=False, root=root, download=download)
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(MNIST_CI_SPLIT_SEED))
@@ -383,14 +395,19 @@ def load_dataset(name: str, profile: str = "ci", *, root: str | os.PathLike | No
                 f"(seed {MNIST_CI_SPLIT_SEED}); the 60k training set is not used in the ci profile")
         train.notes.append(note)
         test.notes.append(note)
-    elif name == "fashion_mnist":
+    elif name == "fashion_mnist" and profile == "ci":
         folder = find_idx_dir(FASHION_MNIST_DIR_ENV, tuple(FASHION_MNIST_MD5), "Fashion-MNIST")
         if folder is not None:
-            train, test = load_fashion_mnist_idx(folder)
+            try:
+                train, test = load_fashion_mnist_idx(folder)
+            except (ValueError, OSError) as err:  # a corrupt, truncated or foreign file: the one-line error
+                raise DataUnavailableError(f"{FASHION_MNIST_DIR_ENV}={str(folder)!r} holds an unusable Fashion-MNIST "
+                                           f"file: {err} (or unset the variable to load Fashion-MNIST through "
+                                           "torchvision)") from None
         else:
             train = torchvision_dataset(name, train=True, root=root, download=download)
             test = torchvision_dataset(name, train=False, root=root, download=download)
-    elif profile == "ci":
+    elif uses_stand_in(name, profile):
         train = synthetic_stand_in(n_train or 2000, name=name, seed=seed)
         test = synthetic_stand_in(n_test or 500, name=name, seed=seed + 1)
     else:
@@ -435,6 +452,7 @@ __all__ = [
     "DISPLAY_NAMES",
     "CLASS_NAMES",
     "find_idx_dir",
+    "uses_stand_in",
     "load_fashion_mnist_idx",
     "DataUnavailableError",
     "ImageData",

@@ -26,7 +26,15 @@ import torch
 from scipy import special
 from torch import nn
 
-from .modulus import AffineModulus, IdentityModulus, LipschitzModulus, Modulus, integer_at_least, real_scalar
+from .modulus import (
+    AffineModulus,
+    IdentityModulus,
+    LipschitzModulus,
+    Modulus,
+    check_seed,
+    integer_at_least,
+    real_scalar,
+)
 
 
 class TorusModulus(Modulus):
@@ -110,7 +118,7 @@ class IsometricLinearGenerator(nn.Module):
         super().__init__()
         if latent_dim < 1 or image_dim < latent_dim:
             raise ValueError(f"need 1 <= latent_dim <= image_dim; got latent_dim={latent_dim}, image_dim={image_dim}")
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(check_seed(seed))
         q, r = torch.linalg.qr(torch.randn(image_dim, latent_dim, generator=gen, dtype=dtype))
         q = q * torch.sign(torch.diagonal(r))  # a deterministic sign convention
         b = torch.randn(image_dim, generator=gen, dtype=dtype) if offset else torch.zeros(image_dim, dtype=dtype)
@@ -195,7 +203,7 @@ class InvertibleGenerator(nn.Module):
         slope = real_scalar(slope, "slope")
         if not 0.0 < slope <= 1.0:
             raise ValueError(f"slope (leaky-ReLU negative slope) must be in (0, 1]; got {slope!r}")
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(check_seed(seed))
         for k, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
             std = math.sqrt(2.0 / ((1.0 + slope * slope) * b))
             self.register_buffer(f"weight{k}", std * torch.randn(b, a, generator=gen, dtype=dtype))

@@ -29,8 +29,21 @@ import torch
 from scipy import optimize
 from torch import Tensor, nn
 
+from .attacks.base import _check_output, evaluates
 from .classifiers import AffineClassifier
-from .modulus import integer_at_least, real_scalar
+from .modulus import as_array, integer_at_least, real_scalar
+
+
+def _as_tensor(value: object, name: str) -> Tensor:
+    """``value`` (a tensor, numpy array or nested sequence of real numbers) as a floating tensor; the
+    floating dtype of a tensor or array is kept, other numbers become float64."""
+    if isinstance(value, Tensor):
+        out = value.detach()
+    else:
+        out = torch.from_numpy(np.array(as_array(value, name)))
+    if not out.is_floating_point():
+        out = out.to(torch.float64)
+    return out
 
 
 class LatentClassifier(nn.Module):
@@ -38,7 +51,7 @@ class LatentClassifier(nn.Module):
 
     Parameters
     ----------
-    weight, bias : ``W`` (K, d) and ``b`` (K,) of ``h`` (K >= 2).
+    weight, bias : ``W`` (K, d) and ``b`` (K,) of ``h`` (K >= 2): tensors, numpy arrays or nested sequences.
     encoder : callable ``x (n, ...) -> z (n, d)``, an inverse of the generator on its range.
 
     ``forward(x)`` returns the logits of ``h`` at ``e(x)``; it is differentiable in ``x`` when the encoder is
@@ -50,7 +63,8 @@ class LatentClassifier(nn.Module):
         super().__init__()
         if not callable(encoder):
             raise ValueError(f"encoder must be a callable x -> z; got {type(encoder).__name__}")
-        self.head = AffineClassifier(weight, bias)
+        weight = _as_tensor(weight, "weight")
+        self.head = AffineClassifier(weight, None if bias is None else _as_tensor(bias, "bias").to(weight.dtype))
         self.encoder = encoder
         self.latent_dim = int(weight.shape[1])
         self.n_classes = self.head.n_classes
@@ -115,12 +129,13 @@ def fit_linear_classifier(features: Tensor | np.ndarray, labels: Tensor | np.nda
     depend on the starting point or the machine beyond the tolerance ``gtol`` on the gradient (checked:
     ``grad_norm`` is returned).  ``features`` (n, ...) are flattened; ``labels`` are integers in [0, K).
     """
-    x = np.asarray(features.detach().cpu() if isinstance(features, Tensor) else features, dtype=np.float64)
-    x = x.reshape(x.shape[0], -1)
-    y = np.asarray(labels.detach().cpu() if isinstance(labels, Tensor) else labels).ravel()
+    x = as_array(features, "features").astype(np.float64)
+    y = as_array(labels, "labels").ravel()
     k = integer_at_least(n_classes, "n_classes", 2)
-    if x.shape[0] != y.size or y.size == 0:
-        raise ValueError(f"features and labels must have the same number n >= 1 of rows; got {x.shape[0]} and {y.size}")
+    if x.ndim < 1 or x.shape[0] != y.size or y.size == 0:
+        raise ValueError(f"features and labels must have the same number n >= 1 of rows; got features of shape "
+                         f"{x.shape} and {y.size} labels")
+    x = x.reshape(x.shape[0], -1)
     if not np.all(np.isfinite(x)):
         raise ValueError("features must be finite")
     if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= k:
@@ -147,18 +162,21 @@ def fit_linear_classifier(features: Tensor | np.ndarray, labels: Tensor | np.nda
     return fit
 
 
+@evaluates("classifier")
 def decision_gradients(classifier: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """Unit image-space gradients of the decision margin ``l_y - l_j`` at each sample (y the predicted class,
     j the runner-up), shape (n, D) with D the number of pixels.
 
     A linear two-class classifier gives the same row (up to sign) everywhere; rows with a zero gradient are
-    returned as zeros.
+    returned as zeros.  Like the attacks, the classifier runs in eval mode (BatchNorm's running statistics
+    are neither used from the batch nor updated) and comes back as it was (:func:`~advbound.attacks.base.
+    evaluates`).
     """
     if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
         raise ValueError(f"x must be a floating-point tensor of shape (n, ...); got {getattr(x, 'shape', type(x))}")
     xa = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = classifier(xa)
+        logits = _check_output(classifier(xa), x.shape[0], "classifier")
         if logits.dim() != 2 or logits.shape[1] < 2:
             raise ValueError(f"classifier must return logits of shape (n, K >= 2); got {tuple(logits.shape)}")
         top2 = logits.topk(2, dim=1).indices

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .attacks.base import eval_mode
-from .modulus import LipschitzModulus, integer_at_least, real_scalar
+from .modulus import LipschitzModulus, check_seed, integer_at_least, real_scalar
 
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
            nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Flatten, nn.Unflatten, nn.Identity)
@@ -111,7 +111,7 @@ def power_iteration_norm(layers: list[nn.Module], input_shape: tuple[int, ...], 
     """``||A||_2`` of the linear part ``A v = block(v) - block(0)`` of an affine block (layers in float64,
     eval mode), by power iteration on ``A^T A`` from a seeded Gaussian start; stops when the estimate changes
     by less than ``tol`` (relative) or after ``max_iter`` steps."""
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     v = torch.randn((1, *input_shape), generator=gen, dtype=torch.float64)
     v = v / v.norm()
     with torch.no_grad():

@@ -59,13 +59,40 @@ def integer_at_least(value: object, name: str, minimum: int) -> int:
     return int(value)  # type: ignore[call-overload]
 
 
-def _as_nonneg_array(x: ArrayLike, name: str) -> np.ndarray:
+def as_array(value: object, name: str) -> np.ndarray:
+    """``value`` as a numpy array of real numbers, keeping its dtype (a torch tensor is detached and copied to
+    the CPU, also when it requires grad).
+
+    Raises ``TypeError`` naming ``name`` for ``None``, text, objects, complex numbers and ragged sequences
+    (rows of different lengths)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch here
+        value = value.detach().cpu().numpy()  # type: ignore[attr-defined]
+    what = f"{type(value).__name__}: {value!r}"[:120]
+    if value is None:
+        raise TypeError(f"{name} must be a number or an array of numbers; got None")
     try:
-        if np.asarray(x).dtype.kind in "USV":  # text is refused even when it parses as a number
-            raise TypeError
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers; got {type(x).__name__}: {x!r}") from None
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nesting (numpy >= 1.24 refuses it)
+        raise TypeError(f"{name} must be a number or a rectangular array of numbers (rows of equal length); "
+                        f"got {what}") from None
+    if arr.dtype.kind not in "biuf":  # text is refused even when it parses as a number
+        raise TypeError(f"{name} must be a number or an array of real numbers; got {what} (dtype {arr.dtype})")
+    return arr
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """A random seed as a Python int: an integer >= 0 (Python or numpy; an integral float such as 3.0 too).
+
+    A non-integral number (0.9 is never truncated to seed 0), a bool, a string or a negative number raises
+    ``ValueError`` naming ``name``.  Every function of the package that takes a seed checks it here."""
+    return integer_at_least(seed, name, 0)
+
+
+def _as_nonneg_array(x: ArrayLike, name: str) -> np.ndarray:
+    arr = as_array(x, name)
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name} must be a number or an array of numbers; got booleans {x!r}")
+    arr = arr.astype(float)
     if np.any(np.isnan(arr)):
         raise ValueError(f"{name} contains NaN; expected values in [0, inf)")
     if np.any(arr < 0):
@@ -354,6 +381,8 @@ __all__ = [
     "as_modulus",
     "real_scalar",
     "integer_at_least",
+    "as_array",
+    "check_seed",
     "check_delta",
     "upper_concave_hull",
 ]

@@ -43,7 +43,7 @@ from scipy import stats
 from torch import nn
 
 from .attacks.base import _module_device, _module_dtype, eval_mode
-from .modulus import EmpiricalModulus
+from .modulus import EmpiricalModulus, check_seed
 from .portable import normal, seeded_normal
 from .training import latent_dimension, resolve_device
 
@@ -101,6 +101,7 @@ def local_increments(generator: nn.Module, z: torch.Tensor, radius: float, *, re
             raise ValueError(f"{name} must be an integer >= {0 if name == 'steps' else 1}; got {v!r}")
     if not (step_size > 0):
         raise ValueError(f"step_size must be > 0; got {step_size!r}")
+    seed = check_seed(seed)
     n = z.shape[0]
     if radius == 0.0 or n == 0:
         return torch.zeros(n, device=z.device)
@@ -182,6 +183,7 @@ def estimate_modulus(generator: nn.Module, *, radii: Sequence[float] | np.ndarra
         raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}")
     if not (0.0 < delta < 1.0):
         raise ValueError(f"delta (failure probability of the modulus) must be in (0, 1); got {delta!r}")
+    seed = check_seed(seed)
     dev = resolve_device(device) if device is not None else (_module_device(generator) or torch.device("cpu"))
     generator = generator.to(dev)
     d = latent_dimension(generator)

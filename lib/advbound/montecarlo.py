@@ -253,14 +253,15 @@ def compare_quantiles(first: np.ndarray | torch.Tensor, second: np.ndarray | tor
     attacks) are ordinary order statistics."""
     if level != 0.95:
         raise ValueError(f"level must be 0.95, the level every comparison of the book uses; got {level!r}")
-    ests = []
+    ests, sizes = [], []
     for label, values in (("first", first), ("second", second)):
         v = _as_numpy(values, label).astype(float)
         if v.size < 1:
             raise ValueError(f"{label} must hold at least one value")
         lo, hi = quantile_interval(v, q, level)
         ests.append((quantile_with_failures(v, q), lo, hi))
-    return compare_intervals(ests[0], ests[1], (int(np.size(first)), int(np.size(second))), names, what, fmt)
+        sizes.append(int(v.size))
+    return compare_intervals(ests[0], ests[1], (sizes[0], sizes[1]), names, what, fmt)
 
 
 def compare_proportions(first: tuple[int, int], second: tuple[int, int], *, names: tuple[str, str] = ("A", "B"),

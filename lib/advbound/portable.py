@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .modulus import check_seed
+
 
 def normal(*shape: int, generator: torch.Generator, dtype: torch.dtype | None = None,
            device: str | torch.device | None = None) -> torch.Tensor:
@@ -26,7 +28,7 @@ def normal(*shape: int, generator: torch.Generator, dtype: torch.dtype | None = 
 def seeded_normal(*shape: int, seed: int, dtype: torch.dtype | None = None,
                   device: str | torch.device | None = None) -> torch.Tensor:
     """:func:`normal` from a fresh generator seeded with ``seed``."""
-    return normal(*shape, generator=torch.Generator().manual_seed(int(seed)), dtype=dtype, device=device)
+    return normal(*shape, generator=torch.Generator().manual_seed(check_seed(seed)), dtype=dtype, device=device)
 
 
 __all__ = ["normal", "seeded_normal"]

@@ -40,7 +40,8 @@ class ProjectionClassifier(nn.Module):
         codes, so that ``f~(x) = h(z*(x))`` (a classifier linear in the latent space, Section 6, when ``h`` is).
     generator : ``z (n, d) -> x (n, ...)``.
     latent_dim : ``d``.
-    restarts : >= 1 starting points per sample for the gradient inversion.
+    restarts : >= 1 starting points per sample for the gradient inversion: ``z = 0`` and ``restarts - 1`` draws
+        from ``N(0, I)`` (from ``seed``), the same points for every sample.
     steps : >= 1 Adam steps per restart.
     lr : > 0 Adam learning rate.
     exact_projection : optional callable ``x -> z*`` that replaces the optimisation (e.g. a toy

@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .book import wrap
 from .montecarlo import proportion_interval
 
 #: softmax confidence above which a label counts as confident, measure (b)
@@ -159,7 +160,7 @@ class SampleQuality:
             lines.append(f"{name}:")
             lines.append(f"    g(z) {row['g(z)']}; real {row['real test images']}; target {row['target']}: "
                          f"{row['verdict']}")
-        return "\n".join(lines)
+        return wrap("\n".join(lines))
 
     def to_dict(self) -> dict[str, object]:
         return {"judge": self.judge, "n_generated": self.n_generated, "n_real": self.n_real,

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from .attacks.base import _module_device, _module_dtype, eval_mode
 from .checkpoints import CheckpointError, _architecture, _resume, load_checkpoint, save_checkpoint
 from .data import ImageData
+from .modulus import check_seed
 
 
 class TrainingDivergedError(RuntimeError):
@@ -58,15 +59,32 @@ def latent_dimension(generator: nn.Module) -> int:
     return int(d)
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device must be a torch.device or a string such as 'cpu', 'cuda' or 'cuda:1'; "
-                             f"got {device!r}") from None
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(device: str | torch.device | None = None, name: str = "device") -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU.
+
+    A given device must be one this machine can run on: the CPU, an existing CUDA device (a driver and a GPU
+    present), or MPS where available.  Anything else (a typo, ``"meta"``, ``"cuda"`` without a driver,
+    ``"cuda:3"`` on a one-GPU machine) raises ``ValueError`` naming ``name``, before any work starts."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a torch.device or a string such as 'cpu', 'cuda' or 'cuda:1'; "
+                         f"got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: {dev} was asked for but CUDA is not available on this machine (no driver or "
+                             "no GPU); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: {dev} does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                             "device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name}: {dev} was asked for but MPS is not available on this machine; use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} must be cpu, cuda, cuda:N or mps (a device that computes); got {str(device)!r}")
+    return dev
 
 
 def _finite_loss(loss: torch.Tensor, what: str, epoch: int, batch: int) -> float:
@@ -215,8 +233,7 @@ def _check_training_args(data: Any, epochs: int, batch_size: int, lr: float, see
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be finite and > 0; got {lr!r}")
-    if not _is_whole(seed):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    check_seed(seed)
     if len(data) == 0:
         raise ValueError(f"data must hold at least one training image; got an empty data set ({data.describe()})")
 
@@ -340,6 +357,46 @@ def error_rate(model: nn.Module, data: ImageData, batch_size: int = 500) -> floa
 # DCGAN
 # --------------------------------------------------------------------------------------------------
 
+#: the augmentations :func:`diff_augment` knows (Zhao et al., "Differentiable Augmentation for Data-Efficient GAN
+#: Training", NeurIPS 2020: the policy for small data sets is translation + cutout)
+DIFF_AUGMENTATIONS = ("translation", "cutout")
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...] = DIFF_AUGMENTATIONS) -> torch.Tensor:
+    """Differentiable augmentation of a batch of images in ``[0, 1]`` (global torch RNG), applied to real and
+    generated images alike before the discriminator, so that it cannot memorise a small training set while the
+    generator still learns the un-augmented distribution (Zhao et al., NeurIPS 2020):
+
+    * ``"translation"``: shift each image by a whole number of pixels in ``[-s/8, s/8]`` in both directions
+      (``s`` the image side), filling with 0;
+    * ``"cutout"``: set a square of side ``s/2`` at a random position of each image to 0.
+
+    Both are gathers and masks, so gradients flow to the generated images."""
+    unknown = [p for p in policy if p not in DIFF_AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"policy must be made of {DIFF_AUGMENTATIONS}; got {policy!r}")
+    n, _, h, w = x.shape
+    dev = x.device
+    if "translation" in policy:
+        shift = max(1, h // 8)
+        padded = F.pad(x, (shift, shift, shift, shift))
+        dy = torch.randint(0, 2 * shift + 1, (n,)).to(dev)
+        dx = torch.randint(0, 2 * shift + 1, (n,)).to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+        x = padded[torch.arange(n, device=dev)[:, None, None, None],
+                   torch.arange(x.shape[1], device=dev)[None, :, None, None], rows, cols]
+    if "cutout" in policy:
+        size = h // 2
+        cy = torch.randint(0, h - size + 1, (n,)).to(dev)
+        cx = torch.randint(0, w - size + 1, (n,)).to(dev)
+        ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        inside = (((ys[None, :] >= cy[:, None]) & (ys[None, :] < cy[:, None] + size))[:, :, None]
+                  & ((xs[None, :] >= cx[:, None]) & (xs[None, :] < cx[:, None] + size))[:, None, :])
+        x = x * (~inside)[:, None].to(x.dtype)
+    return x
+
+
 def _ema_update(average: nn.Module, model: nn.Module, decay: float, step: int) -> None:
     """One step of an exponential moving average of ``model``'s parameters into ``average`` (decay warmed up
     as ``min(decay, (1 + step) / (10 + step))``); buffers (batch-norm statistics) are copied."""
@@ -353,22 +410,30 @@ def _ema_update(average: nn.Module, model: nn.Module, decay: float, step: int) -
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *, epochs: int,
               batch_size: int = 64, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), seed: int = 0,
-              ema: float | None = None, device: str | torch.device | None = None,
-              checkpoint: str | os.PathLike | None = None, progress: bool = True) -> list[dict[str, float]]:
+              ema: float | None = None, augment: tuple[str, ...] | None = None,
+              device: str | torch.device | None = None, checkpoint: str | os.PathLike | None = None,
+              progress: bool = True) -> list[dict[str, float]]:
     """Train a DCGAN [30] (non-saturating GAN loss, Adam(lr, betas)) on the images of ``data``.
 
     ``generator.latent_dim`` gives d; z ~ N(0, I_d) as in the paper.  With ``ema`` (a decay in (0, 1), e.g.
     0.999) an exponential moving average of the generator's weights is kept during training (Yazici et al.,
     "The unusual effectiveness of averaging in GAN training", ICLR 2019) and becomes the returned generator:
     averaging smooths the oscillation of the adversarial game and gives sharper, more stable samples at no
-    training cost.  Checkpointing and resume as in :func:`train_classifier` (the configuration holds both
-    networks' parameter shapes; the average is part of the checkpoint).  Returns per-epoch mean discriminator
-    and generator losses.  As in :func:`train_classifier`, the caller's global RNG state is unchanged, both
-    networks are left in eval mode, and a NaN or infinite loss raises :class:`TrainingDivergedError`.
+    training cost.  With ``augment`` (a policy of :func:`diff_augment`, e.g. ``("translation", "cutout")``),
+    real and generated images are augmented before every pass through the discriminator (Zhao et al., NeurIPS
+    2020), which keeps the discriminator from memorising a small training set.  Checkpointing and resume as in
+    :func:`train_classifier` (the configuration holds both networks' parameter shapes; the average is part of
+    the checkpoint).  Returns per-epoch mean discriminator and generator losses.  As in :func:`train_classifier`,
+    the caller's global RNG state is unchanged, both networks are left in eval mode, and a NaN or infinite loss
+    raises :class:`TrainingDivergedError`.
     """
     _check_training_args(data, epochs, batch_size, lr, seed)
     if ema is not None and (isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 < ema < 1):
         raise ValueError(f"ema must be None or a decay in (0, 1), e.g. 0.999; got {ema!r}")
+    if augment is not None and (isinstance(augment, str) or not set(augment) <= set(DIFF_AUGMENTATIONS)
+                                or not augment):
+        raise ValueError(f"augment must be None or a non-empty tuple from {DIFF_AUGMENTATIONS}; got {augment!r}")
+    aug = (lambda t: diff_augment(t, tuple(augment))) if augment else (lambda t: t)
     epochs, batch_size = int(epochs), int(batch_size)
     d = latent_dimension(generator)
     dev = resolve_device(device)
@@ -382,7 +447,9 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
               "architecture": {"generator": _architecture(generator), "discriminator": _architecture(discriminator)}}
     parts: dict[str, Any] = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}
     average = None
-    if ema is not None:  # (absent when None, so older checkpoints keep matching)
+    if augment:  # (absent when None, so older checkpoints keep matching)
+        config["augment"] = list(augment)
+    if ema is not None:
         config["ema"] = float(ema)
         average = copy.deepcopy(generator)
         parts["ema_generator"] = average
@@ -400,13 +467,13 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
                 n = real.shape[0]
                 fake = generator(torch.randn(n, d, device=dev))
                 ones, zeros = torch.ones(n, device=dev), torch.zeros(n, device=dev)
-                d_loss = (F.binary_cross_entropy_with_logits(discriminator(real), ones)
-                          + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros))
+                d_loss = (F.binary_cross_entropy_with_logits(discriminator(aug(real)), ones)
+                          + F.binary_cross_entropy_with_logits(discriminator(aug(fake.detach())), zeros))
                 sums["d_loss"] += _finite_loss(d_loss, "the discriminator loss", epoch, b) * n
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
-                g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+                g_loss = F.binary_cross_entropy_with_logits(discriminator(aug(fake)), ones)
                 sums["g_loss"] += _finite_loss(g_loss, "the generator loss", epoch, b) * n
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
@@ -429,6 +496,7 @@ __all__ = [
     "AUGMENTATIONS",
     "PGDConfig",
     "augment_batch",
+    "diff_augment",
     "error_rate",
     "load_checkpoint",
     "pgd_attack",

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import special
 
 from .bounds import mean_upper_bound, probability_lower_bound, quantile_upper_bound
-from .modulus import ArrayLike, Modulus, RescaledModulus, as_modulus, real_scalar
+from .modulus import ArrayLike, Modulus, RescaledModulus, as_array, as_modulus, real_scalar
 
 #: Lipschitz constant of the Gaussian-to-cube map T(z) = 2 Phi(z) - 1: 2 phi(0) = sqrt(2 / pi).
 GAUSSIAN_TO_CUBE_LIPSCHITZ = math.sqrt(2.0 / math.pi)
@@ -78,15 +78,26 @@ def uniform_prior_mean_upper_bound(class_probs: ArrayLike | None = None, n_class
 # --------------------------------------------------------------------------------------------------
 
 def _cube_points(u: ArrayLike, normal: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    pts = np.atleast_2d(np.asarray(u, dtype=float))
-    n = np.asarray(normal, dtype=float).ravel()
+    """The points ``u`` (n, d) in [-1, 1]^d and a finite, non-zero ``normal`` (d,), checked."""
+    pts = np.atleast_2d(as_array(u, "u").astype(float))
+    n = as_array(normal, "normal").astype(float).ravel()
     if pts.shape[-1] != n.size:
         raise ValueError(f"u must have last dimension {n.size} (the length of normal); got shape {pts.shape}")
-    if not np.all(np.abs(pts) <= 1.0):
-        raise ValueError("u must lie in the cube [-1, 1]^d")
+    if not np.all(np.abs(pts) <= 1.0):  # NaN fails this test too
+        raise ValueError("u must lie in the cube [-1, 1]^d (finite coordinates, no NaN)")
+    if not np.all(np.isfinite(n)):
+        raise ValueError(f"normal must be a finite vector (no NaN or inf); got {n!r}")
     if not np.any(n != 0):
         raise ValueError("normal must be a non-zero vector")
     return pts, n
+
+
+def _finite(value: object, name: str) -> float:
+    """``value`` as a finite float, else an error naming ``name`` (an offset of the half-space or slab)."""
+    out = real_scalar(value, name)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    return out
 
 
 def cube_distance_to_half_space(u: ArrayLike, normal: ArrayLike, offset: float) -> np.ndarray:
@@ -99,7 +110,7 @@ def cube_distance_to_half_space(u: ArrayLike, normal: ArrayLike, offset: float) 
     kinks are sorted and the linear piece that reaches ``offset`` is solved exactly.
     """
     pts, n = _cube_points(u, normal)
-    b = real_scalar(offset, "offset")
+    b = _finite(offset, "offset")
     out = np.zeros(len(pts))
     if b > np.abs(n).sum():  # the set is empty
         out[:] = np.inf
@@ -130,6 +141,7 @@ def cube_half_space_robustness(u: ArrayLike, normal: ArrayLike, offset: float) -
     """Labels ``[normal . u >= offset]`` and the in-cube distance to the other label (the in-distribution
     robustness for the identity generator on the cube)."""
     pts, n = _cube_points(u, normal)
+    offset = _finite(offset, "offset")
     label = pts @ n >= offset
     to_upper = cube_distance_to_half_space(pts, n, offset)
     to_lower = cube_distance_to_half_space(pts, -n, -offset)
@@ -141,7 +153,7 @@ def cube_slab_robustness(u: ArrayLike, normal: ArrayLike, low: float, high: floa
     other label.  From inside, the other label is the union of two half-spaces (the nearer one counts); from
     outside it is the slab itself, whose nearest point lies on the crossed face."""
     pts, n = _cube_points(u, normal)
-    low, high = real_scalar(low, "low"), real_scalar(high, "high")
+    low, high = _finite(low, "low"), _finite(high, "high")
     if not low < high:
         raise ValueError(f"need low < high; got low={low!r}, high={high!r}")
     s = pts @ n

@@ -1,28 +1,35 @@
-"""Committed witnesses of the latent and in-distribution robustness: the points the latent searches found.
+"""Committed witnesses of the three robustness estimates: the adversarial points the searches found.
 
 Every robustness value of a table is an *upper* estimate certified by a point: an adversarial example whose
 label differs from the clean one.  For ``r_Z`` and ``r_in`` that point is a latent vector ``w`` with
-``f(g(w)) != f(g(z))``, and ``r_Z(z) <= ||w - z||_2``, ``r_in(g(z)) <= ||g(w) - g(z)||_2``.  Finding ``w``
-is the expensive part of the analysis (the boundary search of :func:`advbound.attacks.boundary_search`: 30
-sequential-quadratic-programming steps from two starts, about 0.2-1.5 s per sample and classifier on one
-CPU core in float64; latent DeepFool, :func:`advbound.attacks.latent_deepfool`, about 0.02-0.07 s); checking
-it is one forward pass.
+``f(g(w)) != f(g(z))``, and ``r_Z(z) <= ||w - z||_2``, ``r_in(g(z)) <= ||g(w) - g(z)||_2``; for ``r_unc`` it is
+an image ``x'`` with ``f(x') != f(x)``, and ``r_unc(x) <= ||x' - x||_2``.  Finding the points is the expensive
+part of the analysis (the boundary searches in the latent space, :func:`advbound.attacks.latent_boundary_search`
+and :func:`advbound.attacks.boundary_search`, and the boundary walk of
+:func:`advbound.attacks.unconstrained_attack`: tens of gradient steps per sample); checking one is a forward
+pass.
 
-So the ci profile commits, next to its trained networks (:mod:`advbound.artifacts`), the point of each
-latent search (:data:`SEARCHES`) for each attacked latent sample and classifier (``witnesses.pt``: per
-classifier and search the points ``w`` in float64, bit for bit as the search left them, and whether the search
-found a valid point), with ``witnesses.json``: the sha256 and size of that file, the sha256 of each network
-they were computed on, the search settings (number of latent samples, their seed, the attack options, the
-number of steps), versions, machine and the command.
+So the ci profile commits, next to its trained networks (:mod:`advbound.artifacts`), the best point of each
+search (:data:`SEARCHES`) for every attacked latent sample and classifier: ``witnesses.pt`` holds, per
+classifier and search, the displacement of each point from its clean point (``w - z``, or ``x' - x`` with
+``x = g(z)``) in float16 and whether the search found a valid point; ``witnesses.json`` records the sha256
+and size of that file, the sha256 of each network they were computed on, the search settings (number of latent
+samples, their seed, the attacks' options and steps), versions, machine and the command.
 
-A chapter then re-runs everything else (the modulus, the error rates, DeepFool in image space) and
-*re-verifies* every witness (:func:`verified_search`): it recomputes ``g(w)`` and the label ``f(g(w))`` on the
-loaded networks, raises :class:`ArtifactError` if a point said to be adversarial is not, and measures
-``||w - z||_2`` and ``||g(w) - g(z)||_2`` itself.  A printed ``r_Z`` or ``r_in`` is thus always the distance
-of a point verified in that run; what the committed file saves is only the search that found the point.
-``tests/test_witnesses.py`` re-runs the searches on some of the committed samples and finds the same points.
-``reattack=True`` (:func:`advbound.experiments.run_experiment`, the chapters' parameter) or
-``python -m advbound artifacts ... --keep-networks`` re-runs them for every sample and rewrites the witnesses.
+Why displacements in float16: the clean points are recomputed exactly in every run (portable latent draws,
+:mod:`advbound.portable`, and the committed generator), and a displacement is as short as the robustness it
+certifies, so half precision keeps its relative precision (``2**-11``) and the files small (about 0.8 MB per
+classifier for 500 MNIST-sized images).  Rounding may move a point that sat just beyond the boundary back
+across it, so :func:`witness_displacements` re-verifies every rounded point and lengthens a failing one by
+``2**-10`` at a time until it is adversarial again; the points that needed it are counted in the manifest.
+
+A chapter re-runs everything else (the modulus, the error rates, the sample quality) and *re-verifies* every
+witness (:func:`verified_search`, :func:`verified_unconstrained`): it evaluates the networks at the point,
+raises :class:`ArtifactError` if a point said to be adversarial is not, and measures the distances itself.  A
+printed robustness value is thus always the distance of a point verified in that run; the run that searches
+(``reattack=True``, ``python -m advbound artifacts ... --keep-networks``) takes its numbers from the same rounded
+and verified points, so it prints what every later run prints.  ``tests/test_witnesses.py`` re-runs the
+searches on some committed samples and finds the same points.
 """
 
 from __future__ import annotations
@@ -37,16 +44,22 @@ import torch
 from torch import Tensor
 
 from .artifacts import ArtifactError, check_file, sha256, utc_timestamp, write_json_atomically
-from .attacks import LatentAttackResult
-from .attacks.latent import _latent_result
+from .attacks import AttackResult, LatentAttackResult
+from .attacks.latent import _latent_result, _verify_points
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 WITNESS_FILE = "witnesses.pt"
 WITNESS_MANIFEST = "witnesses.json"
-FORMAT = 1
-#: the committed searches: latent DeepFool (the r_Z estimate, also a start and a candidate of the r_in search)
-#: and the best point of the boundary searches (:func:`advbound.attacks.boundary_search`)
-SEARCHES = ("latent_deepfool", "boundary_search")
+FORMAT = 2
+#: the committed searches and the space of their points: the best point found for ``r_Z`` (latent), for
+#: ``r_in`` (latent, judged by its image distance) and for ``r_unc`` (image)
+SEARCHES = {"r_z": "latent", "r_in": "latent", "r_unc": "image"}
+#: how the displacements are stored
+STORAGE_DTYPE = torch.float16
+#: the factor by which a rounded displacement that lost its label change is lengthened, and how often at most
+PUSH, MAX_PUSHES = 1 + 2.0 ** -10, 32
+
+Witness = tuple[Tensor, Tensor]   # displacements (n, ...) in float16 and found flags (n,)
 
 
 def has_witnesses(folder: str | os.PathLike) -> bool:
@@ -54,59 +67,95 @@ def has_witnesses(folder: str | os.PathLike) -> bool:
     return (Path(folder) / WITNESS_MANIFEST).is_file()
 
 
-def witness_points(result: LatentAttackResult, z: Tensor) -> tuple[Tensor, Tensor]:
-    """What is committed of a latent search's result at ``z``: the points ``w`` (float64; ``z`` itself where
-    no valid point was found) and the found flags."""
-    found = result.success.detach().cpu().bool()
-    points = torch.where(found[:, None].to(z.device), result.z_adv.detach(), z.detach())
-    return points.cpu().double(), found
+def _flags(found: Tensor) -> Tensor:
+    """``found`` as a bool tensor: bool, or integers that are all 0 or 1 (converted); else ``ValueError``
+    (an integer tensor used as a mask would index rows instead of selecting them)."""
+    if found.dtype == torch.bool:
+        return found
+    if not found.is_floating_point() and not found.is_complex() and bool(((found == 0) | (found == 1)).all()):
+        return found.bool()
+    raise ValueError(f"found must be a bool tensor (or integers 0/1) marking the samples whose point is a found "
+                     f"adversarial point; got dtype {found.dtype}")
+
+
+@torch.no_grad()
+def witness_displacements(points: Tensor, base: Tensor, found: Tensor,
+                          is_adversarial: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, int]:
+    """What is committed of a search's points: ``points - base`` in float16 (zero where nothing was found), the
+    found flags, and how many rounded points had to be lengthened to stay adversarial.
+
+    ``is_adversarial(p)`` says, per row, whether the point ``p`` (in ``base``'s dtype) is a valid adversarial
+    point.  A found point whose rounded displacement is not is lengthened by :data:`PUSH` until it is (at most
+    :data:`MAX_PUSHES` times; a point that still fails is marked not found, which only makes the committed
+    estimate more conservative)."""
+    found = _flags(found).to(base.device)
+    delta = torch.where(found.view(-1, *([1] * (base.dim() - 1))), points.detach() - base.detach(),
+                        torch.zeros_like(base)).to(STORAGE_DTYPE)
+    ok = is_adversarial(base + delta.to(base.dtype)) | ~found
+    pushed = ~ok
+    for _ in range(MAX_PUSHES):
+        if bool(ok.all()):
+            break
+        longer = (delta[~ok].to(base.dtype) * PUSH).to(STORAGE_DTYPE)
+        delta[~ok] = longer
+        ok = is_adversarial(base + delta.to(base.dtype)) | ~found
+    found = found & ok
+    delta[~found] = 0
+    return delta.cpu(), found.cpu(), int((pushed & found).sum())
 
 
 def save_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], networks: Mapping[str, str],
-                   points: Mapping[str, Mapping[str, tuple[Tensor, Tensor]]], labels: Mapping[str, str],
-                   command: str, versions: Mapping[str, str], machine: str, seconds: Mapping[str, float]) -> Path:
-    """Write ``points`` (per classifier key and search of :data:`SEARCHES`: points (n, d) and found flags
-    (n,)) to ``folder/witnesses.pt`` and then, atomically and last, ``witnesses.json``.
+                   displacements: Mapping[str, Mapping[str, Witness]], labels: Mapping[str, str], command: str,
+                   versions: Mapping[str, str], machine: str, seconds: Mapping[str, float],
+                   pushed: Mapping[str, Mapping[str, int]] | None = None) -> Path:
+    """Write ``displacements`` (per classifier key and search of :data:`SEARCHES`: float16 displacements
+    ``(n, ...)`` and found flags ``(n,)``, from :func:`witness_displacements`) to ``folder/witnesses.pt`` and
+    then, atomically and last, ``witnesses.json``.
 
-    ``settings``: what the search depended on besides the networks (compared exactly on loading);
-    ``networks``: file name -> sha256 of each network the search ran on; ``labels``: classifier key -> label
-    (for the messages); ``seconds``: the search time per classifier."""
+    ``settings``: what the searches depended on besides the networks (compared exactly on loading);
+    ``networks``: file name -> sha256 of each network the searches ran on; ``labels``: classifier key -> label
+    (for the messages); ``seconds``: the search time per classifier; ``pushed``: per key and search, how many
+    rounded points were lengthened."""
     folder = Path(folder)
     state: dict[str, Any] = {}
     summary: dict[str, Any] = {}
-    for key, per_search in points.items():
+    for key, per_search in displacements.items():
         state[key], summary[key] = {}, {"label": labels.get(key, key), "search_s": round(float(seconds.get(key, 0)), 1)}
         for search in SEARCHES:
             if search not in per_search:
-                raise ValueError(f"points[{key!r}] has no {search!r} witnesses (needed: {SEARCHES})")
-            w, found = per_search[search]
-            if w.dim() != 2 or found.shape != w.shape[:1]:
-                raise ValueError(f"points[{key!r}][{search!r}] must be points (n, d) and found flags (n,); got "
-                                 f"{tuple(w.shape)} and {tuple(found.shape)}")
-            state[key][search] = {"points": w.detach().cpu().double().contiguous(),
-                                  "found": found.detach().cpu().bool().contiguous()}
-            summary[key][search] = {"samples": int(found.numel()), "found": int(found.sum())}
+                raise ValueError(f"displacements[{key!r}] has no {search!r} witnesses (needed: {tuple(SEARCHES)})")
+            delta, found = per_search[search]
+            if delta.dtype != STORAGE_DTYPE or found.shape != delta.shape[:1]:
+                raise ValueError(f"displacements[{key!r}][{search!r}] must be {STORAGE_DTYPE} displacements (n, ...) "
+                                 f"and found flags (n,); got {delta.dtype} {tuple(delta.shape)} and "
+                                 f"{tuple(found.shape)}")
+            state[key][search] = {"delta": delta.detach().cpu().contiguous(),
+                                  "found": _flags(found).detach().cpu().contiguous()}
+            summary[key][search] = {"samples": int(found.numel()), "found": int(found.sum()),
+                                    "lengthened_after_rounding": int((pushed or {}).get(key, {}).get(search, 0))}
     path = save_checkpoint(folder / WITNESS_FILE, state)
     manifest = {
         "format": FORMAT, "file": WITNESS_FILE, "sha256": sha256(path), "size": path.stat().st_size,
-        "storage": "per classifier and search: the latent points w (float64, n x d) and found flags (bool, n)",
-        "settings": json.loads(json.dumps(dict(settings))), "networks": dict(networks), "classifiers": summary,
-        "versions": dict(versions), "machine": machine, "command": command,
+        "storage": ("per classifier and search: the displacement of the found point from the clean point "
+                    "(latent w - z for r_z and r_in, image x' - x for r_unc), float16, and found flags (bool, n)"),
+        "searches": dict(SEARCHES), "settings": json.loads(json.dumps(dict(settings))), "networks": dict(networks),
+        "classifiers": summary, "versions": dict(versions), "machine": machine, "command": command,
         "created": utc_timestamp(),
     }
     return write_json_atomically(folder / WITNESS_MANIFEST, manifest)
 
 
 def _hint(command: str) -> str:
-    return f"re-run the search with `{command}` (or the chapter's reattack=True)"
+    return f"re-run the searches with `{command}` (or the chapter's reattack=True)"
 
 
 def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], networks: Mapping[str, str],
-                   keys: list[str], n: int, dim: int, command: str) -> dict[str, dict[str, tuple[Tensor, Tensor]]]:
+                   keys: list[str], shapes: Mapping[str, tuple[int, ...]], command: str
+                   ) -> dict[str, dict[str, Witness]]:
     """The committed witnesses of ``folder``, checked against its ``witnesses.json`` (format, file size and
-    sha256, the networks' sha256, the search ``settings``) and against the expected ``keys``, ``n`` samples of
-    dimension ``dim``.  Raises :class:`ArtifactError` naming what does not match; ``command`` is the command
-    that rewrites them (quoted in the message)."""
+    sha256, the networks' sha256, the search ``settings``) and against the expected classifier ``keys`` and the
+    displacement shape of each search (``shapes[search]``, e.g. ``(500, 100)`` for latent points).  Raises
+    :class:`ArtifactError` naming what does not match; ``command`` is the command that rewrites them."""
     folder = Path(folder)
     mpath = folder / WITNESS_MANIFEST
     try:
@@ -121,7 +170,7 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
                             f"the committed networks'); {_hint(command)}")
     wanted = json.loads(json.dumps(dict(settings)))
     if manifest.get("settings") != wanted:
-        have = manifest.get("settings") or {}
+        have = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
         diff = ", ".join(f"{k}: {have.get(k)!r} there, {v!r} here" for k, v in wanted.items() if have.get(k) != v)
         raise ArtifactError(f"the witnesses in {folder} come from another search ({diff or 'other settings'}); "
                             f"{_hint(command)}")
@@ -131,60 +180,88 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
         state = load_checkpoint(path)
     except CheckpointError as err:
         raise ArtifactError(f"{err}; {_hint(command)}") from None
-    out: dict[str, dict[str, tuple[Tensor, Tensor]]] = {}
+    out: dict[str, dict[str, Witness]] = {}
     for key in keys:
         out[key] = {}
         for search in SEARCHES:
             entry = state.get(key, {}).get(search) if isinstance(state.get(key), dict) else None
-            if (not isinstance(entry, dict) or not isinstance(entry.get("points"), Tensor)
-                    or not isinstance(entry.get("found"), Tensor) or entry["points"].shape != (n, dim)
-                    or entry["found"].shape != (n,) or entry["found"].dtype != torch.bool):
-                raise ArtifactError(f"{path} holds no {search} witnesses of shape ({n}, {dim}) for the classifier "
-                                    f"{key!r}; {_hint(command)}")
-            out[key][search] = (entry["points"].double(), entry["found"])
+            shape = tuple(shapes[search])
+            if (not isinstance(entry, dict) or not isinstance(entry.get("delta"), Tensor)
+                    or not isinstance(entry.get("found"), Tensor) or tuple(entry["delta"].shape) != shape
+                    or entry["delta"].dtype != STORAGE_DTYPE or entry["found"].shape != shape[:1]
+                    or entry["found"].dtype != torch.bool):
+                raise ArtifactError(f"{path} holds no {search} witnesses of shape {shape} ({STORAGE_DTYPE}) for the "
+                                    f"classifier {key!r}; {_hint(command)}")
+            out[key][search] = (entry["delta"], entry["found"])
     return out
+
+
+def _check_found(found: Tensor, valid: Tensor, name: str) -> None:
+    bad = found & ~valid
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ArtifactError(f"witness {i} of {name} does not change the label ({int(bad.sum())} of {int(found.sum())} "
+                            "such points): the witnesses do not fit these networks")
+
+
+def _check_shapes(delta: Tensor, found: Tensor, base: Tensor, what: str) -> Tensor:
+    if not isinstance(delta, Tensor) or not isinstance(found, Tensor):
+        raise ValueError(f"delta and found must be tensors; got {type(delta).__name__} and {type(found).__name__}")
+    if delta.shape != base.shape or found.shape != base.shape[:1]:
+        raise ValueError(f"delta must have {what}'s shape {tuple(base.shape)} and found ({base.shape[0]},); got "
+                         f"{tuple(delta.shape)} and {tuple(found.shape)}")
+    return _flags(found).to(base.device)
 
 
 @torch.no_grad()
 def verified_search(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
-                    points: Tensor, found: Tensor, *, name: str = "classifier", method: str = "witness",
+                    delta: Tensor, found: Tensor, *, name: str = "classifier", method: str = "witness",
                     x: Tensor | None = None, labels: Tensor | None = None) -> LatentAttackResult:
-    """The search result that committed witnesses stand for, re-verified on the models.
+    """The latent search result that committed displacements stand for, re-verified on the models.
 
-    Each point ``w`` is evaluated: every one marked ``found`` must change the label ``f(g(z))`` (else
-    :class:`ArtifactError` names the first sample that does not), and its latent and image distances
-    ``||w - z||_2`` (the ``r_Z`` estimate) and ``||g(w) - g(z)||_2`` (the ``r_in`` estimate) are measured here,
-    in ``z``'s dtype.  Samples not marked ``found`` are unsuccessful (``success`` False), as the search left
-    them.  ``name`` appears in the error; ``method`` is the result's ``method`` per sample; ``x = g(z)`` and
-    its ``labels`` ``f(g(z))`` may be passed when already computed."""
-    if points.shape != z.shape or found.shape != z.shape[:1]:
-        raise ValueError(f"points must have z's shape {tuple(z.shape)} and found ({z.shape[0]},); got "
-                         f"{tuple(points.shape)} and {tuple(found.shape)}")
-    found = found.to(z.device)
+    Each point ``w = z + delta`` is evaluated in ``z``'s dtype: every one marked ``found`` must change the label
+    ``f(g(z))`` (else :class:`ArtifactError` names the first sample that does not), and its latent and image
+    distances ``||w - z||_2`` (an ``r_Z`` estimate) and ``||g(w) - g(z)||_2`` (an ``r_in`` estimate) are
+    measured here.  Samples not marked ``found`` are unsuccessful.  ``name`` appears in the error; ``method`` is
+    the result's ``method`` per sample; ``x = g(z)`` and its ``labels`` may be passed when already computed."""
+    found = _check_shapes(delta, found, z, "z")
     z = z.detach()
-    z_adv = points.to(device=z.device, dtype=z.dtype)
-    x = generator(z) if x is None else x
-    y = classifier(x).argmax(dim=1) if labels is None else labels
-    x_adv = generator(z_adv)
-    logits = classifier(x_adv)
-    adv_labels = logits.argmax(dim=1)
-    valid = (adv_labels != y) & torch.isfinite(logits).all(dim=1)
-    bad = found & ~valid
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        raise ArtifactError(f"witness {i} of {name} does not change the label of g(z) ({int(bad.sum())} of "
-                            f"{int(found.sum())} such points): the witnesses do not fit these networks")
+    z_adv = z + delta.to(device=z.device, dtype=z.dtype)
+    y, adv_labels, valid, x, x_adv = _verify_points(classifier, generator, z, z_adv, x, labels)
+    _check_found(found, valid, name)
     return _latent_result(generator, z, z_adv, found, torch.zeros_like(y), y, adv_labels, [method] * z.shape[0],
                           images=(x, x_adv))
 
 
+@torch.no_grad()
+def verified_unconstrained(classifier: Callable[[Tensor], Tensor], x: Tensor, delta: Tensor, found: Tensor, *,
+                           name: str = "classifier", labels: Tensor | None = None) -> AttackResult:
+    """The unconstrained attack's result that committed displacements stand for, re-verified: each image
+    ``x' = x + delta`` marked ``found`` must change the label ``f(x)`` (else :class:`ArtifactError`), and
+    ``||x' - x||_2`` (an ``r_unc`` estimate) is measured here, in ``x``'s dtype."""
+    found = _check_shapes(delta, found, x, "x")
+    x = x.detach()
+    pert = delta.to(device=x.device, dtype=x.dtype)
+    x_adv = x + pert
+    y = classifier(x).argmax(dim=1) if labels is None else labels.to(x.device)
+    logits = classifier(x_adv)
+    adv_labels = logits.argmax(dim=1)
+    valid = (adv_labels != y) & torch.isfinite(logits).all(dim=1) & torch.isfinite(x_adv.flatten(1)).all(dim=1)
+    _check_found(found, valid, name)
+    return AttackResult(x_adv=x_adv, perturbation=pert, norms=pert.flatten(1).norm(dim=1), success=found,
+                        steps=torch.zeros_like(y), labels=y, adv_labels=adv_labels)
+
+
 __all__ = [
+    "FORMAT",
     "SEARCHES",
+    "STORAGE_DTYPE",
     "WITNESS_FILE",
     "WITNESS_MANIFEST",
     "has_witnesses",
     "load_witnesses",
     "save_witnesses",
     "verified_search",
-    "witness_points",
+    "verified_unconstrained",
+    "witness_displacements",
 ]

@@ -13,8 +13,9 @@ and must not be read as robustness values.
 
 Modules: :mod:`~advbound.attacks.deepfool` (the batched DeepFool loop and :func:`deepfool`),
 :mod:`~advbound.attacks.refine` (shrinking a perturbation back to the boundary),
+:mod:`~advbound.attacks.unconstrained` (:func:`unconstrained_attack`, DeepFool then a boundary walk, for r_unc),
 :mod:`~advbound.attacks.latent` (:func:`latent_deepfool`, :func:`in_distribution_attack`, :func:`boundary_search`,
-:func:`best_of`),
+:func:`best_of`, :func:`latent_boundary_search`),
 :mod:`~advbound.attacks.boundary` (the boundary search in ``z`` behind :func:`in_distribution_attack`),
 :mod:`~advbound.attacks.penalty` (:func:`latent_penalty_attack`, a slow penalty search used as a reference),
 :mod:`~advbound.attacks.jacobian` (:func:`generator_gram`, the pulled-back metric), and
@@ -24,8 +25,16 @@ Modules: :mod:`~advbound.attacks.deepfool` (the batched DeepFool loop and :func:
 from .base import DeepFoolOptions
 from .deepfool import PUSH, AttackResult, deepfool
 from .jacobian import generator_gram
-from .latent import LatentAttackResult, best_of, boundary_search, in_distribution_attack, latent_deepfool
+from .latent import (
+    LatentAttackResult,
+    best_of,
+    boundary_search,
+    in_distribution_attack,
+    latent_boundary_search,
+    latent_deepfool,
+)
 from .penalty import latent_penalty_attack
+from .unconstrained import unconstrained_attack
 
 __all__ = [
     "PUSH",
@@ -37,6 +46,8 @@ __all__ = [
     "deepfool",
     "generator_gram",
     "in_distribution_attack",
+    "latent_boundary_search",
     "latent_deepfool",
     "latent_penalty_attack",
+    "unconstrained_attack",
 ]

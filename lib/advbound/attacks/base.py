@@ -55,42 +55,72 @@ def _module_dtype(module: Callable) -> torch.dtype | None:
 
 @contextmanager
 def eval_mode(*models: Any) -> Iterator[None]:
-    """Run the ``nn.Module`` among ``models`` in evaluation mode, then give every submodule back its own mode.
+    """Run the ``nn.Module`` among ``models`` in evaluation mode with frozen parameters, then give every
+    submodule back its own mode and every parameter its own ``requires_grad``.
 
     In evaluation mode BatchNorm uses its running statistics and never updates them (nor
     ``num_batches_tracked``), and Dropout is the identity, so each sample is classified on its own and
-    deterministically, as the attacks assume.  On exit each submodule's ``training`` flag is restored
-    exactly (a model with some submodules frozen in eval mode keeps them so), also when the body raises.
-    Objects that are not modules (plain functions) are left alone: put the modules they call in eval mode.
+    deterministically, as the attacks assume.  Inside, no parameter requires grad, so a backward pass (the
+    attacks differentiate with respect to their inputs only) never reaches, nor accumulates into, the
+    parameters' ``.grad``.  On exit each submodule's ``training`` flag and each parameter's ``requires_grad``
+    are restored exactly (a model with some submodules frozen in eval mode keeps them so), also when the body
+    raises.  Objects that are not modules (plain functions) are left alone: put the modules they call in eval
+    mode.
     """
     saved: dict[int, tuple[nn.Module, bool]] = {}
+    params: dict[int, tuple[nn.Parameter, bool]] = {}
     tops = [m for m in models if isinstance(m, nn.Module)]
     for top in tops:
         for sub in top.modules():
             saved.setdefault(id(sub), (sub, sub.training))
+        for param in top.parameters():
+            params.setdefault(id(param), (param, param.requires_grad))
     try:
         for top in tops:
             top.eval()
+        for param, _ in params.values():
+            param.requires_grad_(False)
         yield
     finally:
         for sub, flag in saved.values():
             sub.training = flag
+        for param, flag in params.values():
+            param.requires_grad_(flag)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def _usable_tensor(value: Any) -> Any:
+    """An inference tensor (made under ``torch.inference_mode``) as a normal tensor with the same values;
+    anything else unchanged.  Autograd refuses inference tensors, and the attacks differentiate through
+    their inputs."""
+    if isinstance(value, Tensor) and value.is_inference():
+        return value.clone()
+    return value
+
+
 def evaluates(*names: str) -> Callable[[_F], _F]:
-    """Decorator: call the function with its arguments ``names`` (models) in :func:`eval_mode`."""
+    """Decorator of every attack: call the function with its arguments ``names`` (models) in
+    :func:`eval_mode`, and its tensor arguments made under ``torch.inference_mode`` as normal tensors.
+
+    Calling an attack *inside* ``torch.inference_mode()`` raises a ``RuntimeError`` saying so: no gradient
+    can be computed there."""
 
     def wrap(fn: _F) -> _F:
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind_partial(*args, **kwargs).arguments
-            with eval_mode(*(bound.get(name) for name in names)):
-                return fn(*args, **kwargs)
+            if torch.is_inference_mode_enabled():
+                raise RuntimeError(f"{fn.__name__} cannot run inside torch.inference_mode(): it needs gradients "
+                                   "with respect to its inputs; call it outside that block (tensors made there "
+                                   "are accepted)")
+            bound = signature.bind_partial(*args, **kwargs)
+            for key, value in bound.arguments.items():
+                bound.arguments[key] = _usable_tensor(value)
+            with eval_mode(*(bound.arguments.get(name) for name in names)):
+                return fn(*bound.args, **bound.kwargs)
 
         return inner  # type: ignore[return-value]
 
@@ -135,6 +165,23 @@ class DeepFoolOptions:
 
     def kwargs(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _rescaled(grads: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """Linearised constraints ``h + w . r = 0`` (gradients ``w`` along the last axis of ``grads``, values ``h``)
+    divided by ``max_i |w_i|`` wherever ``||w||^2`` overflows (or underflows to 0) in the dtype; elsewhere
+    unchanged (nothing is divided).
+
+    A DeepFool step ``-h M^{-1} w / (w^T M^{-1} w)`` and distance ``|h| / sqrt(w^T M^{-1} w)`` do not change
+    when ``h`` and ``w`` are scaled together, so logits scaled by 1e20 in float32 (squared gradient norms
+    about 1e40, above float32's 3.4e38) give the steps of the unscaled model instead of overflowing."""
+    sq = grads.square().sum(dim=-1)
+    big = grads.abs().amax(dim=-1)
+    bad = (~torch.isfinite(sq) | ((sq == 0) & (big > 0))) & torch.isfinite(big) & (big > 0)
+    if not bool(bad.any()):
+        return grads, h
+    scale = torch.where(bad, big, torch.ones_like(big))
+    return grads / scale[..., None], h / scale
 
 
 def _check_module_matches(name: str, x: Tensor, module: Callable, module_name: str) -> None:

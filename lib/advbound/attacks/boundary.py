@@ -1,4 +1,4 @@
-"""Boundary search in the latent space: sequential quadratic programming for ``r_in`` (Section 3).
+"""Boundary search in the latent space: sequential quadratic programming for ``r_in`` and ``r_Z`` (Section 3).
 
 ``r_in(x) = min_r ||g(z + r) - g(z)||_2`` subject to a label change is a smooth objective
 ``phi(w) = ||g(w) - g(z)||^2 / 2`` minimised over the adversarial region ``{w : h_j(w) >= 0 for some j}``,
@@ -24,6 +24,10 @@ first step is the DeepFool step measured in the metric ``B``.
   larger Levenberg-Marquardt ridge on ``B``;
 * every iterate that the classifier labels differently from ``y`` is a valid adversarial point; per
   sample the valid iterate with the smallest image distance is returned.
+
+With ``distance="latent"`` the objective is ``phi(w) = ||w - z||^2 / 2``, the Euclidean metric of the latent
+space (``r_Z``, the paper's Remark 5), and ``B`` starts as the identity, the exact Hessian of ``phi``: the same
+steps then follow the boundary of ``f o g`` in ``z`` (:func:`~advbound.attacks.latent_boundary_search`).
 """
 
 from __future__ import annotations
@@ -65,20 +69,25 @@ def _bfgs(b: Tensor, s: Tensor, yv: Tensor) -> Tensor:
 
 def boundary_sqp(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                  start: Tensor, cand: Tensor, metric0: Tensor, *, steps: int,
-                 batched_grads: bool = False, latent_classifier: bool = False) -> tuple[Tensor, Tensor]:
-    """Run the boundary search from ``start`` (n, d); returns the best valid points (n, d) and their image
+                 batched_grads: bool = False, distance: str = "image",
+                 latent_classifier: bool = False) -> tuple[Tensor, Tensor]:
+    """Run the boundary search from ``start`` (n, d); returns the best valid points (n, d) and their
     distances (``inf`` where no iterate was valid).
 
     ``cand`` (n, k): candidate classes per sample, column 0 the clean label ``y``; ``metric0`` (n, d, d): the
-    initial curvature model (``J^T J`` at ``z`` plus a ridge).  Callers put the models in evaluation mode.
-    ``latent_classifier``: the labels are ``classifier(w)`` (a classifier of latent codes) instead of
-    ``classifier(generator(w))``.
+    initial curvature model (``J^T J`` at ``z`` plus a ridge for ``r_in``).  ``distance="image"`` minimises
+    ``phi(w) = ||g(w) - g(z)||^2 / 2`` (``r_in``); ``distance="latent"`` minimises ``||w - z||^2 / 2``, the
+    Euclidean metric of the latent space (``r_Z``, Remark 5), whose Hessian is the identity (pass it as
+    ``metric0``).  Callers put the models in evaluation mode.  ``latent_classifier``: the labels are
+    ``classifier(w)`` (a classifier of latent codes) instead of ``classifier(generator(w))``.
     """
+    if distance not in ("image", "latent"):
+        raise ValueError(f"distance must be 'image' or 'latent'; got {distance!r}")
     z0 = z.detach()
     n, d = z0.shape
     y = cand[:, 0]
     with torch.no_grad():
-        x0 = generator(z0).flatten(1)
+        x0 = generator(z0).flatten(1) if distance == "image" else z0
     eye = torch.eye(d, dtype=z0.dtype, device=z0.device)
     b = metric0.clone()
     scale = b.diagonal(dim1=1, dim2=2).mean(1).clamp_min(torch.finfo(z0.dtype).tiny)
@@ -93,7 +102,7 @@ def boundary_sqp(classifier: Callable[[Tensor], Tensor], generator: Callable[[Te
         with torch.enable_grad():
             img = generator(wr)
             logits = classifier(wr if latent_classifier else img)
-            e = img.flatten(1) - x0
+            e = (img.flatten(1) if distance == "image" else wr) - x0
             phi = 0.5 * (e * e).sum(1)
             h = logits.gather(1, cand[:, 1:]) - logits.gather(1, cand[:, :1])
         with torch.no_grad():

@@ -20,6 +20,7 @@ found perturbations back to the boundary (:mod:`advbound.attacks.refine`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ from .base import (
     _flat_norm,
     _identity_metric,
     _predict,
+    _rescaled,
     evaluates,
 )
 from .refine import _margin, _refine
@@ -105,6 +107,7 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
     steps = torch.zeros(n, dtype=torch.long, device=x0.device)
     active = torch.arange(n, device=x0.device)
     n_cand = cand.shape[1]
+    overflow = torch.zeros(n, dtype=torch.bool, device=x0.device)   # samples stopped by non-finite numbers
     for it in range(max_steps + 1):
         if active.numel() == 0:
             break
@@ -112,6 +115,7 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
         logits = fn(xa)
         # a non-finite iterate or logit ends the sample's search (verification then reports no success)
         finite = torch.isfinite(logits.detach()).all(dim=1) & torch.isfinite(x_cur[active]).all(dim=1)
+        overflow[active[~finite]] = True
         still = (logits.argmax(dim=1) == cand[active, 0]) & finite
         if it == max_steps:
             break
@@ -133,14 +137,16 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
         grads = _difference_gradients(h, xa, batched_grads)
         if grads.shape[0] != h.shape[0]:
             grads = grads[still]
-        h = h.detach()
+        grads, h = _rescaled(grads, h.detach())  # no overflow of ||w||^2 (scale-free step)
         solved = metric(x_cur[active].view(-1, *shape))(grads)
         s2 = (grads * solved).sum(dim=-1)
-        dist = torch.where(s2 > 0, h.abs() / s2.clamp_min(1e-30).sqrt(), torch.full_like(h, float("inf")))
+        usable = (s2 > 0) & torch.isfinite(s2) & torch.isfinite(h)
+        dist = torch.where(usable, h.abs() / s2.clamp_min(1e-30).sqrt(), torch.full_like(h, float("inf")))
         best_dist, best = dist.min(dim=1)
         ok = torch.isfinite(best_dist)
         if not bool(ok.all()):
-            # zero gradient for every candidate: no DeepFool direction exists; give up on these samples
+            # zero (or non-finite) gradient for every candidate: no DeepFool direction exists; give up on these
+            overflow[active[~ok & ~torch.isfinite(grads).all(dim=-1).all(dim=-1)]] = True
             active, best_dist, best, solved, s2 = (t[ok] for t in (active, best_dist, best, solved, s2))
             if active.numel() == 0:
                 break
@@ -153,6 +159,10 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
             x_new = x_new.clamp(*box)
         x_cur[active] = x_new.detach()
         steps[active] += 1
+    if bool(overflow.any()):
+        warnings.warn(f"DeepFool: {int(overflow.sum())} of {n} samples met non-finite logits or gradients (a "
+                      f"floating-point overflow in {x0.dtype}?); their search stopped there and they are reported "
+                      "unsuccessful: rescale the model's logits (or use float64)", RuntimeWarning, stacklevel=2)
     return x_cur.view_as(x0).detach(), steps
 
 

@@ -101,6 +101,54 @@ def _image_distance(generator: Callable[[Tensor], Tensor], z_adv: Tensor, z: Ten
         return _flat_norm(generator(z_adv) - generator(z))
 
 
+def _verify_points(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                   z_adv: Tensor, x: Tensor | None = None, labels: Tensor | None = None,
+                   latent_classifier: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Evaluate the models at the latent points ``z_adv`` found for ``z``: returns the clean labels
+    ``f(g(z))``, the labels ``f(g(z_adv))``, whether each point is a valid adversarial point (another label,
+    finite point and logits), ``g(z)`` and ``g(z_adv)``.  ``x = g(z)`` and its ``labels`` may be passed when
+    already computed.  ``latent_classifier``: the labels are ``classifier(z)`` and ``classifier(z_adv)``."""
+    with torch.no_grad():
+        x = generator(z) if x is None else x
+        y = classifier(z if latent_classifier else x).argmax(dim=1) if labels is None else labels
+        x_adv = generator(z_adv)
+        logits = classifier(z_adv if latent_classifier else x_adv)
+    adv_labels = logits.argmax(dim=1)
+    valid = (adv_labels != y) & torch.isfinite(logits).all(dim=1) & torch.isfinite(z_adv).all(dim=1)
+    return y, adv_labels, valid, x, x_adv
+
+
+def _reverified(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                result: LatentAttackResult, latent_classifier: bool = False) -> LatentAttackResult:
+    """``result`` (a caller's latent search at ``z``) measured again at ``z``: its points re-verified on the
+    models (a success needs a label change there) and every distance recomputed from ``z``, so no reported
+    value rests on numbers computed elsewhere."""
+    z0 = z.detach()
+    z_adv = result.z_adv.detach().to(device=z0.device, dtype=z0.dtype)
+    y, adv_labels, valid, x, x_adv = _verify_points(classifier, generator, z0, z_adv,
+                                                    latent_classifier=latent_classifier)
+    return _latent_result(generator, z0, z_adv, result.success.to(valid.device) & valid, result.steps, y,
+                          adv_labels, result.method, images=(x, x_adv))
+
+
+def _check_origin(latent: LatentAttackResult, z: Tensor) -> None:
+    """``latent`` must be a search from these ``z``: its ``z_adv - latent_perturbation`` equals ``z`` up to the
+    rounding of the two subtractions; a result from another batch raises ``ValueError``."""
+    origin = latent.z_adv.detach() - latent.latent_perturbation.detach()
+    z0 = z.detach()
+    if origin.shape != z0.shape or origin.device != z0.device:
+        raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z0.shape)} on "
+                         f"{z0.device}); got z_adv of shape {tuple(latent.z_adv.shape)} on {latent.z_adv.device}")
+    eps = torch.finfo(z0.dtype).eps
+    slack = 4 * eps * (latent.z_adv.detach().abs() + z0.abs()) + torch.finfo(z0.dtype).tiny
+    off = ((origin - z0).abs() > slack).any(dim=1)
+    if bool(off.any()):
+        rows = off.nonzero().flatten().tolist()
+        raise ValueError(f"latent was computed for other latent points than z: z_adv - latent_perturbation differs "
+                         f"from z in {len(rows)} of {z0.shape[0]} rows (first: {rows[:5]}); pass the "
+                         "latent_deepfool result of this very z")
+
+
 def _latent_result(generator: Callable[[Tensor], Tensor], z: Tensor, z_adv: Tensor, success: Tensor, steps: Tensor,
                    y: Tensor, adv_labels: Tensor, method: list[str] | None,
                    images: tuple[Tensor, Tensor] | None = None) -> LatentAttackResult:
@@ -142,9 +190,14 @@ def _check_search(classifier: Callable, generator: Callable, z: Tensor, ridge: f
     _check_latent(classifier, generator, z, latent_classifier)
     if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not (0 <= float(ridge) < math.inf):
         raise ValueError(f"ridge must be a finite number >= 0; got {ridge!r}")
-    if latent is not None and (latent.z_adv.shape != z.shape or latent.z_adv.dtype != z.dtype):
+    if latent is not None and (not isinstance(latent, LatentAttackResult) or latent.z_adv.shape != z.shape
+                               or latent.z_adv.dtype != z.dtype):
+        got = (f"z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}"
+               if isinstance(latent, LatentAttackResult) else type(latent).__name__)
         raise ValueError(f"latent must be a latent_deepfool result for this z (shape {tuple(z.shape)}, dtype "
-                         f"{z.dtype}); got z_adv of shape {tuple(latent.z_adv.shape)} and dtype {latent.z_adv.dtype}")
+                         f"{z.dtype}); got {got}")
+    if latent is not None:
+        _check_origin(latent, z)
     if gram is not None and (not isinstance(gram, Tensor) or gram.shape != (z.shape[0], z.shape[1], z.shape[1])
                              or gram.dtype != z.dtype or gram.device != z.device):
         raise ValueError(f"gram must be the (n, d, d) = {(z.shape[0], z.shape[1], z.shape[1])} pulled-back metric "
@@ -175,7 +228,8 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
       the iterate), i.e. the DeepFool step in the metric ``J^T J + lambda I``; with ``refine`` its point is
       refined with the image distance as cost;
     * with ``include_latent``, plain latent DeepFool (the ``r_Z`` search) is a further candidate (pass an
-      already computed ``latent_deepfool`` result as ``latent`` to reuse it);
+      already computed ``latent_deepfool`` result as ``latent`` to reuse it: it must come from this ``z``,
+      else ``ValueError``; its points are re-verified and their distances measured again here);
     * per sample, the *valid* candidate with the smallest image distance ``||g(z_adv) - g(z)||`` is kept
       (:func:`best_of`; ``method`` says which: ``"boundary_from_z"``, ``"boundary_from_latent"``,
       ``"pullback_deepfool"`` or ``"latent_deepfool"``).
@@ -198,11 +252,13 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
                                    latent_classifier)
     if latent is None and include_latent:
         latent = latent_deepfool(classifier, generator, z, latent_classifier=latent_classifier, **opts.kwargs())
+    elif latent is not None:  # the caller's result: re-verified and measured here, like every candidate
+        latent = _reverified(classifier, generator, z, latent, latent_classifier)
     if boundary_steps == 0:
         search = _pullback_deepfool(classifier, generator, z, opts, float(ridge), latent_classifier)
     else:
         search = best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), boundary_steps, latent,
-                                             gram, latent_classifier))
+                                             gram, latent_classifier=latent_classifier))
     return best_of(search, *([] if latent is None else [latent]))
 
 
@@ -219,7 +275,31 @@ def boundary_search(classifier: Callable[[Tensor], Tensor], generator: Callable[
     steps = _check_search(classifier, generator, z, ridge, steps, latent, gram, "steps", 1, latent_classifier)
     opts = DeepFoolOptions(candidates, batched_grads=batched_grads)
     return best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), steps, latent, gram,
-                                       latent_classifier))
+                                       latent_classifier=latent_classifier))
+
+
+@evaluates("classifier", "generator")
+def latent_boundary_search(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
+                           *, latent: LatentAttackResult | None = None, candidates: int | None = None,
+                           steps: int = BOUNDARY_STEPS, batched_grads: bool = False) -> LatentAttackResult:
+    """An upper estimate of ``r_Z(z) = min ||r||_2`` s.t. ``f(g(z + r)) != f(g(z))`` (Remark 5) closer to the
+    minimum than :func:`latent_deepfool`: the boundary search of :func:`boundary_search` with the Euclidean
+    metric of the latent space in place of the pulled-back one.
+
+    ``steps`` steps of sequential quadratic programming on ``min ||w - z||^2 / 2`` over the adversarial
+    region (:func:`~advbound.attacks.boundary.boundary_sqp` with ``distance="latent"``; curvature model the
+    identity, then BFGS), started from latent DeepFool's point: ``latent`` when given (a
+    :func:`latent_deepfool` result on this ``z``), else ``latent_deepfool(classifier, generator, z,
+    candidates=candidates)``.  Per sample the valid point with the smallest latent norm among the search's
+    iterates and the DeepFool point is returned (:func:`best_of` with ``distance="latent"``; ``method`` is
+    ``"latent_boundary"`` or ``"latent_deepfool"``), re-verified on ``f(g(z_adv))``.
+    """
+    steps = _check_search(classifier, generator, z, 0.0, steps, latent, None, "steps", 1)
+    opts = DeepFoolOptions(candidates, batched_grads=batched_grads)
+    if latent is None:
+        latent = latent_deepfool(classifier, generator, z, candidates=candidates, batched_grads=batched_grads)
+    search = _boundary_searches(classifier, generator, z, opts, 0.0, steps, latent, distance="latent")
+    return best_of(*search, latent, distance="latent")
 
 
 def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
@@ -237,8 +317,12 @@ def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callab
 def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                        opts: DeepFoolOptions, ridge: float, steps: int,
                        latent: LatentAttackResult | None, gram: Tensor | None = None,
-                       latent_classifier: bool = False) -> list[LatentAttackResult]:
-    """The boundary search from ``z`` and, when given, from the latent DeepFool point, each re-verified."""
+                       distance: str = "image", latent_classifier: bool = False) -> list[LatentAttackResult]:
+    """The boundary search from ``z`` and, when given, from the latent DeepFool point, each re-verified.
+
+    ``distance="latent"`` (the ``r_Z`` search) measures ``||w - z||`` with the identity as the initial
+    curvature model and starts from the latent DeepFool point only.  ``latent_classifier``: the classifier
+    takes latent codes (its labels are ``classifier(w)``)."""
     fn = _Composed(classifier, generator, latent_classifier)
     z0 = z.detach()
     with torch.no_grad():
@@ -247,12 +331,18 @@ def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callab
     _check_differentiable(fn, z0, n_classes, "classifier(generator(z))", "z")
     cand = _candidate_table(logits0, opts.candidates)
     y = cand[:, 0]
-    metric0 = _ridged(generator_gram(generator, z0) if gram is None else gram.detach(), ridge)
-    starts = [("boundary_from_z", z0)] + ([] if latent is None else [("boundary_from_latent", latent.z_adv)])
+    if distance == "latent":
+        n, d = z0.shape
+        metric0 = torch.eye(d, dtype=z0.dtype, device=z0.device).expand(n, d, d)
+        starts = [] if latent is None else [("latent_boundary", latent.z_adv)]
+    else:
+        metric0 = _ridged(generator_gram(generator, z0) if gram is None else gram.detach(), ridge)
+        starts = [("boundary_from_z", z0)] + ([] if latent is None else [("boundary_from_latent", latent.z_adv)])
     out = []
     for name, start in starts:
         z_adv, _ = boundary_sqp(classifier, generator, z0, start, cand, metric0, steps=steps,
-                                batched_grads=opts.batched_grads, latent_classifier=latent_classifier)
+                                batched_grads=opts.batched_grads, distance=distance,
+                                latent_classifier=latent_classifier)
         with torch.no_grad():
             logits = fn(z_adv)
         adv_labels = logits.argmax(dim=1)
@@ -262,21 +352,25 @@ def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callab
     return out
 
 
-def best_of(*results: LatentAttackResult) -> LatentAttackResult:
+def best_of(*results: LatentAttackResult, distance: str = "image") -> LatentAttackResult:
     """Per sample, the valid result with the smallest image distance ``||g(z_adv) - g(z)||`` (an ``r_in``
     estimate: any valid point is an upper estimate, so the smallest one is the best); ties keep the first.
+    ``distance="latent"`` compares the latent norms ``||z_adv - z||`` instead (``r_Z`` estimates).
 
     All results must come from the same latent batch (same ``z`` and clean labels).  A sample with no valid
     result keeps the first result's (unsuccessful) point.
     """
     if not results:
         raise ValueError("best_of needs at least one LatentAttackResult")
+    if distance not in ("image", "latent"):
+        raise ValueError(f"distance must be 'image' or 'latent'; got {distance!r}")
     first = results[0]
     for other in results[1:]:
         if other.z_adv.shape != first.z_adv.shape or not torch.equal(other.labels, first.labels):
             raise ValueError("best_of: the results must come from the same latent batch (shape or clean labels differ)")
     inf = torch.tensor(math.inf, dtype=first.image_distances.dtype, device=first.image_distances.device)
-    cost = torch.stack([torch.where(r.success, r.image_distances, inf) for r in results])
+    key = "image_distances" if distance == "image" else "latent_norms"
+    cost = torch.stack([torch.where(r.success, getattr(r, key), inf) for r in results])
     pick = cost.argmin(dim=0)                     # first minimum on ties; all-inf -> 0, the first result
     rows = torch.arange(pick.numel(), device=pick.device)
 

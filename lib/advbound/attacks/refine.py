@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .base import CostFn, Metric, _flat_norm
+from .base import CostFn, Metric, _flat_norm, _rescaled
 
 
 def _along(x0: Tensor, t: Tensor, direction: Tensor, box: tuple[float, float] | None) -> Tensor:
@@ -98,10 +98,10 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
         j = logits.argmax(dim=1)
         h = logits.gather(1, j[:, None]) - logits.gather(1, ya[:, None])
         (a,) = torch.autograd.grad(h.sum(), xb)
-        a = a.flatten(1)
+        a, h_j = _rescaled(a.flatten(1), h[:, 0].detach())  # no overflow of ||a||^2 (the projection is scale-free)
         solved = metric(cur_pt.detach())(a[:, None, :])[:, 0]
         s2 = (a * solved).sum(dim=1)
-        coef = ((a * (cur_pt - xa0).flatten(1)).sum(dim=1) - h[:, 0].detach()) / s2.clamp_min(1e-30)
+        coef = ((a * (cur_pt - xa0).flatten(1)).sum(dim=1) - h_j) / s2.clamp_min(1e-30)
         q = (coef[:, None] * solved).view_as(xa0)
         norm_q = _flat_norm(q)
         usable = (s2 > 0) & (j != ya) & (norm_q > 0)

@@ -10,7 +10,6 @@ chapters differ only in their prose and parameters.
 from __future__ import annotations
 
 import os
-import textwrap
 import warnings
 from typing import Any
 
@@ -24,25 +23,34 @@ from .pipeline import run_experiment, set_determinism
 from .profiles import ExperimentConfig, experiment_config
 from .report import ExperimentResult
 
-#: printed lines are wrapped to this width, so that no output runs past the book's content column
-WIDTH = 100
-
 
 def run_chapter(dataset: str, profile: str = "ci", seed: int = 0, *, artifacts: str | os.PathLike | None = "artifacts",
-                retrain: bool = False, reattack: bool = False,
-                data_root: str | os.PathLike | None = None) -> ExperimentResult:
+                retrain: bool = False, reattack: bool = False, data_root: str | os.PathLike | None = None,
+                repository_url: str | None = None, commit: str | None = None) -> ExperimentResult:
     """The pipeline as a data chapter runs it.
 
     The networks come from ``artifacts/{dataset}-{profile}-seed{seed}/`` when that folder holds them
     (relative to the working folder: ``book/`` when the book is built), are retrained and rewritten there with
-    ``retrain``, and are trained here otherwise (Colab, other profiles), with resumable checkpoints under the
-    output folder (:func:`advbound.book.checkpoint_dir`) for ``colab`` / ``full``.  The committed witnesses of
-    the in-distribution boundary search in that folder are re-verified and used (:mod:`advbound.witnesses`);
-    ``reattack`` runs the search and rewrites them.  The ci profile runs on one CPU thread (the printed numbers
-    are compared by nbval)."""
+    ``retrain``, and are trained here otherwise (other profiles), with resumable checkpoints under the output
+    folder (:func:`advbound.book.checkpoint_dir`) for ``colab`` / ``full``.  The committed witnesses of the
+    searches in that folder are re-verified and used (:mod:`advbound.witnesses`); ``reattack`` runs the
+    searches and rewrites them.  The ci profile runs on one CPU thread (the printed numbers are compared by
+    nbval).
+
+    Where the folder is absent (Colab, an empty working folder) and ``commit`` names the commit the page was
+    built from, the committed folder is fetched from ``repository_url`` at that commit (or from
+    ``$ADVBOUND_ARTIFACTS_URL``) and checked against the sha256 the installed package carries
+    (:func:`advbound.artifacts.fetch_artifacts`), so the chapter analyses the networks the page shows."""
+    from ..artifacts import ARTIFACTS_URL_ENV, artifact_index, fetch_artifacts, has_artifacts, raw_url
+
     set_determinism(seed, threads=1 if profile == "ci" else None)
     checkpoints = None if profile == "ci" else book.checkpoint_dir(dataset, profile, seed)
     folder = None if artifacts is None else artifact_folder(artifacts, dataset, profile, seed)
+    if (folder is not None and not retrain and not has_artifacts(folder) and commit
+            and folder.name in artifact_index()):
+        source = os.environ.get(ARTIFACTS_URL_ENV) or raw_url(repository_url or "", commit)
+        print(f"fetching the committed networks and witnesses of {folder.name} from {source}")
+        fetch_artifacts(folder, source)
     return run_experiment(dataset, profile, seed=seed, checkpoint_dir=checkpoints, artifacts=folder,
                           retrain=retrain, reattack=reattack, data_root=data_root, progress=False)
 
@@ -65,7 +73,7 @@ def setup_text(dataset: str, profile: str, seed: int) -> str:
     config = experiment_config(dataset, profile)
     lines = [f"advbound {__version__}, profile={profile}, seed={seed}, expected time: {config.expected_time}",
              f"classifiers: {_classifier_text(config)}"]
-    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in lines)
+    return book.wrap("\n".join(lines))
 
 
 def check_text(result: ExperimentResult) -> str:
@@ -87,9 +95,9 @@ def check_text(result: ExperimentResult) -> str:
         ratio = c["z_quantile_over_measured_proportions_bound"]
         lines.append(f"{r.spec.label} [{tag}]: measured Z-space 25% quantile = {ratio:.2f} x its bound "
                      f"(upper end of the 95% interval: {c['z_ci_high_over_measured_proportions_bound']:.2f} x); "
-                     f"plain DeepFool no larger than the in-distribution point on "
-                     f"{c['deepfool_alone_le_r_in_fraction']:.0%} of the samples")
-    return "\n".join(lines)
+                     f"the unconstrained attack alone no farther than the in-distribution point on "
+                     f"{c['attack_alone_le_r_in_fraction']:.0%} of the samples")
+    return book.wrap("\n".join(lines))
 
 
 def modulus_text(result: ExperimentResult) -> str:
@@ -116,7 +124,7 @@ def modulus_text(result: ExperimentResult) -> str:
         lines.append(f"t* lies between the grid radii {radii[k - 1]:.3g} and {radii[k]:.3g}, where omega is "
                      f"interpolated linearly; at the next grid radius omega = {nxt:.3g}, so a bound that uses "
                      f"measured radii only would be {nxt / e_img:.3g} ({nxt / omega - 1:+.0%})")
-    return "\n".join(lines)
+    return book.wrap("\n".join(lines))
 
 
 def gap_text(result: ExperimentResult) -> str:
@@ -143,7 +151,7 @@ def gap_text(result: ExperimentResult) -> str:
         if label != first and ratio.size and ratios[first].size:
             lines.append(compare_quantiles(ratio, ratios[first], 0.5, names=(label, first),
                                            what="median r_in / r_unc").sentence)
-    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in lines)
+    return book.wrap("\n".join(lines))
 
 
 def findings_table(result: ExperimentResult) -> pd.DataFrame:
@@ -183,16 +191,77 @@ def summary(result: ExperimentResult) -> Any:
     return Markdown(" ".join(parts))
 
 
+def chapter_claims(result: ExperimentResult) -> list[dict[str, Any]]:
+    """The paper's claims this data chapter tests, for the page "The paper's claims, checked": the four Section
+    5 observations (:mod:`advbound.experiments.findings`), the value of the Z-space bound, and whether the
+    generated samples reach the sample-quality targets.  On a synthetic stand-in every verdict is
+    "illustrated on a synthetic stand-in": nothing there tests the paper."""
+    from .findings import section5_findings
+
+    ds = result.config.dataset
+    stand_in = result.is_stand_in
+
+    def verdict(v: str) -> str:
+        return "illustrated on a synthetic stand-in" if stand_in else v
+
+    figures = {"i": "robustness", "ii": "robustness", "iii": "gap", "iv": "robustness"}
+    claims = [{"claim": f.claim, "where": "Section 5", "verdict": verdict(f.verdict),
+               "value": " ".join(f.evidence[0].split()) if f.evidence else "-",
+               "figure": f"fig-{ds}-{figures[f.key]}"} for f in section5_findings(result)]
+    z = result.checks["z_bound_equiprobable"]
+    claims.append({"claim": "the Z-space bound for 10 equiprobable classes and d = 100 is 16 x 10^-3",
+                   "where": "Tables 1-2", "verdict": "holds" if result.checks["z_bound_is_paper_0.016"] else
+                   "does not hold", "value": f"{z:.4f} (eq. (2), no sampling)", "figure": None})
+    if result.quality is not None:
+        met = [m for m in result.quality.measures if m.target is not None]
+        n_met = sum(m.verdict == "met" for m in met)
+        claims.append({"claim": "the generator models the data (the book's precondition for reading Section 5 on "
+                                "real images; the paper assumes it)", "where": "Section 5 (assumed)",
+                       "verdict": verdict("holds" if n_met == len(met) else "does not hold"),
+                       "value": f"{n_met} of {len(met)} sample-quality targets met",
+                       "figure": f"fig-{ds}-samples"})
+    return claims
+
+
+def moved_text(result: ExperimentResult) -> str:
+    """How far the stronger searches moved ``r_unc`` and ``r_Z`` from the paper's one-shot DeepFool: per
+    classifier, the 25% quantiles with their intervals (compared under the book's rule) and the median and 90th
+    percentile of the per-sample ratio DeepFool / stronger search (>= 1: the stronger search found a closer
+    point)."""
+    from ..montecarlo import compare_quantiles
+
+    lines = []
+    for r in result.classifiers:
+        for what, new, old, scale, search in (
+                ("r_unc", r.r_unc, r.r_unc_deepfool, result.normalisers["E||g(z)||"], "unconstrained_attack"),
+                ("r_Z", r.r_z, r.r_z_deepfool, result.normalisers["E||z||"], "latent_boundary_search")):
+            if old is None:
+                continue
+            both = np.isfinite(new) & np.isfinite(old) & (new > 0)
+            ratio = old[both] / new[both]
+            if ratio.size == 0:
+                lines.append(f"{r.spec.label}, {what}: no sample where both searches succeeded")
+                continue
+            cmp = compare_quantiles(old / scale, new / scale, 0.25, names=("DeepFool", search),
+                                    what=f"normalised 25% quantile of {what}")
+            lines.append(f"{r.spec.label}, {what}: DeepFool / {search} per sample: median "
+                         f"{np.median(ratio):.3f}, 90th percentile {np.quantile(ratio, 0.9):.3f} "
+                         f"({both.sum()} samples); {cmp.sentence}")
+    return book.wrap("\n".join(lines))
+
+
 def save_results(result: ExperimentResult) -> str:
-    """Save the results JSON and CSV under the output folder (:func:`advbound.book.results_path`) and return a
-    short account of where they went and what they rest on (data, networks, searches, dtype, seed, date)."""
+    """Save the results JSON and CSV under the output folder (:func:`advbound.book.results_path`) and the
+    chapter's claims (:func:`chapter_claims`, :func:`advbound.book.save_claims`), and return a short account of
+    where they went and what they rest on (data, networks, searches, dtype, seed, date)."""
+    book.save_claims(result.config.dataset, chapter_claims(result))
     path = result.save(book.results_path(result.config.dataset, result.config.profile))
     prov = result.provenance
     lines = [f"results and provenance saved to {path} (and {path.with_suffix('.csv').name})"]
     lines += [f"{k}: {prov[k]}" for k in ("data", "data_origin", "networks", "latent_searches", "analysis_dtype",
                                           "seed", "date")]
     lines.append(f"samples: {prov['samples']}")
-    return "\n".join(lines)
+    return book.wrap("\n".join(lines))
 
 
 def full_profile_text(dataset: str) -> str:
@@ -219,7 +288,8 @@ def _profile_row(config: ExperimentConfig) -> dict[str, Any]:
     return {
         "data (train / test)": f"{data}, {split}",
         "DCGAN": f"width {config.gan_width}, {config.gan_epochs} epochs"
-                 + (f", weights averaged (EMA {config.gan_ema:g})" if config.gan_ema else ""),
+                 + (f", weights averaged (EMA {config.gan_ema:g})" if config.gan_ema else "")
+                 + (f", DiffAugment ({' + '.join(config.gan_augment)})" if config.gan_augment else ""),
         "classifiers": _classifier_text(config),
         "latent samples attacked": f"{config.n_eval:,}",
         "omega": omega,
@@ -238,5 +308,18 @@ def profiles_table(dataset: str) -> pd.DataFrame:
     return pd.DataFrame({p: _profile_row(experiment_config(dataset, p)) for p in PROFILES})
 
 
-__all__ = ["check_text", "findings_table", "full_profile_text", "gap_text", "modulus_text", "profiles_table",
-           "run_chapter", "save_results", "setup_text", "start", "summary"]
+__all__ = [
+    "chapter_claims",
+    "check_text",
+    "findings_table",
+    "full_profile_text",
+    "gap_text",
+    "modulus_text",
+    "moved_text",
+    "profiles_table",
+    "run_chapter",
+    "save_results",
+    "setup_text",
+    "start",
+    "summary",
+]

@@ -41,8 +41,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..book import result_files
+from ..checkpoints import atomic_write
 from ..data import MNIST_CI_TRAIN, TRAIN_SIZES, synthetic_stand_in
 from ..models import LATENT_DIM, DCGANDiscriminator, DCGANGenerator, build_classifier
+from ..modulus import check_seed
 from ..training import resolve_device, train_classifier, train_gan
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
 
@@ -272,12 +275,15 @@ class DryRun:
         return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the dry run as JSON (and the table as CSV beside it)."""
-        path = Path(path).with_suffix(".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        self.table().to_csv(path.with_suffix(".csv"))
-        return path
+        """Write the dry run as JSON and its table as CSV, each atomically, to the two files that ``path``
+        names (:func:`advbound.book.result_files`, the rule of every ``--out``: ``run`` or ``run.json`` writes
+        ``run.json`` and ``run.csv``, ``model.v1`` writes ``model.v1.json``).  Returns the JSON path."""
+        json_path, csv_path = result_files(path)
+        text = json.dumps(self.to_dict(), indent=1)
+        atomic_write(json_path, lambda fh: fh.write(text.encode()))
+        table = self.table().to_csv()
+        atomic_write(csv_path, lambda fh: fh.write(table.encode()))
+        return json_path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DryRun:
@@ -368,6 +374,7 @@ def dry_run(dataset: str, profile: str = "full", *, config: ExperimentConfig | N
     if cfg.dataset != dataset or cfg.profile != profile:
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
     dev = resolve_device(device)
+    seed = check_seed(seed)
     if probe_batch is not None and (isinstance(probe_batch, bool) or int(probe_batch) != probe_batch
                                     or probe_batch < 1):
         raise ValueError(f"probe_batch must be an integer >= 1; got {probe_batch!r}")

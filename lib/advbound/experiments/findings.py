@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..book import wrap
 from ..montecarlo import compare_quantiles, quantile_interval, quantile_with_failures
 from .report import BOUND_COLUMN, ROWS, ClassifierResult, ExperimentResult
 
@@ -203,7 +204,7 @@ def findings_text(result: ExperimentResult) -> str:
     tag = "SYNTHETIC STAND-IN, not real data" if result.is_stand_in else "real data"
     head = (f"The paper's Section 5 observations on this chapter's measurements [{tag}; 95% intervals; "
             f"{result.provenance['samples']['latent_attacked']} latent samples]:")
-    return "\n".join([head] + [f.text() for f in section5_findings(result)])
+    return wrap("\n".join([head] + [f.text() for f in section5_findings(result)]))
 
 
 __all__ = ["Finding", "NOT_REPRODUCED", "NOT_TESTED", "REPRODUCED", "UNDECIDED", "adversarial_training",

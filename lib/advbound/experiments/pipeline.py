@@ -9,11 +9,12 @@ paper's scale on one modern GPU, resumable), :func:`run_experiment`
 3. estimates a probabilistic modulus of continuity of g with failure probability ``delta``
    (:mod:`advbound.modulus_estimation`, our design for the unavailable supplement C.2);
 4. draws ``z ~ N(0, I_d)``, labels ``g(z)`` with f (no ground truth needed, the paper's footnote 9), and
-   measures per sample, with the attacks of :mod:`advbound.attacks` (or, for the two latent searches, their
-   committed and re-verified points, :mod:`advbound.witnesses`):
-   ``r_Z`` (latent DeepFool), ``r_in`` (best valid point of the boundary search of
-   :func:`~advbound.attacks.in_distribution_attack` and of latent DeepFool, measured as
-   ``||g(z + r) - g(z)||``) and ``r_unc`` (DeepFool on ``x = g(z)``);
+   measures per sample the distance to the best adversarial point of three searches
+   (:func:`_searches`; or their committed and re-verified points, :mod:`advbound.witnesses`):
+   ``r_Z`` (:func:`~advbound.attacks.latent_boundary_search` from latent DeepFool), ``r_in`` (the best point of
+   :func:`~advbound.attacks.boundary_search` and latent DeepFool, measured as ``||g(z + r) - g(z)||``) and
+   ``r_unc`` (:func:`~advbound.attacks.unconstrained_attack` on ``x = g(z)``, or the ``r_in`` point when that
+   is closer);
 5. reports the 25% quantile (:data:`advbound.bounds.TABLE_QUANTILE`) of each *normalised* robustness
    (``r_Z / E||z||_2``, ``r_in / E||g(z)||``, ``r_unc / E||g(z)||``) next to the upper bounds of Theorem 1:
    in Z-space with omega the identity, both for 10 equiprobable classes (the paper's column) and with the
@@ -47,17 +48,37 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks, utc_timestamp
-from ..attacks import LatentAttackResult, best_of, boundary_search, deepfool, latent_deepfool
+from ..attacks import (
+    best_of,
+    boundary_search,
+    deepfool,
+    latent_boundary_search,
+    latent_deepfool,
+    unconstrained_attack,
+)
 from ..attacks.boundary import BOUNDARY_STEPS
 from ..attacks.jacobian import generator_gram
+from ..attacks.latent import _verify_points
+from ..attacks.unconstrained import EXPLORE, STEPS, TARGETS
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
 from ..data import STAND_IN, ImageData, load_dataset
 from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcgan_weights
+from ..modulus import check_seed
 from ..modulus_estimation import default_radii, estimate_modulus
 from ..portable import seeded_normal
 from ..sample_quality import last_linear_features, sample_quality, softmax_outputs
 from ..training import predict, resolve_device, train_classifier, train_gan
-from ..witnesses import SEARCHES, has_witnesses, load_witnesses, save_witnesses, verified_search, witness_points
+from ..witnesses import (
+    FORMAT,
+    SEARCHES,
+    Witness,
+    has_witnesses,
+    load_witnesses,
+    save_witnesses,
+    verified_search,
+    verified_unconstrained,
+    witness_displacements,
+)
 from .profiles import ExperimentConfig, experiment_config
 from .report import ClassifierResult, ExperimentResult, _checks, _tables
 
@@ -78,8 +99,9 @@ def set_determinism(seed: int, threads: int | None = 1) -> None:
     One thread by default: the ci networks are tiny, and on a shared 2-core machine two OpenMP threads were
     measured 15-60x slower per training step than one (threads spinning while the other core is busy)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.manual_seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
+    seed = check_seed(seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
@@ -102,55 +124,91 @@ EXAMPLES = 8
 GALLERY = 32
 
 
-def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
-            cfg: ExperimentConfig, gram: torch.Tensor | None = None,
-            witness: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-            name: str = "classifier") -> dict[str, Any]:
-    """r_Z, r_in, r_unc per sample (failed attacks -> inf) and the adversarial examples, for ``x = g(z)`` with
-    the classifier's ``labels``.  ``gram``: the generator's pulled-back metric at ``z`` when already computed
-    (it does not depend on the classifier).  ``witness``: committed points of the latent searches for this
-    batch (:mod:`advbound.witnesses`), re-verified and used instead of running the searches."""
+def _searches(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
+              cfg: ExperimentConfig, gram: torch.Tensor | None) -> tuple[dict[str, Witness], dict[str, int]]:
+    """Run the three searches on one batch and return their best points as witnesses (float16 displacements,
+    rounded and re-verified: :func:`advbound.witnesses.witness_displacements`) and how many needed lengthening.
+
+    * ``r_Z``: :func:`~advbound.attacks.latent_boundary_search` (the boundary search with the latent space's own
+      metric) from latent DeepFool's point, the better of the two;
+    * ``r_in``: :func:`~advbound.attacks.boundary_search` (the pulled-back metric ``J^T J``) from ``z`` and from
+      latent DeepFool's point, and latent DeepFool itself: the point of smallest image distance;
+    * ``r_unc``: :func:`~advbound.attacks.unconstrained_attack` on ``x = g(z)``."""
     opts = cfg.attack.kwargs()
-    # r_in: the best valid point of the boundary searches and of latent DeepFool, measured in image space
-    # (this is in_distribution_attack, with the two searches' results kept as the witnesses)
-    if witness is None:
-        lat = latent_deepfool(classifier, generator, z, **opts)
-        search = boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=opts["candidates"],
+    cand = opts["candidates"]
+    lat = latent_deepfool(classifier, generator, z, **opts)
+    r_z = latent_boundary_search(classifier, generator, z, latent=lat, candidates=cand,
                                  batched_grads=opts["batched_grads"])
-    else:
-        verified = {method: verified_search(classifier, generator, z, *witness[method], name=f"{name} ({method})",
-                                            method=method, x=x, labels=labels) for method in SEARCHES}
-        lat, search = verified["latent_deepfool"], verified["boundary_search"]
-    ind = best_of(search, lat)
-    unc = deepfool(classifier, x, **opts)
-    inf = torch.full_like(lat.latent_norms, math.inf)
-    r_z = torch.where(lat.success, lat.latent_norms, inf)
-    r_in = torch.where(ind.success, ind.image_distances, inf)
-    r_df = torch.where(unc.success, unc.norms, inf)
+    r_in = best_of(boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=cand,
+                                   batched_grads=opts["batched_grads"]), lat)
+    unc = unconstrained_attack(classifier, x, candidates=cand, batched_grads=opts["batched_grads"],
+                               start=deepfool(classifier, x, **{**opts, "refine": True}))
+
+    def latent_ok(w: torch.Tensor) -> torch.Tensor:
+        return _verify_points(classifier, generator, z, w, x, labels)[2]
+
+    def image_ok(point: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = classifier(point)
+        return (logits.argmax(1) != labels) & torch.isfinite(logits).all(1)
+
+    out, pushed = {}, {}
+    for name, (points, base, found, check) in {"r_z": (r_z.z_adv, z, r_z.success, latent_ok),
+                                               "r_in": (r_in.z_adv, z, r_in.success, latent_ok),
+                                               "r_unc": (unc.x_adv, x, unc.success, image_ok)}.items():
+        delta, ok, pushed[name] = witness_displacements(points, base, found, check)
+        out[name] = (delta, ok)
+    return out, pushed
+
+
+def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
+            cfg: ExperimentConfig, gram: torch.Tensor | None = None, witness: dict[str, Witness] | None = None,
+            name: str = "classifier") -> dict[str, Any]:
+    """r_Z, r_in, r_unc per sample (failed searches -> inf) and the adversarial examples, for ``x = g(z)`` with
+    the classifier's ``labels``.  ``witness``: committed points of this batch (:mod:`advbound.witnesses`), used
+    instead of searching; without them the searches run (:func:`_searches`, ``gram``: the generator's
+    pulled-back metric at ``z`` when already computed).  Either way every value is measured here from the
+    rounded, re-verified point, so a run that searched prints what every run from its witnesses prints."""
+    pushed: dict[str, int] = {}
+    if witness is None:
+        witness, pushed = _searches(classifier, generator, z, x, labels, cfg, gram)
+    lat_z, lat_in = (verified_search(classifier, generator, z, *witness[k], name=f"{name} ({k})", method=k, x=x,
+                                     labels=labels) for k in ("r_z", "r_in"))
+    unc = verified_unconstrained(classifier, x, *witness["r_unc"], name=f"{name} (r_unc)", labels=labels)
+    inf = torch.full_like(lat_z.latent_norms, math.inf)
+    r_z = torch.where(lat_z.success, lat_z.latent_norms, inf)
+    r_in = torch.where(lat_in.success, lat_in.image_distances, inf)
+    r_att = torch.where(unc.success, unc.norms, inf)
     # any in-distribution adversarial point g(z_in) is also an unconstrained one, so r_unc <= r_in holds for
     # the true quantities; our estimate keeps the better of the two valid points
-    r_unc = torch.minimum(r_df, r_in)
-    success = {"latent_deepfool": float(lat.success.float().mean()),
-               "in_distribution": float(ind.success.float().mean()),
-               "deepfool": float(unc.success.float().mean())}
+    r_unc = torch.minimum(r_att, r_in)
+    success = {"r_z": float(lat_z.success.float().mean()), "r_in": float(lat_in.success.float().mean()),
+               "r_unc": float(unc.success.float().mean())}
+    # the one-shot estimates the stronger searches replace (DeepFool on x, latent DeepFool on z; the paper's
+    # method, ref. [38]): re-run here, cheaply, so every chapter can say how far its numbers moved
+    opts = cfg.attack.kwargs()
+    df = deepfool(classifier, x, **opts)
+    ldf = latent_deepfool(classifier, generator, z, **opts)
+    r_df_plain = torch.where(df.success, df.norms, inf)
+    r_z_plain = torch.where(ldf.success, ldf.latent_norms, inf)
     # the gallery of the chapters: the first EXAMPLES samples with their three adversarial images
     k = EXAMPLES
     with torch.no_grad():
-        x_in = generator(ind.z_adv[:k])
-        x_lat = generator(lat.z_adv[:k])
-    x_unc = torch.where((r_df[:k] <= r_in[:k]).view(-1, 1, 1, 1), unc.x_adv[:k], x_in)
-    return {"r_z": r_z, "r_in": r_in, "r_unc": r_unc, "r_df": r_df, "success": success,
-            "witnesses": {"latent_deepfool": witness_points(lat, z), "boundary_search": witness_points(search, z)},
+        x_in = generator(lat_in.z_adv[:k])
+        x_lat = generator(lat_z.z_adv[:k])
+    x_unc = torch.where((r_att[:k] <= r_in[:k]).view(-1, 1, 1, 1), unc.x_adv[:k], x_in)
+    return {"r_z": r_z, "r_in": r_in, "r_unc": r_unc, "r_df": r_att, "r_deepfool": r_df_plain,
+            "r_z_deepfool": r_z_plain, "success": success, "witnesses": witness,
+            "pushed": pushed,
             "examples": {"x": x[:k], "x_latent": x_lat, "x_in": x_in, "x_unc": x_unc,
-                         "labels": lat.labels[:k], "labels_latent": lat.adv_labels[:k],
+                         "labels": lat_z.labels[:k], "labels_latent": lat_z.adv_labels[:k],
                          "labels_in": predict(classifier, x_in), "labels_unc": predict(classifier, x_unc)}}
 
 
 def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, images: list[torch.Tensor],
                     labels: list[torch.Tensor], cfg: ExperimentConfig, batch: int, *,
-                    grams: list[torch.Tensor] | None = None,
-                    witnesses: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, progress: bool = False,
-                    desc: str = "attacks") -> dict[str, Any]:
+                    grams: list[torch.Tensor] | None = None, witnesses: dict[str, Witness] | None = None,
+                    progress: bool = False, desc: str = "attacks") -> dict[str, Any]:
     """:func:`_attack` on consecutive batches of ``batch`` latent samples; ``images`` and ``labels``: ``g(z)``
     and the classifier's labels, one tensor per batch."""
     starts = range(0, z.shape[0], batch)
@@ -159,11 +217,13 @@ def _attack_batched(classifier: nn.Module, generator: nn.Module, z: torch.Tensor
                      None if witnesses is None else {m: (w[i:i + batch], f[i:i + batch])
                                                      for m, (w, f) in witnesses.items()}, desc)
              for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2)]
-    out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in ("r_z", "r_in", "r_unc", "r_df")}
+    out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]).cpu().numpy()
+                           for k in ("r_z", "r_in", "r_unc", "r_df", "r_deepfool", "r_z_deepfool")}
     sizes = np.array([p["r_z"].shape[0] for p in parts], dtype=float)
     out["success"] = {k: float(np.dot([p["success"][k] for p in parts], sizes) / sizes.sum())
                       for k in parts[0]["success"]}
     out["witnesses"] = {m: tuple(torch.cat([p["witnesses"][m][j] for p in parts]) for j in (0, 1)) for m in SEARCHES}
+    out["pushed"] = {m: sum(p["pushed"].get(m, 0) for p in parts) for m in SEARCHES}
     out["examples"] = {k: v.detach().cpu() for k, v in parts[0]["examples"].items()}
     return out
 
@@ -230,7 +290,8 @@ def train_networks(cfg: ExperimentConfig, train: ImageData, seed: int, device: t
     if "dcgan" in chosen:
         t = time.perf_counter()
         gan_hist = train_gan(gen, disc, train, epochs=cfg.gan_epochs, batch_size=cfg.gan_batch_size, seed=seed,
-                             ema=cfg.gan_ema, device=device, checkpoint=None if ckdir is None else ckdir / "dcgan.pt",
+                             ema=cfg.gan_ema, augment=cfg.gan_augment, device=device,
+                             checkpoint=None if ckdir is None else ckdir / "dcgan.pt",
                              progress=progress)
         timings["gan_training_s"] = time.perf_counter() - t
         log(f"DCGAN trained{tag} ({cfg.gan_epochs} epochs, {timings['gan_training_s']:.0f} s)")
@@ -315,6 +376,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
     if reattack and artifacts is None:
         raise ValueError("reattack=True needs artifacts= (the folder to write the witnesses to)")
+    seed = check_seed(seed)
     dev = resolve_device(device)
     t0 = time.perf_counter()
     train, test = load_dataset(dataset, profile, root=data_root, download=download, seed=seed,
@@ -354,7 +416,8 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
         grams = [generator_gram(gen, z_eval[i:i + attack_batch]) for i in range(0, cfg.n_eval, attack_batch)]
         timings["generator_gram_s"] = time.perf_counter() - t
     results: list[ClassifierResult] = []
-    found: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+    found: dict[str, dict[str, Witness]] = {}
+    pushed: dict[str, dict[str, int]] = {}
     # the pool of generated images for the sample-quality measures and the nearest-other-label distances
     with torch.no_grad():
         z_pool = _latent(cfg.n_quality, seed + QUALITY_SEED, dev, dtype)
@@ -376,17 +439,18 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
                               desc=spec.label, witnesses=None if witnesses is None else witnesses[spec.key])
         timings[f"attacks_{spec.key}_s"] = time.perf_counter() - t
         found[spec.key] = att["witnesses"]
+        pushed[spec.key] = att["pushed"]
         results.append(ClassifierResult(spec, err, props, att["r_z"], att["r_in"], att["r_unc"], att["r_df"],
                                         att["success"], att["examples"], nets.histories.get(spec.key, []),
-                                        r_nearest=nearest))
+                                        r_nearest=nearest, r_unc_deepfool=att["r_deepfool"],
+                                        r_z_deepfool=att["r_z_deepfool"]))
         log(f"{spec.label}: error {err:.3f}{data_tag}, attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
 
     if artifacts is not None and (retrain or reattack):
         path = save_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
-                              points=found, labels={s.key: s.label for s in cfg.classifiers},
+                              displacements=found, labels={s.key: s.label for s in cfg.classifiers},
                               command=_artifacts_command(cfg, seed, artifacts, keep_networks=True),
-                              versions=_versions(),
-                              machine=_device_name(dev),
+                              versions=_versions(), machine=_device_name(dev), pushed=pushed,
                               seconds={s.key: timings[f"attacks_{s.key}_s"] for s in cfg.classifiers})
         witness_note = f"searched here and written to {path.parent}"
         log(f"witnesses: {witness_note}")
@@ -430,16 +494,18 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
 
 def latent_search_results(cfg: ExperimentConfig, seed: int, nets: Networks, n: int, *,
                           artifacts: str | os.PathLike | None = None, log: Callable[[str], Any] = print
-                          ) -> tuple[torch.Tensor, dict[str, dict[str, LatentAttackResult]]]:
+                          ) -> tuple[torch.Tensor, dict[str, dict[str, Any]]]:
     """The first ``n`` latent samples that :func:`run_experiment` attacks (seed ``seed + EVAL_SEED``, in the
-    configuration's analysis dtype) and, per classifier label, the two latent searches there:
-    ``"latent_deepfool"`` (the ``r_Z`` estimate, Remark 5) and ``"in_distribution"`` (the best valid point of
-    the boundary search and of latent DeepFool, i.e. :func:`~advbound.attacks.in_distribution_attack`: the
-    book's ``r_in`` estimate, Section 3).
+    configuration's analysis dtype) and, per classifier label, the results of the pipeline's three searches
+    there (:func:`_searches`), each re-verified on the networks: ``"r_z"`` and ``"r_in"``
+    (:class:`~advbound.attacks.LatentAttackResult`: the latent boundary search for ``r_Z``, Remark 5, and the
+    in-distribution boundary search for ``r_in``, Section 3, the book's estimates) and ``"r_unc"``
+    (:class:`~advbound.attacks.AttackResult` of :func:`~advbound.attacks.unconstrained_attack`), so that another
+    chapter reads the very values of the data chapter on these samples.
 
     With committed witnesses in ``artifacts`` for these networks (:mod:`advbound.witnesses`) the points are
-    loaded and re-verified, not searched; otherwise both searches run here (0.2-1.5 s per sample and
-    classifier on one CPU core)."""
+    loaded and re-verified, not searched; otherwise the searches run here (seconds per sample and classifier on
+    one CPU core)."""
     if isinstance(n, bool) or int(n) != n or not 1 <= n <= cfg.n_eval:
         raise ValueError(f"n must be an integer in [1, n_eval = {cfg.n_eval}]; got {n!r}")
     gen, dtype = nets.generator, cfg.dtype
@@ -448,27 +514,26 @@ def latent_search_results(cfg: ExperimentConfig, seed: int, nets: Networks, n: i
     with torch.no_grad():
         x = gen(z)
     witnesses, _ = _committed_witnesses(cfg, seed, nets, artifacts, False, log)
-    opts = cfg.attack.kwargs()
-    out: dict[str, dict[str, LatentAttackResult]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
         labels = predict(clf, x)
         if witnesses is None:
-            lat = latent_deepfool(clf, gen, z, **opts)
-            search = boundary_search(clf, gen, z, latent=lat, candidates=opts["candidates"],
-                                     batched_grads=opts["batched_grads"])
+            found, _ = _searches(clf, gen, z, x, labels, cfg, None)
         else:
-            found = {m: verified_search(clf, gen, z, w[:n], f[:n], name=f"{spec.label} ({m})", method=m, x=x,
-                                        labels=labels) for m, (w, f) in witnesses[spec.key].items()}
-            lat, search = found["latent_deepfool"], found["boundary_search"]
-        out[spec.label] = {"latent_deepfool": lat, "in_distribution": best_of(search, lat)}
+            found = {k: (delta[:n], ok[:n]) for k, (delta, ok) in witnesses[spec.key].items()}
+        out[spec.label] = {k: verified_search(clf, gen, z, *found[k], name=f"{spec.label} ({k})", method=k, x=x,
+                                              labels=labels) for k in ("r_z", "r_in")}
+        out[spec.label]["r_unc"] = verified_unconstrained(clf, x, *found["r_unc"], name=f"{spec.label} (r_unc)",
+                                                          labels=labels)
     return z, out
 
 
 def _search_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
     """What the boundary search's result depends on besides the networks (compared with committed witnesses)."""
     return {"n_eval": int(cfg.n_eval), "latent_seed": int(seed) + EVAL_SEED, "analysis_dtype": cfg.analysis_dtype,
-            "attack": cfg.attack.kwargs(), "boundary_steps": BOUNDARY_STEPS}
+            "attack": cfg.attack.kwargs(), "boundary_steps": BOUNDARY_STEPS, "witness_format": FORMAT,
+            "unconstrained": {"steps": STEPS, "explore": EXPLORE, "targets": TARGETS}}
 
 
 def _network_hashes(nets: Networks) -> dict[str, str]:
@@ -485,17 +550,19 @@ def _artifacts_command(cfg: ExperimentConfig, seed: int, folder: str | os.PathLi
 
 
 def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artifacts: str | os.PathLike | None,
-                         search: bool, log: Callable[[str], Any]
-                         ) -> tuple[dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None, str]:
-    """The committed witnesses of the latent searches for ``nets`` (None: run the searches) and a note for the
+                         search: bool, log: Callable[[str], Any]) -> tuple[dict[str, dict[str, Witness]] | None, str]:
+    """The committed witnesses of the searches for ``nets`` (None: run the searches) and a note for the
     provenance.  Only networks loaded from ``artifacts`` can have witnesses; ``search`` ignores them."""
     if artifacts is None or nets.manifest is None or search:
         return None, "searched here"
     if not has_witnesses(artifacts):
-        log(f"witnesses: none committed in {artifacts}; running the latent searches here")
+        log(f"witnesses: none committed in {artifacts}; running the searches here")
         return None, "searched here"
+    shapes = {name: (cfg.n_eval, LATENT_DIM) if kind == "latent" else (cfg.n_eval, cfg.channels, cfg.image_size,
+                                                                         cfg.image_size)
+              for name, kind in SEARCHES.items()}
     found = load_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
-                           keys=[s.key for s in cfg.classifiers], n=cfg.n_eval, dim=LATENT_DIM,
+                           keys=[s.key for s in cfg.classifiers], shapes=shapes,
                            command=_artifacts_command(cfg, seed, artifacts, keep_networks=True))
     log(f"witnesses: loaded from {artifacts} (sha256 verified; each point is re-verified on the networks)")
     return found, f"committed witnesses from {artifacts}, re-verified"

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..book import result_files, wrap
 from ..bounds import TABLE_QUANTILE, class_probabilities, robustness_quantile_bound
+from ..checkpoints import atomic_write
 from ..data import DISPLAY_NAMES, STAND_IN
 from ..modulus_estimation import ModulusEstimate
 from ..montecarlo import proportion_interval, quantile_interval, quantile_with_failures
@@ -71,13 +73,17 @@ class ClassifierResult:
     r_z: np.ndarray
     r_in: np.ndarray
     r_unc: np.ndarray
-    r_unc_deepfool: np.ndarray
+    r_unc_attack: np.ndarray
     success: dict[str, float]
     examples: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     #: per sample, the distance from g(z) to the nearest generated image of another label (an attack-free upper
     #: estimate of r_in, :func:`advbound.experiments.pipeline.nearest_other_label`)
     r_nearest: np.ndarray | None = None
+    #: per sample, the one-shot estimates that the stronger searches replace: DeepFool on x = g(z) for r_unc and
+    #: latent DeepFool for r_Z (the paper's method), to say how far the table moved
+    r_unc_deepfool: np.ndarray | None = None
+    r_z_deepfool: np.ndarray | None = None
 
     @property
     def gap_ratio(self) -> np.ndarray:
@@ -146,19 +152,15 @@ class ExperimentResult:
         })
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the results JSON (provenance included) atomically to ``path`` with a ``.json`` suffix, and the
-        table beside it with a ``.csv`` suffix (``--out run.csv`` writes ``run.json`` and ``run.csv``).
-        Returns the JSON path."""
-        base = Path(path)
-        if base.suffix.lower() in (".json", ".csv"):
-            base = base.with_suffix("")
-        json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
-        json_path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the results JSON (provenance included) and the table as CSV, each atomically, to the two files
+        that ``path`` names (:func:`advbound.book.result_files`: ``run``, ``run.json`` and ``run.csv`` all
+        write ``run.json`` and ``run.csv``; ``model.v1`` writes ``model.v1.json``).  The CSV's first header
+        cell names the data, so a stand-in's table says so wherever it goes.  Returns the JSON path."""
+        json_path, csv_path = result_files(path)
+        csv_text = self.table.rename_axis(_title(self.config.dataset, self.provenance["data"])).to_csv()
         for target, text in ((json_path, json.dumps(self.to_json_dict(), indent=1, sort_keys=False) + "\n"),
-                             (csv_path, self.table.to_csv())):
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, target)
+                             (csv_path, csv_text)):
+            atomic_write(target, lambda fh, text=text: fh.write(text.encode()))
         return json_path
 
 
@@ -229,7 +231,7 @@ def _checks(results: Sequence[ClassifierResult], bounds_df: pd.DataFrame, table:
         measured_z = float(table.loc[ROWS[1], label])
         z_own = float(bounds_df.loc[bounds_df.index[1], label])
         img_own = float(bounds_df.loc[bounds_df.index[3], label])
-        both = np.isfinite(r.r_in) & np.isfinite(r.r_unc_deepfool)
+        both = np.isfinite(r.r_in) & np.isfinite(r.r_unc_attack)
         checks["per_classifier"][label] = {
             "z_quantile_below_equiprobable_bound": bool(measured_z <= z_bound),
             "z_quantile_below_measured_proportions_bound": bool(measured_z <= z_own),
@@ -240,7 +242,7 @@ def _checks(results: Sequence[ClassifierResult], bounds_df: pd.DataFrame, table:
             "in_distribution_ci_high_over_image_bound": float(high.loc[ROWS[2], label]) / img_own,
             # by construction (the smaller of two valid points is kept): not a finding
             "r_unc_le_r_in_all_samples": bool(np.all(r.r_unc <= r.r_in)),
-            "deepfool_alone_le_r_in_fraction": (float(np.mean(r.r_unc_deepfool[both] <= r.r_in[both]))
+            "attack_alone_le_r_in_fraction": (float(np.mean(r.r_unc_attack[both] <= r.r_in[both]))
                                                 if both.any() else math.nan),
             "ratio_r_in_over_r_unc_median": (float(np.median(r.r_in[both] / r.r_unc[both]))
                                              if both.any() else math.nan),
@@ -275,15 +277,32 @@ def format_table(table: pd.DataFrame, digits: int = 2, low: pd.DataFrame | None 
 
 def side_by_side(result: ExperimentResult) -> pd.DataFrame:
     """Our table (with 95% intervals) next to the paper's (for SVHN and CIFAR-10), columns labelled with
-    their source."""
+    their source.  Below it, each classifier's own bounds (Theorem 1 with the class proportions it produces on
+    ``g(z)``; the paper's column assumes 10 equiprobable classes, the smallest bound over all proportions) and
+    its largest class proportion: a measured quantile above the equiprobable column is no contradiction when
+    it lies below its own."""
     ours_label = "synthetic stand-in" if result.is_stand_in else f"ours, {result.provenance['profile']}"
     ours = format_table(result.table, 2, result.ci_low, result.ci_high)
+    # Theorem 1 with each classifier's own class proportions: the bound that its measured quantiles must respect
+    # (larger than the equiprobable column when the proportions are unequal)
+    own = format_table(result.bounds.iloc[[1, 3]], 2).rename(index=dict(zip(result.bounds.index[[1, 3]],
+                                                                               OWN_ROWS[:2], strict=True)))
+    own[BOUND_COLUMN] = "-"
+    largest = result.bounds.iloc[4]
+    own.loc[OWN_ROWS[2]] = {BOUND_COLUMN: "-", **{c: f"{100 * largest[c]:.0f}%" for c in result.bounds.columns}}
+    ours = pd.concat([ours, own[ours.columns]])
     ours.columns = pd.MultiIndex.from_tuples([(ours_label, c) for c in ours.columns])
     if result.config.dataset not in PAPER_TABLES:
         return ours
     paper = format_table(paper_table(result.config.dataset))
     paper.columns = pd.MultiIndex.from_tuples([("paper", c) for c in paper.columns])
-    return pd.concat([paper, ours], axis=1)
+    return pd.concat([paper, ours], axis=1).fillna("-")
+
+
+#: the rows :func:`side_by_side` adds below the table: each classifier's own bounds and its largest class
+OWN_ROWS = ("Z-space bound, this classifier's class proportions",
+            "Image-space bound, this classifier's class proportions",
+            "Largest class proportion of g(z)")
 
 
 def _percent_below(ratio: float) -> str:
@@ -320,4 +339,4 @@ def key_numbers(result: ExperimentResult, digits: int = 2) -> str:
                      "(the bound with this classifier's class proportions)")
         lines.append("    in distribution: upper end of the 95% interval is "
                      f"{_percent_below(c['in_distribution_ci_high_over_image_bound'])} (estimated omega)")
-    return "\n".join(lines)
+    return wrap("\n".join(lines))
