@@ -43,6 +43,9 @@ def test_frechet_interval_is_centred_on_the_estimate_and_covers_its_spread():
     lo, hi = sq.frechet_interval(a, b, seed=0)
     fd = sq.frechet_distance(a, b)
     assert lo < fd < hi and (hi - fd) == pytest.approx(fd - lo)
+    # two samples of one distribution: the interval is clipped at 0, where the estimator cannot go
+    same = sq.frechet_interval(a, rng.normal(size=(300, 4)), seed=0)
+    assert same[0] >= 0
     # the spread of the estimator over fresh samples of the same size is of the interval's size
     fresh = [sq.frechet_distance(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 0.3) for _ in range(60)]
     assert 0.5 < (hi - lo) / (2 * 1.96 * np.std(fresh)) < 2.0

@@ -100,7 +100,7 @@ def frechet_interval(a: np.ndarray, b: np.ndarray, *, confidence: float = 0.95, 
     vals = [frechet_distance(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
             for _ in range(n_boot)]
     centre, half = frechet_distance(a, b), float(norm.ppf(0.5 + confidence / 2)) * float(np.std(vals, ddof=1))
-    return centre - half, centre + half
+    return max(0.0, centre - half), centre + half   # the estimator is never negative, nor its expectation
 
 
 @dataclass(frozen=True)
