@@ -103,8 +103,15 @@ def common_change_search(classifiers: Sequence[Callable[[Tensor], Tensor]], x: T
         return out
 
     best = RayResult(torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device), x.clone())
+    view = (-1,) + (1,) * (x.dim() - 1)
     for u in directions:
+        # a sample without this direction (zero or not finite, e.g. a failed attack) is skipped for it
+        usable = (_flat_norm(u) > 0) & torch.isfinite(_flat_norm(u))
+        if not bool(usable.any()):
+            continue
+        u = torch.where(usable.view(view), u, torch.ones_like(u))
         found = ray_search(changed, x, u, t_max, grid=grid, bisect=bisect)
+        found.t[~usable] = math.inf
         better = found.t < best.t
         best.t[better] = found.t[better]
         best.points[better] = found.points[better]
