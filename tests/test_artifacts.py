@@ -176,7 +176,7 @@ def test_obtain_networks_trains_writes_and_reads_back(tmp_path):
         obtain_networks(cfg, 0, train, torch.device("cpu"), retrain=True)
 
 
-@pytest.mark.parametrize("dataset", ["mnist", "svhn", "cifar10"])
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "svhn", "cifar10"])
 def test_committed_networks_verify_against_their_configuration(dataset):
     folder = art.artifact_folder(COMMITTED, dataset, "ci", 0)
     nets = art.load_networks(folder, ex.experiment_config(dataset, "ci"), 0)
@@ -186,8 +186,9 @@ def test_committed_networks_verify_against_their_configuration(dataset):
 
 
 def test_committed_networks_fit_the_size_budget():
+    """Networks and witnesses of the four data chapters: at most 40 MB in all (issue 17)."""
     total = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
-    assert 0 < total <= 25e6
+    assert 0 < total <= 40e6
 
 
 # --------------------------------------------------------------------------------------------------

@@ -319,13 +319,13 @@ def _witness_case():
     z = _x(5, 3, 11)
     lat = latent_deepfool(clf, gen, z, max_steps=30)
     assert bool(lat.success.all())
-    return clf, gen, z, lat.z_adv
+    return clf, gen, z, lat.z_adv - z  # what a witness file stores: the displacement from z
 
 
 def test_integer_found_flags_give_a_boolean_mask():
-    clf, gen, z, points = _witness_case()
+    clf, gen, z, delta = _witness_case()
     found = torch.tensor([1, 0, 1, 1, 0])
-    res = witnesses.verified_search(clf, gen, z, points, found)
+    res = witnesses.verified_search(clf, gen, z, delta, found)
     assert res.success.dtype == torch.bool and res.success.tolist() == [True, False, True, True, False]
     assert res.image_distances[res.success].shape == (3,)
 
@@ -333,9 +333,9 @@ def test_integer_found_flags_give_a_boolean_mask():
 @pytest.mark.parametrize("found", [torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]), torch.tensor([2, 0, 1, 1, 0]),
                                    [True, False, True, True, False]], ids=["float", "integer 2", "list"])
 def test_other_found_flags_are_refused(found):
-    clf, gen, z, points = _witness_case()
+    clf, gen, z, delta = _witness_case()
     with pytest.raises(ValueError, match="found"):
-        witnesses.verified_search(clf, gen, z, points, found)
+        witnesses.verified_search(clf, gen, z, delta, found)
 
 
 # ==================================================================================================
@@ -536,11 +536,11 @@ def test_damaged_manifests_raise_artifact_error(change, pattern, tmp_path):
 
 
 def test_witness_settings_that_are_a_list_raise_artifact_error(tmp_path):
-    (tmp_path / witnesses.WITNESS_MANIFEST).write_text(json.dumps({"format": 1, "networks": {"a.pt": "1"},
-                                                                   "settings": [1, 2]}))
+    (tmp_path / witnesses.WITNESS_MANIFEST).write_text(json.dumps({"format": witnesses.FORMAT,
+                                                                   "networks": {"a.pt": "1"}, "settings": [1, 2]}))
     with pytest.raises(artifacts.ArtifactError, match="another search"):
-        witnesses.load_witnesses(tmp_path, settings={"n_eval": 3}, networks={"a.pt": "1"}, keys=[], n=1, dim=1,
-                                 command="cmd")
+        witnesses.load_witnesses(tmp_path, settings={"n_eval": 3}, networks={"a.pt": "1"}, keys=[],
+                                 shapes={"r_z": (1, 1), "r_in": (1, 1), "r_unc": (1, 1, 1, 1)}, command="cmd")
 
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

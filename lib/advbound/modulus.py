@@ -66,7 +66,7 @@ def as_array(value: object, name: str) -> np.ndarray:
     Raises ``TypeError`` naming ``name`` for ``None``, text, objects, complex numbers and ragged sequences
     (rows of different lengths)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch here
-        value = value.detach().cpu().numpy()  # type: ignore[attr-defined]
+        value = value.detach().cpu().numpy()
     what = f"{type(value).__name__}: {value!r}"[:120]
     if value is None:
         raise TypeError(f"{name} must be a number or an array of numbers; got None")

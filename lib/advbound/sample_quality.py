@@ -26,7 +26,7 @@ error, through the real value, is not included: it is read as a fixed number).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,6 +207,7 @@ def sample_quality(probs_generated: Mapping[str, torch.Tensor], probs_real: Mapp
         return _proportion(int(torch.bincount(p.argmax(1), minlength=p.shape[1]).max()), p.shape[0])
 
     measures: list[Measure] = []
+    kinds: list[tuple[str, Callable[[str], tuple[float, tuple[float, float]]], float | None, bool]]
     kinds = [("(a) agreement of all classifiers", agreement, AGREEMENT_TARGET, True)] * (len(probs_generated) > 1)
     kinds += [(f"(b) confident labels (>= {CONFIDENT:g})", confident, CONFIDENT_TARGET, True),
               ("(c) largest class proportion", largest, None, False)]

@@ -479,7 +479,7 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, data: ImageData, *
                 g_loss.backward()
                 opt_g.step()
                 if average is not None:
-                    _ema_update(average, generator, float(ema), step)  # type: ignore[arg-type]
+                    _ema_update(average, generator, float(ema), step)
                 step += 1
             history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
             _save_epoch(ckpt, config, epoch + 1, history, parts)

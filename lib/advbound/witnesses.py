@@ -170,7 +170,8 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
                             f"the committed networks'); {_hint(command)}")
     wanted = json.loads(json.dumps(dict(settings)))
     if manifest.get("settings") != wanted:
-        have = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+        found_settings = manifest.get("settings")
+        have: dict[str, Any] = found_settings if isinstance(found_settings, dict) else {}
         diff = ", ".join(f"{k}: {have.get(k)!r} there, {v!r} here" for k, v in wanted.items() if have.get(k) != v)
         raise ArtifactError(f"the witnesses in {folder} come from another search ({diff or 'other settings'}); "
                             f"{_hint(command)}")

@@ -205,7 +205,7 @@ def chapter_claims(result: ExperimentResult) -> list[dict[str, Any]]:
         return "illustrated on a synthetic stand-in" if stand_in else v
 
     figures = {"i": "robustness", "ii": "robustness", "iii": "gap", "iv": "robustness"}
-    claims = [{"claim": f.claim, "where": "Section 5", "verdict": verdict(f.verdict),
+    claims: list[dict[str, Any]] = [{"claim": f.claim, "where": "Section 5", "verdict": verdict(f.verdict),
                "value": " ".join(f.evidence[0].split()) if f.evidence else "-",
                "figure": f"fig-{ds}-{figures[f.key]}"} for f in section5_findings(result)]
     z = result.checks["z_bound_equiprobable"]

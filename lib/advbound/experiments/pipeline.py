@@ -470,7 +470,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     with torch.no_grad():
         generated = gen(_latent(GALLERY, seed + GALLERY_SEED, dev, dtype))
     judge_net = nets.classifiers[judge.key]
-    gallery = {"judge": judge.label}
+    gallery: dict[str, Any] = {"judge": judge.label}
     for kind, images in (("generated", generated), ("real", test.floats()[:GALLERY].to(dev, dtype))):
         probs = softmax_outputs(judge_net, images)
         gallery[kind] = images.float().cpu()

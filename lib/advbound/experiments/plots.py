@@ -46,7 +46,7 @@ def plot_samples(result: ExperimentResult, rows: int = 4, cols: int = 8):
     names = CLASS_NAMES[result.config.dataset]
     n = min(rows * cols, gal["real"].shape[0], gal["generated"].shape[0])
     fig = plt.figure(figsize=(11, 1.45 * rows + 0.5))
-    panels = fig.subfigures(1, 2, wspace=0.04)
+    panels = [fig.subfigures(1, 2, wspace=0.04)[k] for k in (0, 1)]  # type: ignore[index]
     for panel, kind, title in ((panels[0], "real", "real test images"), (panels[1], "generated", "generated g(z)")):
         axes = panel.subplots(rows, cols, squeeze=False)
         for k, ax in enumerate(axes.flat):

@@ -163,10 +163,10 @@ def _grayscale_specs(dataset: str, profile: str) -> tuple[ClassifierSpec, ...]:
     if profile == "ci":
         lenet = {"image_size": 28, "width": 16, "hidden": 128}
         mnist = dataset == "mnist"
-        epochs = (10, 6, 10) if mnist else (8, 4, 6)
-        return (ClassifierSpec("2-Layer LeNet", "lenet", lenet, epochs[0], 2e-3),
-                ClassifierSpec("ResNet-18", "resnet18", {"width": 8}, epochs[1], 3e-3, batch_size=64),
-                ClassifierSpec("2-Layer LeNet + Adv. training", "lenet", lenet, epochs[2], 2e-3,
+        ci_epochs = (10, 6, 10) if mnist else (8, 4, 6)
+        return (ClassifierSpec("2-Layer LeNet", "lenet", lenet, ci_epochs[0], 2e-3),
+                ClassifierSpec("ResNet-18", "resnet18", {"width": 8}, ci_epochs[1], 3e-3, batch_size=64),
+                ClassifierSpec("2-Layer LeNet + Adv. training", "lenet", lenet, ci_epochs[2], 2e-3,
                                adversarial=GRAYSCALE_PGD))
     epochs = 15 if profile == "colab" else 40
     sgd: dict[str, Any] = dict(lr=0.05, optimizer="sgd", weight_decay=5e-4)

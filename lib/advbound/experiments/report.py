@@ -9,8 +9,9 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -160,8 +161,12 @@ class ExperimentResult:
         csv_text = self.table.rename_axis(_title(self.config.dataset, self.provenance["data"])).to_csv()
         for target, text in ((json_path, json.dumps(self.to_json_dict(), indent=1, sort_keys=False) + "\n"),
                              (csv_path, csv_text)):
-            atomic_write(target, lambda fh, text=text: fh.write(text.encode()))
+            atomic_write(target, partial(_write_bytes, data=text.encode()))
         return json_path
+
+
+def _write_bytes(fh: IO[bytes], data: bytes) -> None:
+    fh.write(data)
 
 
 def _frame_dict(frame: pd.DataFrame | None) -> dict[str, Any] | None:
