@@ -15,13 +15,27 @@ from torch import nn
 
 from advbound import bounds
 from advbound.attacks.ray import ray_search
-from advbound.classifiers import AffineClassifier, ConeClassifier, half_space_classifier, sector_classifier
-from advbound.generators import CircleGenerator, InvertibleGenerator, IsometricLinearGenerator
+from advbound.classifiers import (
+    AffineClassifier,
+    ConeClassifier,
+    MergedClassifier,
+    half_space_classifier,
+    sector_classifier,
+)
+from advbound.generators import CircleGenerator, InvertibleGenerator, IsometricLinearGenerator, SplitGenerator
 from advbound.latent_linear import LatentClassifier, decision_gradients, direction_spread, fit_linear_classifier
-from advbound.lipschitz import dcgan_lipschitz_bound, lipschitz_bound, power_iteration_norm, schur_norm_bound
+from advbound.lipschitz import (
+    certified_block_norm,
+    conv_fourier_bound,
+    dcgan_lipschitz_bound,
+    exact_block_norm,
+    lipschitz_bound,
+    power_iteration_norm,
+    schur_norm_bound,
+)
 from advbound.models import DCGANGenerator, init_dcgan_weights
 from advbound.montecarlo import class_proportions, probability_at_most, proportion_interval
-from advbound.projection import ProjectionClassifier, theorem2_check
+from advbound.projection import ProjectionClassifier, radius_scan, theorem2_check, theorem2_checks
 
 DT = torch.float64
 
@@ -233,9 +247,80 @@ def test_network_lipschitz_bound_dominates_local_and_pairwise_stretch():
     with torch.no_grad():
         pair = float(((gen(z2) - gen(z)).flatten(1).norm(dim=1) / (z2 - z).norm(dim=1)).max())
     assert bound.power >= local and bound.power >= pair
+    # certified: at least the local and pairwise stretch, and no tighter than the estimate (per block)
+    assert bound.certified >= local and bound.certified >= pair
+    assert bound.schur >= bound.certified >= bound.power * (1 - 1e-9)
+    for block in bound.blocks:
+        assert block.schur >= block.certified >= block.power * (1 - 1e-9)
     # the network is not modified (still float64 parameters, same values)
     assert next(gen.parameters()).dtype == DT
-    assert bound.modulus().lipschitz == bound.power and bound.modulus("schur").lipschitz == bound.schur
+    assert bound.modulus().lipschitz == bound.certified and bound.modulus("schur").lipschitz == bound.schur
+    assert bound.modulus("power").lipschitz == bound.power
+    with pytest.raises(ValueError, match="which"):
+        bound.modulus("exact")
+
+
+def _random_block(kind: str, seed: int) -> tuple[list[nn.Module], tuple[int, ...]]:
+    torch.manual_seed(seed)
+    blocks = {
+        "convT s2": ([nn.ConvTranspose2d(3, 4, 4, 2, 1), nn.BatchNorm2d(4)], (3, 5, 5)),
+        "convT s2 op1": ([nn.ConvTranspose2d(3, 4, 3, 2, 1, output_padding=1)], (3, 6, 5)),
+        "convT 1x1 input": ([nn.ConvTranspose2d(6, 4, 7, 1, 0), nn.BatchNorm2d(4)], (6, 1, 1)),
+        "conv s2": ([nn.Conv2d(3, 5, 4, 2, 1), nn.BatchNorm2d(5)], (3, 10, 10)),
+        "conv s(2,1)": ([nn.Conv2d(3, 5, 3, (2, 1), 0)], (3, 9, 8)),
+        "conv s1 pad": ([nn.Conv2d(3, 4, 3, 1, 1)], (3, 12, 12)),
+    }
+    block, shape = blocks[kind]
+    for k, m in enumerate(block):
+        if isinstance(m, nn.BatchNorm2d):
+            _random_bn(m, seed + k)
+    return [m.double().eval() for m in block], shape
+
+
+@pytest.mark.parametrize("kind", ["convT s2", "convT s2 op1", "convT 1x1 input", "conv s2", "conv s(2,1)",
+                                  "conv s1 pad"])
+def test_certified_block_norms_against_the_explicit_matrix(kind):
+    """exact_block_norm is the largest singular value of the block's matrix (built independently by
+    autograd's jacobian, SVD by torch.linalg.matrix_norm); the Fourier bound is never below it; the power
+    iteration never above it (beyond its tolerance)."""
+    block, shape = _random_block(kind, 3)
+    exact = float(torch.linalg.matrix_norm(_explicit_matrix(block, shape), 2))
+    assert exact_block_norm(block, shape) == pytest.approx(exact, rel=1e-10)
+    assert exact_block_norm(block, shape, chunk=7) == pytest.approx(exact, rel=1e-10)  # chunked the same
+    fourier = conv_fourier_bound(block, shape)
+    assert fourier is not None and fourier >= exact * (1 - 1e-12)
+    assert power_iteration_norm(block, shape) <= exact * (1 + 1e-9)
+    value, method = certified_block_norm(block, shape)
+    assert method == "exact SVD" and value == pytest.approx(exact, rel=1e-10)
+    value, method = certified_block_norm(block, shape, exact_max_flops=0)  # too costly: the Fourier bound
+    assert method == "Fourier" and value == fourier
+
+
+def test_fourier_bound_closed_forms():
+    """A 1x1 convolution is the same c_out x c_in matrix at every pixel: its norm is that matrix's largest
+    singular value, and the Fourier bound equals it.  For a single-channel convolution on a large image the
+    bound approaches the exact norm, max |K^(w)| over all frequencies (here 1 + 2 * 0.5 = 2 for the kernel
+    [0.5, 1, 0.5] in each direction squared: 4)."""
+    conv = nn.Conv2d(3, 2, 1, bias=False).double().eval()
+    w = conv.weight.detach()[:, :, 0, 0]
+    assert conv_fourier_bound([conv], (3, 6, 6)) == pytest.approx(float(torch.linalg.matrix_norm(w, 2)), rel=1e-12)
+    smooth = nn.Conv2d(1, 1, 3, padding=1, bias=False).double().eval()
+    with torch.no_grad():
+        smooth.weight.copy_(torch.outer(torch.tensor([0.5, 1.0, 0.5]), torch.tensor([0.5, 1.0, 0.5]))[None, None])
+    bound = conv_fourier_bound([smooth], (1, 40, 40))
+    exact = float(torch.linalg.matrix_norm(_explicit_matrix([smooth], (1, 40, 40)), 2))
+    assert exact <= bound <= 4.0 + 1e-12 and bound == pytest.approx(4.0, rel=1e-12) and exact > 3.95
+
+
+def test_fourier_bound_declines_other_blocks():
+    assert conv_fourier_bound([nn.Linear(3, 3).double()], (3,)) is None
+    assert conv_fourier_bound([nn.Conv2d(4, 4, 3, groups=2).double()], (4, 6, 6)) is None
+    assert conv_fourier_bound([nn.Conv2d(2, 2, 3, dilation=2).double()], (2, 9, 9)) is None
+    assert conv_fourier_bound([nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular").double()], (2, 6, 6)) is None
+    assert conv_fourier_bound([nn.Conv2d(2, 2, 3).double(), nn.ReLU()], (2, 6, 6)) is None
+    lin = [nn.Linear(5, 3).double()]
+    value, method = certified_block_norm(lin, (5,), exact_max_flops=0)
+    assert method == "Schur" and value == schur_norm_bound(lin, (5,))
 
 
 def test_lipschitz_bound_refuses_unknown_layers():
@@ -422,3 +507,169 @@ def test_theorem2_check_reach_and_bad_arguments():
         theorem2_check(proj, z, torch.zeros(1, dtype=DT), [away])
     with pytest.raises(ValueError, match="directions"):
         theorem2_check(proj, z, r_in, [])
+
+
+# ---- footnote 4: a disconnected support, omega(0) > 0 ------------------------------------------------------
+
+def test_split_generator_modulus_and_exact_r_in_by_brute_force():
+    """g(z) = z + c sign(z_1) e_1.  (a) omega(t) = t + 2c is valid on random pairs and approached across the
+    cut; no Lipschitz constant holds.  (b) r_in of f(x) = [x_1 >= 0] is |z_1| + 2c: brute force over a dense
+    grid of latent points of the other class (d = 2).  (c) P(r_in <= eta) = eq. (2) with the affine modulus
+    (two classes of probability 1/2): Monte Carlo within 4 standard errors, and the closed form
+    2 Phi(eta - 2c) - 1 equals the library's bound."""
+    c = 0.4
+    g = SplitGenerator(2, gap=c)
+    z = torch.randn(4000, 2, generator=_gen(5), dtype=DT)
+    z2 = z + 0.3 * torch.randn(4000, 2, generator=_gen(6), dtype=DT)
+    dist = (g(z) - g(z2)).norm(dim=1)
+    assert bool((dist <= (z - z2).norm(dim=1) + 2 * c + 1e-12).all())
+    tiny = torch.tensor([[1e-9, 0.3]], dtype=DT), torch.tensor([[-1e-9, 0.3]], dtype=DT)
+    jump = float((g(tiny[0]) - g(tiny[1])).norm())
+    assert jump == pytest.approx(2 * c + 2e-9, rel=1e-9)                    # omega(0+) = 2c: no Lipschitz bound
+    assert float(g.modulus(2e-9)) == pytest.approx(2e-9 + 2 * c) and float(g.modulus.inverse(2 * c)) == 0.0
+    # (b) brute force: the nearest generated point with the other label
+    grid = torch.stack(torch.meshgrid(torch.linspace(-4, 4, 801, dtype=DT), torch.linspace(-4, 4, 801, dtype=DT),
+                                      indexing="ij"), -1).reshape(-1, 2)
+    gx = g(grid)
+    pts = torch.tensor([[0.7, -0.2], [-1.3, 0.5], [0.05, 1.0]], dtype=DT)
+    for p in pts:
+        x = g(p[None])[0]
+        other = (gx[:, 0] >= 0) != (x[0] >= 0)
+        brute = float((gx[other] - x).norm(dim=1).min())
+        assert brute == pytest.approx(float(g.half_space_in_distribution_robustness(p[None])[0]), abs=0.011)
+    # (c) the distribution equals eq. (2) with omega(t) = t + 2c
+    r = g.half_space_in_distribution_robustness(z)
+    eta = np.array([0.5, 1.0, 1.5, 2.5])
+    est, se = probability_at_most(r, eta)
+    bound = bounds.probability_lower_bound(eta, [0.5, 0.5], modulus=g.modulus)
+    np.testing.assert_allclose(bound, 2 * stats.norm.cdf(np.maximum(eta - 2 * c, 0)) - 1, atol=1e-14)
+    assert np.all(np.abs(est - bound) <= 4 * se + 1e-12)
+    with pytest.raises(ValueError, match="gap"):
+        SplitGenerator(2, gap=-1.0)
+
+
+def test_normalized_lipschitz_is_footnote_5():
+    """L' = L E||z|| / E||g(z)||; for g = a z (E||g(z)|| = a E||z||, L = a) it is 1 whatever a."""
+    e = bounds.expected_latent_norm(100)
+    assert bounds.normalized_lipschitz(3.0, 100, 3.0 * e) == pytest.approx(1.0, rel=1e-15)
+    assert bounds.normalized_lipschitz(48.8, 100, 9.05) == pytest.approx(48.8 * e / 9.05, rel=1e-15)
+    with pytest.raises(ValueError, match="mean_image_norm"):
+        bounds.normalized_lipschitz(1.0, 100, 0.0)
+
+
+# ---- Remark 2: merged classes ----------------------------------------------------------------------------
+
+def test_merged_classifier_labels_and_robustness_never_decrease():
+    """The merged label is the group of the original label; on an affine toy the exact distance to the
+    merged classifier's boundary (min over facets between different groups) is >= the original one."""
+    f = AffineClassifier(torch.randn(6, 3, generator=_gen(7), dtype=DT), torch.randn(6, generator=_gen(8), dtype=DT))
+    merged = MergedClassifier(f, [[0, 3], [1, 2, 5], [4]])
+    x = torch.randn(500, 3, generator=_gen(9), dtype=DT)
+    lab, mlab = f(x).argmax(1), merged(x).argmax(1)
+    assert torch.equal(mlab, merged.merge_labels(lab)) and merged.n_classes == 3
+    # DeepFool on the merged classifier finds points that also change the original label
+    from advbound.attacks import deepfool
+
+    res = deepfool(merged, x, refine=True)
+    assert bool(res.success.all())
+    assert bool((f(res.x_adv).argmax(1) != lab).all())
+    assert bool((res.norms >= f.exact_robustness(x) - 1e-9).all())
+    for bad in ([[0, 1, 2, 3, 4, 5]], [[0, 1], [1, 2, 3, 4, 5]], [[0, 1], []], [[0, 1], [2, 3, 4, 6]]):
+        with pytest.raises(ValueError, match="groups"):
+            MergedClassifier(f, bad)
+
+
+# ---- Theorem 3: one perturbation for two classifiers ------------------------------------------------------
+
+def test_common_change_search_against_joint_fooling_distance():
+    """Two affine classifiers: the exact smallest common perturbation (joint_fooling_distance) lies below
+    every found one; along the direction of the exact minimiser the search finds it to the bisection step."""
+    from advbound.attacks.ray import common_change_search
+    from advbound.classifiers import joint_fooling_distance
+
+    f = half_space_classifier(torch.tensor([1.0, 0.0], dtype=DT), 0.0)
+    h = half_space_classifier(torch.tensor([0.6, 0.8], dtype=DT), 0.2)
+    x = torch.randn(200, 2, generator=_gen(11), dtype=DT)
+    exact = joint_fooling_distance(f, h, x)
+    dirs = [torch.randn(200, 2, generator=_gen(12 + k), dtype=DT) for k in range(3)]
+    found = common_change_search([f, h], x, dirs, 10.0, grid=16, bisect=20)
+    ok = torch.isfinite(found.t)
+    assert bool(ok.any()) and bool((found.t[ok] >= exact[ok] - 1e-9).all())
+    assert bool((f.predict(found.points[ok]) != f.predict(x[ok])).all())
+    assert bool((h.predict(found.points[ok]) != h.predict(x[ok])).all())
+    # the direction of the nearest point of the common region: there the search is exact
+    target = _nearest_common_point(f, h, x)
+    torch.testing.assert_close((target - x).norm(dim=1), exact, atol=1e-12, rtol=1e-12)
+    best = common_change_search([f, h], x, [target - x], 10.0, grid=64, bisect=30)
+    assert bool(torch.isfinite(best.t).all())
+    assert float((best.t - exact).abs().max()) <= 10.0 / 64 / 2**30 + 1e-12
+
+
+def _nearest_common_point(f: AffineClassifier, h: AffineClassifier, x: torch.Tensor) -> torch.Tensor:
+    """For two half-space classifiers in the plane: the nearest point with both labels changed is the foot
+    of the perpendicular on one boundary line when it lies on the other line's far side, else the lines'
+    intersection (closed forms, computed here independently of joint_fooling_distance)."""
+    lines = []
+    for clf in (f, h):
+        w, b = clf.weight[1] - clf.weight[0], clf.bias[1] - clf.bias[0]     # boundary w . y + b = 0
+        lines.append((w, b))
+    side = [torch.sign(x @ w + b) for w, b in lines]
+    cands = []
+    for k, (w, b) in enumerate(lines):
+        foot = x - ((x @ w + b) / (w @ w))[:, None] * w
+        w2, b2 = lines[1 - k]
+        ok = torch.sign(foot @ w2 + b2) == -side[1 - k]
+        cands.append(torch.where(ok[:, None], foot, torch.full_like(foot, math.inf)))
+    mat = torch.stack([lines[0][0], lines[1][0]])
+    vertex = torch.linalg.solve(mat, -torch.stack([lines[0][1], lines[1][1]]))
+    cands.append(vertex.expand_as(x))
+    stack = torch.stack(cands)                                          # (3, n, 2)
+    dist = (stack - x).norm(dim=2)
+    return stack[dist.argmin(0), torch.arange(x.shape[0])]
+
+
+# ---- Theorem 2 with several classifiers and a blind inversion ---------------------------------------------
+
+def test_theorem2_checks_batched_equal_separate_calls_and_blind_inversion_is_batch_free():
+    """theorem2_checks projects the points of all classifiers together; the results equal separate
+    theorem2_check calls, and f~(x) does not depend on the batch x is evaluated in (shared random starts)."""
+    circle = CircleGenerator()
+    fs = [ConeClassifier([0.0, 0.05, 0.12]), ConeClassifier([0.3, 0.7])]
+    projs = [ProjectionClassifier(f, circle, 1, restarts=3, steps=60, lr=0.05, seed=4) for f in fs]
+    turns = torch.linspace(0.2, 0.95, 9, dtype=DT)[:, None]
+    x = circle(turns)
+    z_one = torch.stack([projs[0].project(x[i:i + 1])[0][0] for i in range(9)])
+    z_all, _ = projs[0].project(x)
+    torch.testing.assert_close(z_all, z_one, atol=1e-12, rtol=0)
+    r_in = [torch.full((9,), 0.3, dtype=DT), torch.full((9,), 0.5, dtype=DT)]
+    dirs = [[-x, torch.flip(x, [1])], [torch.flip(x, [1])]]
+    together = theorem2_checks(projs, turns, r_in, dirs, grid=4, bisect=6, reach=2.0)
+    for k, proj in enumerate(projs):
+        alone = theorem2_check(proj, turns, r_in[k], dirs[k], grid=4, bisect=6, reach=2.0)
+        for name in ("r_unc", "residual_data", "residual_boundary", "borrowed", "agrees_on_data", "points"):
+            torch.testing.assert_close(getattr(together[k], name), getattr(alone, name), equal_nan=True)
+    with pytest.raises(ValueError, match="share"):
+        theorem2_checks([projs[0], ProjectionClassifier(fs[1], circle, 1, restarts=2)], turns, r_in, dirs)
+
+
+def test_radius_scan_on_the_circle_with_exact_projection():
+    """Cones on the circle with the exact projection: along the tangent direction the label of f~ changes
+    where the angle of x + t u crosses the nearest boundary ray, at t = tan(2 pi Delta) (Delta the turn to
+    that ray): the scan reports the first grid radius at or beyond it, and the one before it lies below."""
+    circle = CircleGenerator()
+    arcs = [0.0, 0.3, 0.6]
+    projs = [ProjectionClassifier(ConeClassifier(arcs), circle, 1, exact_projection=circle.project),
+             ProjectionClassifier(ConeClassifier([0.1, 0.5]), circle, 1, exact_projection=circle.project)]
+    turns = torch.tensor([[0.05], [0.25], [0.33]], dtype=DT)
+    x = circle(turns)
+    tangent = torch.stack([-x[:, 1], x[:, 0]], 1)          # counter-clockwise
+    radii = [0.1 * k for k in range(1, 31)]
+    scan = radius_scan(projs, turns, tangent, radii)
+    assert bool(scan.premise.all()) and float(scan.residual.max()) < 1e-12
+    for k, cuts in enumerate(([0.0, 0.3, 0.6], [0.1, 0.5])):
+        ahead = torch.tensor([min((c - float(t)) % 1.0 for c in cuts) for t in turns.flatten()], dtype=DT)
+        exact = torch.where(ahead < 0.25, torch.tan(2 * math.pi * ahead), torch.full_like(ahead, math.inf))
+        found, below = scan.change_radius()[k], scan.last_unchanged()[k]
+        assert bool(((below < exact) & (exact <= found)).all()), (k, found, exact)
+    with pytest.raises(ValueError, match="radii"):
+        radius_scan(projs, turns, tangent, [0.2, 0.1])

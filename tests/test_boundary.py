@@ -256,3 +256,31 @@ def test_boundary_search_on_cuda() -> None:  # pragma: no cover - run where a GP
     res = in_distribution_attack(f.cuda(), g.cuda(), z.cuda())
     assert res.z_adv.is_cuda and res.image_distances.is_cuda and bool(res.success.all())
     assert float((res.image_distances.cpu() / r_in - 1).abs().max()) < 1e-6
+
+
+def test_latent_classifier_searches_match_the_composed_classifier() -> None:
+    """latent_classifier=True: the classifier takes latent codes, ``h(w)``.  On a linear generator with an
+    affine latent classifier ``h(w) = V w + b``, the composed image classifier ``f(x) = V A^+ (x - c) + b`` has
+    ``f o g = h``, so both searches have the same closed forms: ``r_in = min_j gap_j / sqrt(a_j^T (A^T A)^{-1}
+    a_j)`` (``a_j = v_y - v_j``) and ``r_Z = min_j gap_j / ||a_j||``."""
+    g = Linear(5, 12, seed=7)
+    torch.manual_seed(8)
+    h = nn.Linear(5, 4).to(DT).requires_grad_(False)
+    z = torch.randn(30, 5, dtype=DT, generator=torch.Generator().manual_seed(9))
+    logits = h(z)
+    y = logits.argmax(1)
+    a = h.weight[y][:, None, :] - h.weight[None, :, :]                    # (n, K, d)
+    gap = logits.gather(1, y[:, None]) - logits
+    inv = torch.linalg.inv(g.a.T @ g.a)
+    own = torch.arange(4)[None, :] == y[:, None]
+    r_in = torch.where(own, torch.inf, gap / torch.einsum("nkd,de,nke->nk", a, inv, a).sqrt()).min(1).values
+    r_z = torch.where(own, torch.inf, gap / a.norm(dim=2)).min(1).values
+    res = in_distribution_attack(h, g, z, latent_classifier=True)
+    assert bool(res.success.all()) and torch.equal(res.labels, y)
+    assert float((res.image_distances / r_in - 1).abs().max()) < 1e-6
+    lat = latent_deepfool(h, g, z, latent_classifier=True, refine=True)
+    assert float((lat.latent_norms / r_z - 1).abs().max()) < 1e-4
+    with pytest.raises(ValueError, match="latent_classifier"):
+        in_distribution_attack(h, g, z, latent_classifier=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dtype"):  # the latent classifier must take z as it is
+        in_distribution_attack(h.float(), g, z, latent_classifier=True)

@@ -422,3 +422,28 @@ def test_numpy_scalars_are_accepted_where_numbers_are_expected():
 def test_wrong_types_get_named_errors(call, match):
     with pytest.raises((TypeError, ValueError), match=match):
         call()
+
+
+def test_printed_eq4_is_false_and_the_corrected_form_holds():
+    """The counterexample of the README: g(z) = 10 z (Lipschitz 10, an exact modulus), K = 10 equiprobable
+    latent sectors, eta = 3.  The true P(r_in <= 3) = P(r_Z <= 0.3) is 1 - E_phi exp(-0.045 / sin^2 phi) with
+    phi ~ U[0, pi/10] (the distance of a 2-d Gaussian point to the nearest sector ray is rho sin phi, rho
+    Rayleigh), by mpmath quadrature: 0.776.  The paper's printed eq. (4), with eta in the second exponent,
+    claims at least 0.958, which is false; with omega^{-1}(eta) = 0.3 there (the library) it gives 0.142."""
+    K, L, eta = 10, 10.0, 3.0
+    t = mp.mpf(eta) / L
+    rate = mp.sqrt(mp.log(K**2 / (4 * mp.pi * mp.log(K))))
+    printed = 1 - mp.sqrt(mp.pi / 2) * mp.e ** (-t**2 / 2) * mp.e ** (-eta * rate)
+    true = 1 - mp.quad(lambda f: mp.e ** (-t**2 / (2 * mp.sin(f) ** 2)), [0, mp.pi / K]) / (mp.pi / K)
+    assert round(float(printed), 3) == 0.958 and round(float(true), 3) == 0.776
+    assert float(printed) > float(true)                                 # the printed inequality fails
+    corrected = B.equiprobable_probability_lower_bound(eta, K, modulus=LipschitzModulus(L))
+    assert round(float(corrected), 3) == 0.142 and corrected <= float(true)
+    # the exact robustness of the library's sector classifier agrees with the quadrature (Monte Carlo)
+    import torch
+
+    from advbound.classifiers import sector_classifier
+
+    z = torch.randn(200_000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    frac = float((L * sector_classifier(K, dims=3).exact_robustness(z) <= eta).double().mean())
+    assert abs(frac - float(true)) < 4 * math.sqrt(float(true) * (1 - float(true)) / 200_000)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from advbound.generators import IsometricLinearGenerator
 from advbound.projection import ProjectionClassifier
 
 DT = torch.float64
@@ -119,3 +120,22 @@ def test_bad_arguments() -> None:
     bad = ProjectionClassifier(sector_classifier, g, 1, exact_projection=lambda x: x)
     with pytest.raises(ValueError, match="exact_projection"):
         bad.project(torch.zeros(3, 2, dtype=DT))
+
+
+def test_bank_start_is_the_nearest_generated_image() -> None:
+    """With a bank of latent codes, each sample's inversion also starts from the code whose image is nearest;
+    a bank that holds the true code makes the inversion exact (the best iterate is kept), and the start does
+    not depend on the batch (the projection of one sample alone is the same)."""
+    g = IsometricLinearGenerator(3, 6, seed=2, offset=True)
+    z = torch.randn(5, 3, dtype=DT, generator=torch.Generator().manual_seed(1))
+    bank = torch.cat([torch.randn(40, 3, dtype=DT, generator=torch.Generator().manual_seed(2)), z])
+    proj = ProjectionClassifier(lambda x: x[:, :2], g, 3, restarts=0, steps=1, lr=1e-9, bank=bank)
+    zs, res = proj.project(g(z))
+    torch.testing.assert_close(zs, z, atol=1e-12, rtol=0)
+    assert float(res.max()) < 1e-12
+    alone, _ = proj.project(g(z[2:3]))
+    torch.testing.assert_close(alone[0], zs[2], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="restarts"):
+        ProjectionClassifier(lambda x: x, g, 3, restarts=0)
+    with pytest.raises(ValueError, match="bank"):
+        ProjectionClassifier(lambda x: x, g, 3, bank=torch.zeros(4, 2, dtype=DT))

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -214,3 +215,29 @@ def test_the_pipeline_writes_then_reuses_its_witnesses(tmp_path):
     # another analysis setting: the stale witnesses are refused, not silently searched around
     with pytest.raises(art.ArtifactError, match="another search"):
         ex.run_experiment("svhn", "ci", **dict(kwargs, config=dataclasses.replace(cfg, n_eval=5)))
+
+
+def test_latent_search_results_are_the_pipelines_values(tmp_path):
+    """experiments.latent_search_results gives another chapter the data chapter's own r_Z, r_in and r_unc on
+    the first n attacked samples: from the committed witnesses, the very values of run_experiment; without
+    them, the searches run and every point is valid."""
+    from test_artifacts import tiny_config
+
+    cfg = tiny_config(n_eval=6)
+    folder = tmp_path / "svhn-ci-seed0"
+    quiet = dict(config=cfg, device="cpu", progress=False, log=lambda _: None, artifacts=folder)
+    ex.run_experiment("svhn", "ci", retrain=True, **quiet)
+    again = ex.run_experiment("svhn", "ci", **quiet)
+    nets = art.load_networks(folder, cfg, 0, dtype=cfg.dtype)
+    z, found = ex.latent_search_results(cfg, 0, nets, 4, artifacts=folder, log=lambda _: None)
+    assert z.shape == (4, nets.generator.latent_dim)
+    for c in again.classifiers:
+        got = found[c.spec.label]
+        np.testing.assert_array_equal(got["r_z"].latent_norms.numpy(), c.r_z[:4])
+        np.testing.assert_array_equal(got["r_in"].image_distances.numpy(), c.r_in[:4])
+        np.testing.assert_array_equal(torch.minimum(got["r_unc"].norms, got["r_in"].image_distances).numpy(),
+                                      c.r_unc[:4])
+    _, searched = ex.latent_search_results(cfg, 0, nets, 2, artifacts=None, log=lambda _: None)
+    assert all(bool(r[k].success.all()) for r in searched.values() for k in ("r_z", "r_in", "r_unc"))
+    with pytest.raises(ValueError, match="n must be"):
+        ex.latent_search_results(cfg, 0, nets, 7, artifacts=folder)

@@ -445,8 +445,21 @@ ALIASES = {old: globals()[old].__name__ for old in (
     "robustness_quantile_bound", "transfer_bound", "expected_latent_robustness_bound", "theorem4_bound",
     "theorem4_equiprobable_bound")}
 
+def normalized_lipschitz(lipschitz: float, latent_dim: int, mean_image_norm: float) -> float:
+    """The normalised Lipschitz constant of the paper's footnote 5, ``L' = L E||z||_2 / E||g(z)||``: Remark 1's
+    discussion assumes data scaled so that ``E||g(z)|| = E||z||_2``; without that scaling it applies with
+    ``L'`` in place of ``L`` (``L'`` is the constant of ``c g`` with ``c = E||z||_2 / E||g(z)||``).  Remark 1's
+    criterion for small adversarial perturbations is ``L' << sqrt(d)``."""
+    lip, norm = real_scalar(lipschitz, "lipschitz"), real_scalar(mean_image_norm, "mean_image_norm")
+    if not (0 < lip < math.inf):
+        raise ValueError(f"lipschitz must be finite and > 0; got {lipschitz!r}")
+    if not (0 < norm < math.inf):
+        raise ValueError(f"mean_image_norm must be finite and > 0; got {mean_image_norm!r}")
+    return lip * expected_latent_norm(latent_dim) / norm
+
+
 __all__ = [
-    "TABLE_QUANTILE", "class_probabilities", "expected_latent_norm",
+    "TABLE_QUANTILE", "class_probabilities", "expected_latent_norm", "normalized_lipschitz",
     "probability_lower_bound", "latent_probability_lower_bound", "balanced_probability_lower_bound",
     "equiprobable_probability_lower_bound", "transfer_probability_lower_bound",
     "quantile_upper_bound", "latent_quantile_upper_bound", "balanced_quantile_upper_bound",

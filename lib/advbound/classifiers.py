@@ -5,6 +5,9 @@ Used in latent space, ``exact_robustness(z)`` is the latent robustness r_Z of Re
 isometric generator it is also r_in (Remark 4).  Each classifier is an ``nn.Module`` returning logits, so the
 attacks can be run on them and checked against the exact value.
 
+:class:`MergedClassifier` merges the classes of any classifier into groups (Remark 2: the same classifier
+with fewer classes).
+
 For Theorem 3, :func:`joint_fooling_distance` is the exact norm of the smallest single perturbation that
 changes the labels of two argmax-of-affine classifiers at once.
 """
@@ -312,7 +315,47 @@ class CheckerboardClassifier(ToyClassifier):
         return x[..., : self.n_dims].abs().min(dim=-1).values
 
 
+class MergedClassifier(nn.Module):
+    """The classes of ``classifier`` merged into groups: logit of group ``k`` = the largest logit of its
+    members, so the merged label is the group of the original label (Remark 2: the dependence on the number
+    of classes K, with the decision boundaries of one trained classifier and no retraining).
+
+    A perturbation that changes the merged label changes the original one, so every robustness of the merged
+    classifier is at least that of the original, sample by sample.  ``groups`` lists the original classes of
+    each group; together they must cover ``0, ..., K - 1`` exactly once.
+    """
+
+    def __init__(self, classifier: nn.Module, groups: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        flat = [int(c) for grp in groups for c in grp]
+        if len(groups) < 2 or any(len(grp) == 0 for grp in groups):
+            raise ValueError(f"groups must be at least two non-empty groups of classes; got {groups!r}")
+        if sorted(flat) != list(range(len(flat))):
+            raise ValueError(f"groups must cover the classes 0..K-1 exactly once; got {groups!r}")
+        self.classifier = classifier
+        self.groups = tuple(tuple(int(c) for c in grp) for grp in groups)
+        self.n_classes = len(self.groups)
+        self.n_original = len(flat)
+        lookup = torch.empty(len(flat), dtype=torch.long)
+        for k, grp in enumerate(self.groups):
+            lookup[list(grp)] = k
+        self.register_buffer("lookup", lookup)
+
+    lookup: torch.Tensor
+
+    def merge_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The group of each original label."""
+        return self.lookup.to(labels.device)[labels]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(x)
+        if logits.shape[-1] != self.n_original:
+            raise ValueError(f"the classifier returned {logits.shape[-1]} logits; the groups cover {self.n_original}")
+        return torch.stack([logits[..., list(grp)].amax(dim=-1) for grp in self.groups], dim=-1)
+
+
 __all__ = [
+    "MergedClassifier",
     "ToyClassifier",
     "AffineClassifier",
     "half_space_classifier",

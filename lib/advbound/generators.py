@@ -5,6 +5,9 @@ projection (Theorem 2, eq. (5)) are known exactly.
 * :class:`TorusGenerator` is its d-dimensional analogue, a product of d circles in R^{2d}.
 * :class:`IsometricLinearGenerator` is g(z) = A z + b with orthonormal columns: an isometry onto its range,
   the setting of Remark 4 where eq. (2) is attained.
+* :class:`SplitGenerator` is ``g(z) = z + c sign(z_1) e_1``: two half-spaces pushed apart, a support with
+  two connected components, whose exact modulus is the affine ``omega(t) = t + 2c`` with ``omega(0+) = 2c > 0``
+  (the paper's footnote 4: eq. (1) does not require ``omega(0) = 0``).
 * :class:`InvertibleGenerator` is a random deep network with leaky-ReLU layers and full-column-rank weights:
   non-linear, yet with an exact left inverse, so a classifier ``f = h o g^{-1}`` has any latent partition ``h``
   we choose (Remark 4 with a non-linear generator), and a Lipschitz constant bounded by its spectral norms.
@@ -23,7 +26,15 @@ import torch
 from scipy import special
 from torch import nn
 
-from .modulus import IdentityModulus, LipschitzModulus, Modulus, check_seed, integer_at_least, real_scalar
+from .modulus import (
+    AffineModulus,
+    IdentityModulus,
+    LipschitzModulus,
+    Modulus,
+    check_seed,
+    integer_at_least,
+    real_scalar,
+)
 
 
 class TorusModulus(Modulus):
@@ -125,6 +136,42 @@ class IsometricLinearGenerator(nn.Module):
         """Exact nearest point of the range (eq. (5)): z* = A^T (x - b)."""
         _check_last_dim(x, self.image_dim, "x")
         return (x.to(self.matrix.dtype) - self.offset) @ self.matrix
+
+
+class SplitGenerator(nn.Module):
+    """``g(z) = z + gap * sign(z_1) e_1`` on ``R^d`` (``sign(0) = +1``): the two half-spaces ``z_1 >= 0`` and
+    ``z_1 < 0`` pushed apart by ``2 gap``, so the support ``{|x_1| >= gap}`` has two connected components (the
+    paper's footnote 4: a modulus with ``omega(0) > 0`` models a disconnected support).
+
+    No Lipschitz modulus holds (``g`` jumps by ``2 gap`` across ``z_1 = 0``); the smallest valid modulus of
+    continuity (eq. (1)) is the affine ``omega(t) = t + 2 gap`` (:attr:`modulus`): ``||g(z) - g(z')|| <=
+    ||z - z'|| + 2 gap``, approached by pairs across the cut.  For the image classifier ``f(x) = [x_1 >= 0]``,
+    :meth:`half_space_in_distribution_robustness` is the exact ``r_in = |z_1| + 2 gap`` (an infimum: the
+    nearest generated point of the other class lies at ``x_1 -> -gap``), so ``P(r_in <= eta) = 2 Phi(eta -
+    2 gap) - 1``, which is eq. (2) for two classes of probability 1/2 with ``omega^{-1}(eta) = eta - 2 gap``:
+    Theorem 1 holds with equality for this modulus (Remark 4 with ``omega(0) > 0``).
+    """
+
+    def __init__(self, latent_dim: int = 2, gap: float = 0.5) -> None:
+        super().__init__()
+        self.latent_dim = integer_at_least(latent_dim, "latent_dim", 1)
+        gap = real_scalar(gap, "gap")
+        if not (0 <= gap < math.inf):
+            raise ValueError(f"gap must be a finite number >= 0; got {gap!r}")
+        self.gap = gap
+        self.modulus = AffineModulus(offset=2 * gap, lipschitz=1.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        _check_last_dim(z, self.latent_dim, "z")
+        shift = torch.zeros_like(z)
+        one = torch.ones_like(z[..., 0])
+        shift[..., 0] = self.gap * torch.where(z[..., 0] >= 0, one, -one)
+        return z + shift
+
+    def half_space_in_distribution_robustness(self, z: torch.Tensor) -> torch.Tensor:
+        """Exact ``r_in(g(z)) = |z_1| + 2 gap`` for ``f(x) = [x_1 >= 0]`` (see the class docstring)."""
+        _check_last_dim(z, self.latent_dim, "z")
+        return z[..., 0].abs() + 2 * self.gap
 
 
 class InvertibleGenerator(nn.Module):
@@ -293,6 +340,7 @@ __all__ = [
     "CircleGenerator",
     "IsometricLinearGenerator",
     "InvertibleGenerator",
+    "SplitGenerator",
     "wrapped_normal_cell_probabilities",
     "circle_label_changes",
     "circle_in_distribution_robustness",

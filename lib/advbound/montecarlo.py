@@ -122,6 +122,19 @@ def quantile_interval(values: np.ndarray | torch.Tensor, q: float, level: float 
     return lo, hi
 
 
+def dkw_half_width(n: int, level: float = 0.95) -> float:
+    """Half-width ``sqrt(log(2 / (1 - level)) / (2 n))`` of the Dvoretzky-Kiefer-Wolfowitz band: with
+    probability at least ``level`` the empirical cdf of ``n`` independent samples lies within it of the true
+    cdf at *every* point simultaneously (Massart's constant, so the band is exact, not asymptotic).  It is the
+    test for "a Monte Carlo distribution equals a bound over a whole grid", where per-point standard errors
+    would be read many times."""
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1; got {n!r}")
+    if not (0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1); got {level!r}")
+    return float(np.sqrt(np.log(2.0 / (1.0 - level)) / (2.0 * int(n))))
+
+
 def proportion_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Clopper-Pearson (exact binomial) confidence interval for a proportion ``successes / n``."""
     from scipy.stats import beta
@@ -144,7 +157,9 @@ __all__ = [
     "bound_margin_table",
     "class_proportions",
     "compare_intervals",
+    "compare_proportions",
     "compare_quantiles",
+    "dkw_half_width",
     "margin_in_standard_errors",
     "probability_at_most",
     "proportion_interval",
@@ -238,11 +253,26 @@ def compare_quantiles(first: np.ndarray | torch.Tensor, second: np.ndarray | tor
     attacks) are ordinary order statistics."""
     if level != 0.95:
         raise ValueError(f"level must be 0.95, the level every comparison of the book uses; got {level!r}")
-    ests = []
+    ests, sizes = [], []
     for label, values in (("first", first), ("second", second)):
         v = _as_numpy(values, label).astype(float)
         if v.size < 1:
             raise ValueError(f"{label} must hold at least one value")
         lo, hi = quantile_interval(v, q, level)
         ests.append((quantile_with_failures(v, q), lo, hi))
-    return compare_intervals(ests[0], ests[1], (int(np.size(first)), int(np.size(second))), names, what, fmt)
+        sizes.append(int(v.size))
+    return compare_intervals(ests[0], ests[1], (sizes[0], sizes[1]), names, what, fmt)
+
+
+def compare_proportions(first: tuple[int, int], second: tuple[int, int], *, names: tuple[str, str] = ("A", "B"),
+                        what: str = "fraction", fmt: str = "{:.3g}") -> Comparison:
+    """Compare two proportions ``(successes, n)`` with their 95% Clopper-Pearson intervals
+    (:func:`proportion_interval`) under the book's rule (:func:`compare_intervals`)."""
+    ests = []
+    for label, pair in (("first", first), ("second", second)):
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise ValueError(f"{label} must be a pair (successes, n); got {pair!r}")
+        k, n = pair
+        lo, hi = proportion_interval(k, n)
+        ests.append((k / n, lo, hi))
+    return compare_intervals(ests[0], ests[1], (int(first[1]), int(second[1])), names, what, fmt)

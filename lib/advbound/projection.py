@@ -4,10 +4,9 @@
 Theorem 2, has unconstrained robustness ``r_unc(x) >= r_in(x) / 2``.  The argmin is found either by an
 exact projection supplied by the caller (toy generators: e.g. by angle on the circle) or by batched
 gradient inversion: Adam on ``||g(z) - x||^2`` from several starting points per sample (the first at
-``z = 0``, the others drawn once from ``N(0, I)`` with the classifier's ``seed`` and the same for every
-sample, so that ``f~(x)`` is a function of ``x`` alone, whatever else is in the batch), keeping for every
-sample the iterate with the smallest residual over all restarts and steps (so the result is never worse than
-a starting point).  The inversion is a local
+``z = 0``, the others drawn once from ``N(0, I)`` and shared by every sample, so that ``f~(x)`` depends on ``x``
+alone and not on the batch it is evaluated in), keeping for every sample the iterate with the smallest residual
+over all restarts and steps (so the result is never worse than a starting point).  The inversion is a local
 search: on a non-convex generator it may return a local minimum, in which case ``f~`` is only an
 approximation of eq. (5); :meth:`ProjectionClassifier.project` returns the residual ``||g(z*) - x||`` so that
 callers can check.
@@ -49,6 +48,9 @@ class ProjectionClassifier(nn.Module):
         generator's ``project`` method).
     seed : seed of the random restarts (the inversion is deterministic given it).
     latent : whether ``classifier`` takes latent codes ``z`` (default: images ``x``).
+    bank : optional latent codes (m, d) of a fixed bank of generated images: each sample's inversion also
+        starts from the code whose image ``g(bank_k)`` is nearest to it (a nearest-neighbour initialisation
+        that sees ``x`` only); with a bank, ``restarts`` may be 0.
 
     ``forward(x)`` returns the logits ``classifier(generator(z*))``; it is piecewise constant in ``x`` through
     ``z*`` and is not meant to be differentiated (attack it with decision-based or exact methods).
@@ -63,14 +65,19 @@ class ProjectionClassifier(nn.Module):
     lr: float
     seed: int
     latent: bool
+    bank: Tensor | None
 
     def __init__(self, classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor],
                  latent_dim: int, *, restarts: int = 4, steps: int = 200, lr: float = 0.05,
                  exact_projection: Callable[[Tensor], Tensor] | None = None, seed: int = 0,
-                 latent: bool = False) -> None:
+                 latent: bool = False, bank: Tensor | None = None) -> None:
         super().__init__()
         latent_dim = _as_int(latent_dim, "latent_dim", 1)
-        restarts = _as_int(restarts, "restarts", 1)
+        if bank is not None and (not isinstance(bank, Tensor) or bank.dim() != 2 or bank.shape[1] != latent_dim
+                                 or bank.shape[0] < 1 or not bool(torch.isfinite(bank).all())):
+            raise ValueError(f"bank must be a finite tensor of latent codes (m, {latent_dim}) with m >= 1; got "
+                             f"{getattr(bank, 'shape', type(bank))}")
+        restarts = _as_int(restarts, "restarts", 0 if bank is not None else 1)
         steps = _as_int(steps, "steps", 1)
         seed = _as_int(seed, "seed", 0)
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < float(lr) < float("inf"):
@@ -91,6 +98,19 @@ class ProjectionClassifier(nn.Module):
         if not isinstance(latent, bool):
             raise ValueError(f"latent must be True or False; got {latent!r}")
         self.latent = latent
+        self.bank = None if bank is None else bank.detach()
+        self._bank_images: Tensor | None = None
+
+    def _nearest_bank_codes(self, x: Tensor) -> Tensor:
+        """The bank code whose image is nearest to each sample (the bank's images are computed once)."""
+        assert self.bank is not None
+        bank = self.bank.to(device=x.device, dtype=x.dtype)
+        if self._bank_images is None or self._bank_images.dtype != x.dtype or self._bank_images.device != x.device:
+            with torch.no_grad():
+                self._bank_images = torch.cat([self.generator(bank[i:i + 500]).flatten(1)
+                                               for i in range(0, bank.shape[0], 500)])
+        dist = torch.cdist(x.flatten(1), self._bank_images)
+        return bank[dist.argmin(dim=1)]
 
     def _residual(self, z: Tensor, x: Tensor) -> Tensor:
         return (self.generator(z) - x).flatten(1).norm(dim=1)
@@ -132,11 +152,13 @@ class ProjectionClassifier(nn.Module):
                 return z, self._residual(z, x)
         n, r = x.shape[0], self.restarts
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        # one set of starts for every sample (never drawn per batch position: a sample's label must not
-        # depend on the rest of the batch)
-        starts = normal(r, 1, self.latent_dim, generator=gen, dtype=x.dtype, device=x.device).expand(r, n, -1)
-        starts = starts.clone()
-        starts[0] = 0.0
+        # the same r starting points for every sample, so that f~(x) depends on x alone, not on the batch
+        starts = normal(r, 1, self.latent_dim, generator=gen, dtype=x.dtype, device=x.device).expand(r, n, -1).clone()
+        if r > 0:
+            starts[0] = 0.0
+        if self.bank is not None:
+            starts = torch.cat([starts, self._nearest_bank_codes(x)[None]])
+            r = starts.shape[0]
         if extra is not None:
             starts = torch.cat([starts, extra.to(device=x.device, dtype=x.dtype).transpose(0, 1)])
             r = starts.shape[0]
@@ -224,46 +246,204 @@ def theorem2_check(projection: ProjectionClassifier, z: Tensor, r_in: Tensor, di
 
     ``reach`` slightly above 1 (e.g. 65/64) keeps the searched points off the exact midpoint ``r_in / 2`` of
     the chord towards an in-distribution example, where the inversion's starts at both ends tie (the
-    winner is then decided by rounding).
+    winner is then decided by rounding); ``reach`` above 1 also lets the search report changes beyond
+    ``r_in`` when the directions do not point at the nearest one.
 
     The clean label is ``f(x) = f(g(z))`` (``h(z)`` for a latent classifier).  ``starts`` (n, s, d) are extra
     starting points of the inversion for every point of sample i (for instance ``z`` itself and the latent point
-    of an in-distribution adversarial example); the inversion is otherwise that of ``projection``.
+    of an in-distribution adversarial example: an *oracle* inversion that knows ``z``); without them the
+    inversion is that of ``projection``, which sees ``x`` only, as a deployed ``f~`` would.
+    """
+    return theorem2_checks([projection], z, [r_in], [directions], starts=None if starts is None else [starts],
+                           grid=grid, bisect=bisect, reach=reach)[0]
+
+
+def _check_shared_inversion(projections: Sequence[ProjectionClassifier]) -> None:
+    """Several projection classifiers may share one inversion only if they have the same generator and
+    inversion settings (only their classifiers differ)."""
+    keys = ("generator", "latent_dim", "restarts", "steps", "lr", "seed", "exact_projection", "bank")
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+        return a is b or a == b
+
+    for p in projections[1:]:
+        if not all(same(getattr(p, k), getattr(projections[0], k)) for k in keys):
+            raise ValueError("the projections must share the generator and the inversion "
+                             f"({', '.join(keys)}); only their classifiers may differ")
+
+
+def theorem2_checks(projections: Sequence[ProjectionClassifier], z: Tensor, r_in: Sequence[Tensor],
+                    directions: Sequence[Sequence[Tensor]], *, starts: Sequence[Tensor] | None = None,
+                    grid: int = 4, bisect: int = 8, reach: float = 1.0) -> list[Theorem2Check]:
+    """:func:`theorem2_check` for several projection classifiers ``f~_k`` of the same generator with the same
+    inversion (only their classifiers differ), at the same data points ``x = g(z)``: ``r_in[k]``,
+    ``directions[k]`` and ``starts[k]`` belong to ``f~_k``.  The inversion does not depend on the classifier,
+    so every step of the ray searches projects the points of all classifiers and directions in one batch (one
+    inversion per step instead of one per classifier and direction); the results are those of separate
+    :func:`theorem2_check` calls.
     """
     from .attacks.ray import ray_search
 
-    if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != projection.latent_dim:
-        raise ValueError(f"z must have shape (n, {projection.latent_dim}); got {getattr(z, 'shape', type(z))}")
-    r_in = torch.as_tensor(r_in, dtype=z.dtype, device=z.device).reshape(-1)
-    if r_in.shape[0] != z.shape[0] or not bool((r_in > 0).all()) or not bool(torch.isfinite(r_in).all()):
-        raise ValueError("r_in must hold one finite value > 0 per sample")
-    if len(directions) == 0:
-        raise ValueError("directions must hold at least one tensor of directions")
+    if len(projections) == 0:
+        raise ValueError("projections must hold at least one ProjectionClassifier")
+    first = projections[0]
+    _check_shared_inversion(projections)
+    if len(r_in) != len(projections) or len(directions) != len(projections) or \
+            (starts is not None and len(starts) != len(projections)):
+        raise ValueError("r_in, directions (and starts) must hold one entry per projection")
+    if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != first.latent_dim:
+        raise ValueError(f"z must have shape (n, {first.latent_dim}); got {getattr(z, 'shape', type(z))}")
     if isinstance(reach, bool) or not isinstance(reach, numbers.Real) or not 0 < float(reach) < math.inf:
         raise ValueError(f"reach must be a finite number > 0; got {reach!r}")
-    with torch.no_grad(), eval_mode(projection.generator):
-        x = projection.generator(z)
-    label = projection.on_latent(z).argmax(dim=1)
-    z_data, res_data = projection.project(x, starts)
-    agrees = projection.on_latent(z_data).argmax(dim=1) == label
+    n = z.shape[0]
+    r_ins = []
+    for r in r_in:
+        r = torch.as_tensor(r, dtype=z.dtype, device=z.device).reshape(-1)
+        if r.shape[0] != n or not bool((r > 0).all()) or not bool(torch.isfinite(r).all()):
+            raise ValueError("r_in must hold one finite value > 0 per sample")
+        r_ins.append(r)
+    if any(len(d) == 0 for d in directions):
+        raise ValueError("directions must hold at least one tensor of directions per projection")
+    with torch.no_grad(), eval_mode(first.generator):
+        x = first.generator(z)
+    # one row per (projection k, direction j, sample i), stacked in that order
+    plan = [(k, u) for k, dirs in enumerate(directions) for u in dirs]
+    owner = torch.cat([torch.full((n,), k, dtype=torch.long, device=z.device) for k, _ in plan])
+    sample = torch.arange(n, device=z.device).repeat(len(plan))
+    labels = [p.on_latent(z).argmax(dim=1) for p in projections]
+    if starts is not None and any(st.shape != starts[0].shape for st in starts):
+        raise ValueError("starts must hold tensors of the same shape (n, s, d) for every projection")
+    stacked_starts = None if starts is None else torch.cat([starts[k] for k, _ in plan])
+    extra_data = None if starts is None else torch.cat(list(starts))
+
+    def labels_at(zs: Tensor, rows: Tensor) -> Tensor:
+        out = torch.empty(rows.shape[0], dtype=torch.long, device=z.device)
+        for k, p in enumerate(projections):
+            mine = owner[rows] == k
+            if bool(mine.any()):
+                out[mine] = p.on_latent(zs[mine]).argmax(dim=1)
+        return out
+
+    # the projection at the latest change found on each row: the ray search only ever moves a row's verified
+    # change to a newly changed point, so the last one recorded is the one it returns (no second inversion)
+    z_hit = torch.full((len(plan) * n, first.latent_dim), math.nan, dtype=z.dtype, device=z.device)
+    res_hit = torch.full((len(plan) * n,), math.nan, dtype=z.dtype, device=z.device)
 
     def changed(points: Tensor, rows: Tensor) -> Tensor:
-        zs, _ = projection.project(points, None if starts is None else starts[rows])
-        return projection.on_latent(zs).argmax(dim=1) != label[rows]
+        zs, res = first.project(points, None if stacked_starts is None else stacked_starts[rows])
+        clean = torch.stack(labels)[owner[rows], sample[rows]]
+        hit = labels_at(zs, rows) != clean
+        z_hit[rows[hit]] = zs[hit]
+        res_hit[rows[hit]] = res[hit]
+        return hit
 
-    best_t = torch.full_like(r_in, math.inf)
-    best_points = x.clone()
-    for u in directions:
-        found = ray_search(changed, x, u, float(reach) * r_in, grid=grid, bisect=bisect)
-        better = found.t < best_t
-        best_t = torch.where(better, found.t, best_t)
-        best_points[better] = found.points[better]
-    nan = torch.full_like(r_in, math.nan)
-    res_b, borrowed = nan.clone(), nan.clone()
+    # the data points: one inversion (once per projection when each has its own extra starts)
+    if starts is None:
+        z1, r1 = first.project(x)
+        z_data, res_data = z1.repeat(len(projections), 1), r1.repeat(len(projections))
+    else:
+        z_data, res_data = first.project(x.repeat(len(projections), *([1] * (x.dim() - 1))), extra_data)
+    reach_t = torch.cat([float(reach) * r_ins[k] for k, _ in plan])
+    xs = x.repeat(len(plan), *([1] * (x.dim() - 1)))
+    found = ray_search(changed, xs, torch.cat([u for _, u in plan]), reach_t, grid=grid, bisect=bisect)
+    best_t = torch.full((len(projections), n), math.inf, dtype=z.dtype, device=z.device)
+    best_points = x.repeat(len(projections), *([1] * (x.dim() - 1))).view(len(projections), *x.shape)
+    best_z = torch.full((len(projections), n, first.latent_dim), math.nan, dtype=z.dtype, device=z.device)
+    res_b = torch.full_like(best_t, math.nan)
+    for j, (k, _) in enumerate(plan):
+        part = slice(j * n, (j + 1) * n)
+        better = found.t[part] < best_t[k]
+        best_t[k] = torch.where(better, found.t[part], best_t[k])
+        best_points[k][better] = found.points[part][better]
+        best_z[k][better] = z_hit[part][better]
+        res_b[k] = torch.where(better, res_hit[part], res_b[k])
+    # the distance from x to the generated point whose label f~ gave at each change found
+    borrowed = torch.full_like(best_t, math.nan)
     hit = torch.isfinite(best_t)
     if bool(hit.any()):
-        zb, rb = projection.project(best_points[hit], None if starts is None else starts[hit])
-        with torch.no_grad(), eval_mode(projection.generator):
-            borrowed[hit] = (projection.generator(zb) - x[hit]).flatten(1).norm(dim=1)
-        res_b[hit] = rb
-    return Theorem2Check(r_in, best_t, res_data, res_b, borrowed, agrees, best_points)
+        which, rows = hit.nonzero(as_tuple=True)
+        with torch.no_grad(), eval_mode(first.generator):
+            borrowed[which, rows] = (first.generator(best_z[which, rows]) - x[rows]).flatten(1).norm(dim=1)
+    results = []
+    for k, p in enumerate(projections):
+        zk = z_data[k * n:(k + 1) * n]
+        agrees = p.on_latent(zk).argmax(dim=1) == labels[k]
+        results.append(Theorem2Check(r_ins[k], best_t[k], res_data[k * n:(k + 1) * n], res_b[k], borrowed[k],
+                                     agrees, best_points[k]))
+    return results
+
+
+@dataclass
+class RadiusScan:
+    """Labels of several projection classifiers ``f~_k`` along one ray per data point (:func:`radius_scan`).
+
+    ``radii`` (m,): the scanned norms ``t``; ``labels`` (k, n): ``f~_k(x)``; ``clean`` (k, n): ``f_k(x)`` (the
+    classifier on the data point, i.e. without inversion); ``residual`` (n,): the inversion's residual at
+    ``x``; ``first`` (k, n): the index of the first radius at which ``f~_k(x + t u) != f~_k(x)`` (``m`` where
+    none did), so ``r_unc(f~_k)(x) <= radii[first]`` along ``u``, and no change was seen at the smaller radii
+    (a change between two of them, or in another direction, is not seen)."""
+
+    radii: Tensor
+    labels: Tensor
+    clean: Tensor
+    residual: Tensor
+    first: Tensor
+
+    @property
+    def premise(self) -> Tensor:
+        """Theorem 2's premise at each data point: ``f~(x) = f(x)`` (k, n)."""
+        return self.labels == self.clean
+
+    def change_radius(self) -> Tensor:
+        """``radii[first]`` (``inf`` where no change was seen), an upper estimate of ``r_unc(f~)`` (k, n)."""
+        padded = torch.cat([self.radii, torch.tensor([math.inf], dtype=self.radii.dtype, device=self.radii.device)])
+        return padded[self.first]
+
+    def last_unchanged(self) -> Tensor:
+        """The largest scanned radius below the change (0 where the change came at the first radius) (k, n)."""
+        padded = torch.cat([torch.zeros(1, dtype=self.radii.dtype, device=self.radii.device), self.radii])
+        return padded[self.first]
+
+
+def radius_scan(projections: Sequence[ProjectionClassifier], z: Tensor, directions: Tensor,
+                radii: Sequence[float]) -> RadiusScan:
+    """Scan ``x + t u`` (``x = g(z)``, ``u`` the unit ``directions``, one per point) at the given radii ``t``
+    with several projection classifiers that share one inversion (same generator and inversion settings, as
+    in :func:`theorem2_checks`): one inversion per radius serves them all, so the cost does not grow with
+    their number.  The scan stops early once every classifier has changed at every point.  A search for
+    ``r_unc(f~)`` (Theorem 2) at the resolution of the radii, for a budget where a bisection per classifier is
+    too costly; ``directions`` should be computed from ``x`` alone when the search must not know ``z``."""
+    if len(projections) == 0:
+        raise ValueError("projections must hold at least one ProjectionClassifier")
+    first_p = projections[0]
+    _check_shared_inversion(projections)
+    radii_t = torch.as_tensor(list(radii), dtype=z.dtype, device=z.device)
+    if radii_t.dim() != 1 or radii_t.numel() == 0 or not bool((radii_t > 0).all()) or \
+            not bool((radii_t[1:] > radii_t[:-1]).all()) or not bool(torch.isfinite(radii_t).all()):
+        raise ValueError(f"radii must be finite, > 0 and increasing; got {list(radii)!r}")
+    with torch.no_grad(), eval_mode(first_p.generator):
+        x = first_p.generator(z)
+    if not isinstance(directions, Tensor) or directions.shape != x.shape:
+        raise ValueError(f"directions must be a tensor of the shape of g(z) {tuple(x.shape)}")
+    norms = directions.flatten(1).norm(dim=1)
+    if not bool((norms > 0).all()) or not bool(torch.isfinite(norms).all()):
+        raise ValueError("directions must be finite and non-zero for every point")
+    u = directions / norms.view(-1, *([1] * (x.dim() - 1)))
+    z0, res0 = first_p.project(x)
+    labels = torch.stack([p.on_latent(z0).argmax(dim=1) for p in projections])
+    clean = torch.stack([p.on_latent(z).argmax(dim=1) for p in projections])
+    m = radii_t.numel()
+    first = torch.full_like(labels, m)
+    for j, t in enumerate(radii_t):
+        open_rows = (first == m).any(dim=0)
+        if not bool(open_rows.any()):
+            break
+        rows = open_rows.nonzero().flatten()
+        zs, _ = first_p.project(x[rows] + t * u[rows])
+        for k, p in enumerate(projections):
+            changed = p.on_latent(zs).argmax(dim=1) != labels[k, rows]
+            newly = changed & (first[k, rows] == m)
+            first[k, rows[newly]] = j
+    return RadiusScan(radii_t, labels, clean, res0, first)

@@ -69,7 +69,8 @@ def _bfgs(b: Tensor, s: Tensor, yv: Tensor) -> Tensor:
 
 def boundary_sqp(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                  start: Tensor, cand: Tensor, metric0: Tensor, *, steps: int,
-                 batched_grads: bool = False, distance: str = "image") -> tuple[Tensor, Tensor]:
+                 batched_grads: bool = False, distance: str = "image",
+                 latent_classifier: bool = False) -> tuple[Tensor, Tensor]:
     """Run the boundary search from ``start`` (n, d); returns the best valid points (n, d) and their
     distances (``inf`` where no iterate was valid).
 
@@ -77,7 +78,8 @@ def boundary_sqp(classifier: Callable[[Tensor], Tensor], generator: Callable[[Te
     initial curvature model (``J^T J`` at ``z`` plus a ridge for ``r_in``).  ``distance="image"`` minimises
     ``phi(w) = ||g(w) - g(z)||^2 / 2`` (``r_in``); ``distance="latent"`` minimises ``||w - z||^2 / 2``, the
     Euclidean metric of the latent space (``r_Z``, Remark 5), whose Hessian is the identity (pass it as
-    ``metric0``).  Callers put the models in evaluation mode.
+    ``metric0``).  Callers put the models in evaluation mode.  ``latent_classifier``: the labels are
+    ``classifier(w)`` (a classifier of latent codes) instead of ``classifier(generator(w))``.
     """
     if distance not in ("image", "latent"):
         raise ValueError(f"distance must be 'image' or 'latent'; got {distance!r}")
@@ -99,7 +101,7 @@ def boundary_sqp(classifier: Callable[[Tensor], Tensor], generator: Callable[[Te
         wr = w.detach().requires_grad_(True)
         with torch.enable_grad():
             img = generator(wr)
-            logits = classifier(img)
+            logits = classifier(wr if latent_classifier else img)
             e = (img.flatten(1) if distance == "image" else wr) - x0
             phi = 0.5 * (e * e).sum(1)
             h = logits.gather(1, cand[:, 1:]) - logits.gather(1, cand[:, :1])

@@ -62,18 +62,23 @@ class LatentAttackResult:
 
 
 class _Composed(nn.Module):
-    """``z -> classifier(generator(z))``."""
+    """``z -> classifier(generator(z))``, or ``z -> classifier(z)`` for a classifier of latent codes
+    (``latent_classifier``: then ``f o g = h`` is the classifier itself)."""
 
-    def __init__(self, classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor]):
+    def __init__(self, classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor],
+                 latent_classifier: bool = False):
         super().__init__()
         self.classifier = classifier
         self.generator = generator
+        self.latent_classifier = bool(latent_classifier)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.classifier(self.generator(z))
+        return self.classifier(z if self.latent_classifier else self.generator(z))
 
 
-def _check_latent(classifier: Callable, generator: Callable, z: Tensor) -> None:
+def _check_latent(classifier: Callable, generator: Callable, z: Tensor, latent_classifier: bool = False) -> None:
+    if not isinstance(latent_classifier, bool):
+        raise ValueError(f"latent_classifier must be True or False; got {latent_classifier!r}")
     _check_input("z", z, generator, "generator")
     if z.dim() != 2:
         raise ValueError(f"z must have shape (n, d); got {tuple(z.shape)} (shape mismatch)")
@@ -84,7 +89,11 @@ def _check_latent(classifier: Callable, generator: Callable, z: Tensor) -> None:
     if isinstance(latent_dim, int) and latent_dim != z.shape[1]:
         raise ValueError(f"z has {z.shape[1]} latent coordinates but generator.latent_dim = {latent_dim} "
                          f"(shape mismatch)")
-    _check_generator(generator, classifier, z)
+    if latent_classifier:
+        _check_generator(generator, lambda x: x, z)
+        _check_input("z", z, classifier, "classifier")
+    else:
+        _check_generator(generator, classifier, z)
 
 
 def _image_distance(generator: Callable[[Tensor], Tensor], z_adv: Tensor, z: Tensor) -> Tensor:
@@ -93,30 +102,31 @@ def _image_distance(generator: Callable[[Tensor], Tensor], z_adv: Tensor, z: Ten
 
 
 def _verify_points(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
-                   z_adv: Tensor, x: Tensor | None = None,
-                   labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                   z_adv: Tensor, x: Tensor | None = None, labels: Tensor | None = None,
+                   latent_classifier: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Evaluate the models at the latent points ``z_adv`` found for ``z``: returns the clean labels
     ``f(g(z))``, the labels ``f(g(z_adv))``, whether each point is a valid adversarial point (another label,
     finite point and logits), ``g(z)`` and ``g(z_adv)``.  ``x = g(z)`` and its ``labels`` may be passed when
-    already computed."""
+    already computed.  ``latent_classifier``: the labels are ``classifier(z)`` and ``classifier(z_adv)``."""
     with torch.no_grad():
         x = generator(z) if x is None else x
-        y = classifier(x).argmax(dim=1) if labels is None else labels
+        y = classifier(z if latent_classifier else x).argmax(dim=1) if labels is None else labels
         x_adv = generator(z_adv)
-        logits = classifier(x_adv)
+        logits = classifier(z_adv if latent_classifier else x_adv)
     adv_labels = logits.argmax(dim=1)
     valid = (adv_labels != y) & torch.isfinite(logits).all(dim=1) & torch.isfinite(z_adv).all(dim=1)
     return y, adv_labels, valid, x, x_adv
 
 
 def _reverified(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
-                result: LatentAttackResult) -> LatentAttackResult:
+                result: LatentAttackResult, latent_classifier: bool = False) -> LatentAttackResult:
     """``result`` (a caller's latent search at ``z``) measured again at ``z``: its points re-verified on the
     models (a success needs a label change there) and every distance recomputed from ``z``, so no reported
     value rests on numbers computed elsewhere."""
     z0 = z.detach()
     z_adv = result.z_adv.detach().to(device=z0.device, dtype=z0.dtype)
-    y, adv_labels, valid, x, x_adv = _verify_points(classifier, generator, z0, z_adv)
+    y, adv_labels, valid, x, x_adv = _verify_points(classifier, generator, z0, z_adv,
+                                                    latent_classifier=latent_classifier)
     return _latent_result(generator, z0, z_adv, result.success.to(valid.device) & valid, result.steps, y,
                           adv_labels, result.method, images=(x, x_adv))
 
@@ -154,15 +164,19 @@ def _latent_result(generator: Callable[[Tensor], Tensor], z: Tensor, z_adv: Tens
 @evaluates("classifier", "generator")
 def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor, *,
                     candidates: int | None = None, overshoot: float = 0.02, max_steps: int = 50,
-                    refine: bool = False, batched_grads: bool = False) -> LatentAttackResult:
+                    refine: bool = False, batched_grads: bool = False,
+                    latent_classifier: bool = False) -> LatentAttackResult:
     """DeepFool on ``f o g`` with respect to ``z``: an upper estimate of ``r_Z`` (Remark 5).
 
     Same options as :func:`deepfool` (no box: the latent space is all of ``R^d``).  Also reports the image
     distance ``||g(z + r) - g(z)||_2`` of the found latent perturbation, itself an upper estimate of r_in.
+    ``latent_classifier``: ``classifier`` is a classifier ``h`` of latent codes, ``f o g = h`` (e.g. one linear
+    in the latent space, Section 6), evaluated at ``z`` itself.
     """
     opts = DeepFoolOptions(candidates, overshoot, max_steps, refine, batched_grads)
-    _check_latent(classifier, generator, z)
-    z_adv, success, steps, y, adv_labels = _run(_Composed(classifier, generator), z, opts, None, _identity_metric,
+    _check_latent(classifier, generator, z, latent_classifier)
+    z_adv, success, steps, y, adv_labels = _run(_Composed(classifier, generator, latent_classifier), z, opts, None,
+                                                _identity_metric,
                                                 _l2_cost, "classifier(generator(z))", "z")
     return _latent_result(generator, z, z_adv, success, steps, y, adv_labels,
                           ["latent_deepfool"] * z.shape[0])
@@ -170,9 +184,10 @@ def latent_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[
 
 
 def _check_search(classifier: Callable, generator: Callable, z: Tensor, ridge: float, steps: int,
-                  latent: LatentAttackResult | None, gram: Tensor | None, steps_name: str, min_steps: int) -> int:
+                  latent: LatentAttackResult | None, gram: Tensor | None, steps_name: str, min_steps: int,
+                  latent_classifier: bool = False) -> int:
     """The argument checks of the in-distribution searches; returns ``steps`` as an int."""
-    _check_latent(classifier, generator, z)
+    _check_latent(classifier, generator, z, latent_classifier)
     if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not (0 <= float(ridge) < math.inf):
         raise ValueError(f"ridge must be a finite number >= 0; got {ridge!r}")
     if latent is not None and (not isinstance(latent, LatentAttackResult) or latent.z_adv.shape != z.shape
@@ -196,7 +211,8 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
                            *, candidates: int | None = None, overshoot: float = 0.02, max_steps: int = 50,
                            refine: bool = False, ridge: float = 1e-6, include_latent: bool = True,
                            batched_grads: bool = False, latent: LatentAttackResult | None = None,
-                           boundary_steps: int = BOUNDARY_STEPS, gram: Tensor | None = None) -> LatentAttackResult:
+                           boundary_steps: int = BOUNDARY_STEPS, gram: Tensor | None = None,
+                           latent_classifier: bool = False) -> LatentAttackResult:
     """In-distribution attack: an upper estimate of ``r_in(x) = min_r ||g(z + r) - g(z)||`` s.t. a label change.
 
     Method (our design; the paper only says the perturbations were computed with ref. [38]):
@@ -226,18 +242,23 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
     ``max_steps`` and ``refine`` to the DeepFool searches only: the boundary search ends on the boundary by
     construction (each step aims ``1e-3`` of the distance beyond its linearisation, more where steps fall
     short) and returns its best valid iterate.
+
+    ``latent_classifier``: ``classifier`` is a classifier ``h`` of latent codes, so that the label of ``g(w)``
+    is ``h(w)`` (a classifier applied through the projection of eq. (5), ``f(x) = h(z*(x))``, on the range
+    of ``g``); the searches are the same, with ``h`` in place of ``f o g``.
     """
     opts = DeepFoolOptions(candidates, overshoot, max_steps, refine, batched_grads)
-    boundary_steps = _check_search(classifier, generator, z, ridge, boundary_steps, latent, gram, "boundary_steps", 0)
+    boundary_steps = _check_search(classifier, generator, z, ridge, boundary_steps, latent, gram, "boundary_steps", 0,
+                                   latent_classifier)
     if latent is None and include_latent:
-        latent = latent_deepfool(classifier, generator, z, **opts.kwargs())
+        latent = latent_deepfool(classifier, generator, z, latent_classifier=latent_classifier, **opts.kwargs())
     elif latent is not None:  # the caller's result: re-verified and measured here, like every candidate
-        latent = _reverified(classifier, generator, z, latent)
+        latent = _reverified(classifier, generator, z, latent, latent_classifier)
     if boundary_steps == 0:
-        search = _pullback_deepfool(classifier, generator, z, opts, float(ridge))
+        search = _pullback_deepfool(classifier, generator, z, opts, float(ridge), latent_classifier)
     else:
         search = best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), boundary_steps, latent,
-                                             gram))
+                                             gram, latent_classifier=latent_classifier))
     return best_of(search, *([] if latent is None else [latent]))
 
 
@@ -245,15 +266,16 @@ def in_distribution_attack(classifier: Callable[[Tensor], Tensor], generator: Ca
 def boundary_search(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor, *,
                     latent: LatentAttackResult | None = None, gram: Tensor | None = None,
                     candidates: int | None = None, ridge: float = 1e-6, steps: int = BOUNDARY_STEPS,
-                    batched_grads: bool = False) -> LatentAttackResult:
+                    batched_grads: bool = False, latent_classifier: bool = False) -> LatentAttackResult:
     """The expensive part of :func:`in_distribution_attack` alone: the best valid point of the boundary
     searches (:func:`~advbound.attacks.boundary.boundary_sqp`) from ``z`` and, when ``latent`` is given, from
     its latent DeepFool point.  ``in_distribution_attack(..., latent=lat)`` equals
     ``best_of(boundary_search(..., latent=lat), lat)``; the pipeline keeps this result as the committed
-    witnesses of :mod:`advbound.witnesses`."""
-    steps = _check_search(classifier, generator, z, ridge, steps, latent, gram, "steps", 1)
+    witnesses of :mod:`advbound.witnesses`.  ``latent_classifier``: as in :func:`in_distribution_attack`."""
+    steps = _check_search(classifier, generator, z, ridge, steps, latent, gram, "steps", 1, latent_classifier)
     opts = DeepFoolOptions(candidates, batched_grads=batched_grads)
-    return best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), steps, latent, gram))
+    return best_of(*_boundary_searches(classifier, generator, z, opts, float(ridge), steps, latent, gram,
+                                       latent_classifier=latent_classifier))
 
 
 @evaluates("classifier", "generator")
@@ -281,11 +303,11 @@ def latent_boundary_search(classifier: Callable[[Tensor], Tensor], generator: Ca
 
 
 def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
-                       opts: DeepFoolOptions, ridge: float) -> LatentAttackResult:
+                       opts: DeepFoolOptions, ridge: float, latent_classifier: bool = False) -> LatentAttackResult:
     def image_cost(za: Tensor, zb: Tensor) -> Tensor:
         return _image_distance(generator, za, zb)
 
-    z_adv, success, steps, y, adv_labels = _run(_Composed(classifier, generator), z, opts, None,
+    z_adv, success, steps, y, adv_labels = _run(_Composed(classifier, generator, latent_classifier), z, opts, None,
                                                 _pullback_metric(generator, ridge), image_cost,
                                                 "classifier(generator(z))", "z")
     return _latent_result(generator, z, z_adv, success, steps, y, adv_labels, ["pullback_deepfool"] * z.shape[0])
@@ -295,12 +317,13 @@ def _pullback_deepfool(classifier: Callable[[Tensor], Tensor], generator: Callab
 def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callable[[Tensor], Tensor], z: Tensor,
                        opts: DeepFoolOptions, ridge: float, steps: int,
                        latent: LatentAttackResult | None, gram: Tensor | None = None,
-                       distance: str = "image") -> list[LatentAttackResult]:
+                       distance: str = "image", latent_classifier: bool = False) -> list[LatentAttackResult]:
     """The boundary search from ``z`` and, when given, from the latent DeepFool point, each re-verified.
 
     ``distance="latent"`` (the ``r_Z`` search) measures ``||w - z||`` with the identity as the initial
-    curvature model and starts from the latent DeepFool point only."""
-    fn = _Composed(classifier, generator)
+    curvature model and starts from the latent DeepFool point only.  ``latent_classifier``: the classifier
+    takes latent codes (its labels are ``classifier(w)``)."""
+    fn = _Composed(classifier, generator, latent_classifier)
     z0 = z.detach()
     with torch.no_grad():
         logits0 = fn(z0)
@@ -318,7 +341,8 @@ def _boundary_searches(classifier: Callable[[Tensor], Tensor], generator: Callab
     out = []
     for name, start in starts:
         z_adv, _ = boundary_sqp(classifier, generator, z0, start, cand, metric0, steps=steps,
-                                batched_grads=opts.batched_grads, distance=distance)
+                                batched_grads=opts.batched_grads, distance=distance,
+                                latent_classifier=latent_classifier)
         with torch.no_grad():
             logits = fn(z_adv)
         adv_labels = logits.argmax(dim=1)

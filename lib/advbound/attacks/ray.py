@@ -12,7 +12,7 @@ two grid points is missed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -83,4 +83,39 @@ def ray_search(changed: ChangePredicate, x: Tensor, directions: Tensor, t_max: T
     return RayResult(hi, points)
 
 
-__all__ = ["ChangePredicate", "RayResult", "ray_search"]
+@torch.no_grad()
+def common_change_search(classifiers: Sequence[Callable[[Tensor], Tensor]], x: Tensor, directions: Sequence[Tensor],
+                         t_max: Tensor | float, *, grid: int = 8, bisect: int = 6) -> RayResult:
+    """The smallest ``||v||`` found such that *every* classifier changes its label at ``x + v`` (the event of
+    Theorem 3, eq. (6), for two classifiers): :func:`ray_search` along each of ``directions`` (tensors of the
+    shape of ``x``, e.g. adversarial perturbations found against each classifier) with the predicate "all
+    labels differ from their labels at ``x``", keeping per sample the smallest verified ``t`` over the
+    directions.  An upper estimate of that smallest norm (``inf`` where no direction reached it up to
+    ``t_max``).  The classifiers return logits and are put in eval mode by the caller."""
+    if len(classifiers) == 0 or len(directions) == 0:
+        raise ValueError("common_change_search needs at least one classifier and one direction")
+    clean = [clf(x).argmax(dim=1) for clf in classifiers]
+
+    def changed(points: Tensor, rows: Tensor) -> Tensor:
+        out = torch.ones(rows.shape[0], dtype=torch.bool, device=x.device)
+        for clf, y in zip(classifiers, clean, strict=True):
+            out &= clf(points).argmax(dim=1) != y[rows]
+        return out
+
+    best = RayResult(torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device), x.clone())
+    view = (-1,) + (1,) * (x.dim() - 1)
+    for u in directions:
+        # a sample without this direction (zero or not finite, e.g. a failed attack) is skipped for it
+        usable = (_flat_norm(u) > 0) & torch.isfinite(_flat_norm(u))
+        if not bool(usable.any()):
+            continue
+        u = torch.where(usable.view(view), u, torch.ones_like(u))
+        found = ray_search(changed, x, u, t_max, grid=grid, bisect=bisect)
+        found.t[~usable] = math.inf
+        better = found.t < best.t
+        best.t[better] = found.t[better]
+        best.points[better] = found.points[better]
+    return best
+
+
+__all__ = ["ChangePredicate", "RayResult", "common_change_search", "ray_search"]

@@ -8,20 +8,20 @@
 """
 
 from .findings import findings_text, section5_findings
-from .pipeline import run_experiment, set_determinism
+from .pipeline import latent_search_results, nearest_other_label_index, obtain_networks, run_experiment, set_determinism
 from .plots import plot_examples, plot_gap, plot_modulus, plot_robustness, plot_samples
 from .profiles import ClassifierSpec, ExperimentConfig, experiment_config
 from .report import (
-                     BOUND_COLUMN,
-                     PAPER_TABLES,
-                     ROWS,
-                     ClassifierResult,
-                     ExperimentResult,
-                     format_table,
-                     key_numbers,
-                     paper_table,
-                     quantile_with_failures,
-                     side_by_side,
+                       BOUND_COLUMN,
+                       PAPER_TABLES,
+                       ROWS,
+                       ClassifierResult,
+                       ExperimentResult,
+                       format_table,
+                       key_numbers,
+                       paper_table,
+                       quantile_with_failures,
+                       side_by_side,
 )
 
 __all__ = [
@@ -38,6 +38,9 @@ __all__ = [
     "plot_samples",
     "format_table",
     "key_numbers",
+    "latent_search_results",
+    "nearest_other_label_index",
+    "obtain_networks",
     "paper_table",
     "plot_examples",
     "plot_gap",

@@ -234,21 +234,34 @@ NORM_SEED, MODULUS_SEED, EVAL_SEED, GALLERY_SEED, QUALITY_SEED, CLASSIFIER_SEED 
 
 
 @torch.no_grad()
+def nearest_other_label_index(x: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, pool_labels: torch.Tensor,
+                              batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each image ``x_i`` with label ``labels_i``: the L2 distance to the nearest image of ``pool`` whose
+    label differs (``inf`` if none does) and that image's index in ``pool`` (0 if none).  It sees ``x`` and
+    the labels only, not the latent code of ``x``."""
+    flat_pool = pool.flatten(1)
+    dist, index = [], []
+    for i in range(0, x.shape[0], batch):
+        d = torch.cdist(x[i:i + batch].flatten(1), flat_pool)
+        same = labels[i:i + batch, None] == pool_labels[None, :]
+        best = d.masked_fill(same, math.inf).min(dim=1)
+        dist.append(best.values)
+        index.append(best.indices)
+    if not dist:
+        return torch.zeros(0, dtype=x.dtype), torch.zeros(0, dtype=torch.long)
+    return torch.cat(dist), torch.cat(index)
+
+
 def nearest_other_label(x: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, pool_labels: torch.Tensor,
                         batch: int = 256) -> np.ndarray:
     """For each image ``x_i`` with label ``labels_i``, the L2 distance to the nearest image of ``pool`` whose
-    label differs (``inf`` if none does).
+    label differs (``inf`` if none does) (:func:`nearest_other_label_index`).
 
     Every generated image ``g(z')`` that the classifier labels differently is an in-distribution adversarial
     example of ``g(z)`` (take ``r = z' - z``), so this is an attack-free upper estimate of ``r_in``: the
     baseline against which the classifier-agnostic bound is non-vacuous or not."""
-    flat_pool = pool.flatten(1)
-    out = []
-    for i in range(0, x.shape[0], batch):
-        d = torch.cdist(x[i:i + batch].flatten(1), flat_pool)
-        same = labels[i:i + batch, None] == pool_labels[None, :]
-        out.append(d.masked_fill(same, math.inf).min(dim=1).values)
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+    dist, _ = nearest_other_label_index(x, labels, pool, pool_labels, batch)
+    return dist.cpu().numpy()
 
 
 def train_networks(cfg: ExperimentConfig, train: ImageData, seed: int, device: torch.device, *,
@@ -477,6 +490,43 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     }
     return ExperimentResult(cfg, table, bounds_df, checks, provenance, results, est, normalisers, generated,
                             nets.gan_history, ci_low, ci_high, quality=quality, gallery=gallery)
+
+
+def latent_search_results(cfg: ExperimentConfig, seed: int, nets: Networks, n: int, *,
+                          artifacts: str | os.PathLike | None = None, log: Callable[[str], Any] = print
+                          ) -> tuple[torch.Tensor, dict[str, dict[str, Any]]]:
+    """The first ``n`` latent samples that :func:`run_experiment` attacks (seed ``seed + EVAL_SEED``, in the
+    configuration's analysis dtype) and, per classifier label, the results of the pipeline's three searches
+    there (:func:`_searches`), each re-verified on the networks: ``"r_z"`` and ``"r_in"``
+    (:class:`~advbound.attacks.LatentAttackResult`: the latent boundary search for ``r_Z``, Remark 5, and the
+    in-distribution boundary search for ``r_in``, Section 3, the book's estimates) and ``"r_unc"``
+    (:class:`~advbound.attacks.AttackResult` of :func:`~advbound.attacks.unconstrained_attack`), so that another
+    chapter reads the very values of the data chapter on these samples.
+
+    With committed witnesses in ``artifacts`` for these networks (:mod:`advbound.witnesses`) the points are
+    loaded and re-verified, not searched; otherwise the searches run here (seconds per sample and classifier on
+    one CPU core)."""
+    if isinstance(n, bool) or int(n) != n or not 1 <= n <= cfg.n_eval:
+        raise ValueError(f"n must be an integer in [1, n_eval = {cfg.n_eval}]; got {n!r}")
+    gen, dtype = nets.generator, cfg.dtype
+    dev = next(gen.parameters()).device
+    z = _latent(cfg.n_eval, seed + EVAL_SEED, dev, dtype)[:n]
+    with torch.no_grad():
+        x = gen(z)
+    witnesses, _ = _committed_witnesses(cfg, seed, nets, artifacts, False, log)
+    out: dict[str, dict[str, Any]] = {}
+    for spec in cfg.classifiers:
+        clf = nets.classifiers[spec.key]
+        labels = predict(clf, x)
+        if witnesses is None:
+            found, _ = _searches(clf, gen, z, x, labels, cfg, None)
+        else:
+            found = {k: (delta[:n], ok[:n]) for k, (delta, ok) in witnesses[spec.key].items()}
+        out[spec.label] = {k: verified_search(clf, gen, z, *found[k], name=f"{spec.label} ({k})", method=k, x=x,
+                                              labels=labels) for k in ("r_z", "r_in")}
+        out[spec.label]["r_unc"] = verified_unconstrained(clf, x, *found["r_unc"], name=f"{spec.label} (r_unc)",
+                                                          labels=labels)
+    return z, out
 
 
 def _search_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..bounds import TABLE_QUANTILE
+from ..montecarlo import dkw_half_width
 from .report import BOUND_COLUMN, ROWS, ExperimentResult
 
 
@@ -83,7 +84,7 @@ def plot_robustness(result: ExperimentResult):
             colour = f"C{k}"
             v = np.sort(getattr(c, attr) / norm)
             ecdf = np.arange(1, v.size + 1) / v.size
-            half = math.sqrt(math.log(2 / 0.05) / (2 * v.size))
+            half = dkw_half_width(v.size)
             ax.step(v, ecdf, where="post", color=colour, label=c.spec.label)
             ax.fill_between(v, np.clip(ecdf - half, 0, 1), np.clip(ecdf + half, 0, 1), step="post", color=colour,
                             alpha=0.15, lw=0)
