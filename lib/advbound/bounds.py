@@ -132,24 +132,24 @@ def _phi_increment(p: np.ndarray, comp: np.ndarray, t: np.ndarray) -> np.ndarray
     p * (1 - Phi(-a - t) / p).  Otherwise the lower tail 1 - p = Phi(a) is small: the increment is
     (1 - p) * (Phi(a + t) / (1 - p) - 1).  Both ratios come from log_ndtr, so no cancellation occurs.
     When the second ratio exceeds e^700 (1 - p below 1e-304, subnormal included, and a large t) ``expm1``
-    would overflow: there Phi(a + t) - (1 - p) is formed directly, exact since (1 - p) is negligible.
+    would overflow: there the increment is Phi(a + t) itself, since 1 - p < e^-700 Phi(a + t) vanishes in
+    the subtraction (in float64 the two are the same number).
     """
     t = t[:, None]
     out = np.zeros((t.shape[0], p.size))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        upper = (p > 0) & (p <= 0.5)
-        if np.any(upper):
-            pu = p[upper]
-            a = -special.ndtri(pu)  # Phi^{-1}(1 - p) from the small tail
-            out[:, upper] = -pu * np.expm1(special.log_ndtr(-(a + t)) - np.log(pu))
-        lower = (p > 0.5) & (comp > 0)
-        if np.any(lower):
-            cl = comp[lower]
-            a = special.ndtri(cl)
-            log_cdf = special.log_ndtr(a + t)
-            log_ratio = log_cdf - np.log(cl)
-            out[:, lower] = np.where(log_ratio > _MAX_LOG_RATIO, np.exp(log_cdf) - cl,
-                                     cl * np.expm1(np.minimum(log_ratio, _MAX_LOG_RATIO)))
+    upper = (p > 0) & (p <= 0.5)
+    if np.any(upper):
+        pu = p[upper]
+        a = -special.ndtri(pu)  # Phi^{-1}(1 - p) from the small tail
+        out[:, upper] = -pu * np.expm1(special.log_ndtr(-(a + t)) - np.log(pu))
+    lower = (p > 0.5) & (comp > 0)
+    if np.any(lower):
+        cl = comp[lower]
+        a = special.ndtri(cl)
+        log_cdf = special.log_ndtr(a + t)
+        log_ratio = log_cdf - np.log(cl)
+        out[:, lower] = np.where(log_ratio > _MAX_LOG_RATIO, np.exp(log_cdf),
+                                 cl * np.expm1(np.minimum(log_ratio, _MAX_LOG_RATIO)))
     return out
 
 
@@ -194,7 +194,7 @@ def balanced_probability_lower_bound(eta: ArrayLike, modulus: Modulus | float | 
     omega(t) = L t and eta = 2 L this is 1 - sqrt(pi/2) e^{-2} = 0.8304.
     """
     mod = as_modulus(modulus)
-    t = np.asarray(mod.inverse(eta), dtype=float)
+    t = np.asarray(mod.inverse(eta))
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - _modulus_delta(mod, delta))
 
 
@@ -214,7 +214,7 @@ def equiprobable_probability_lower_bound(eta: ArrayLike, n_classes: int, modulus
     """
     rate = _eq4_rate(n_classes)
     mod = as_modulus(modulus)
-    t = np.asarray(mod.inverse(eta), dtype=float)
+    t = np.asarray(mod.inverse(eta))
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t - rate * t) - _modulus_delta(mod, delta))
 
 
@@ -347,7 +347,7 @@ def transfer_probability_lower_bound(eta: ArrayLike, class_probs: ArrayLike, dis
             "Theorem 3 assumes P(C_i(f)) + delta <= 1/2 for all i; "
             f"got max class probability {p.max():g} + delta {dis:g} > 1/2")
     mod = as_modulus(modulus)
-    t = np.asarray(mod.inverse(eta), dtype=float)
+    t = np.asarray(mod.inverse(eta))
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - 2.0 * dis - _modulus_delta(mod, delta))
 
 
