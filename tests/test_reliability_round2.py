@@ -325,19 +325,6 @@ def test_result_files_keep_every_suffix_but_json_and_csv(given, written, tmp_pat
     assert result_files(tmp_path / given) == tuple(tmp_path / w for w in written)
 
 
-@pytest.fixture(scope="module")
-def tiny_dry_run():
-    from advbound.experiments import dryrun
-    from tinyconfig import tiny
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return dryrun.dry_run("mnist", "ci", config=tiny("mnist", "ci"), probe_batch=1, repeats=0)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _dry_run_cli(out: str, tiny_dry_run, monkeypatch, capsys) -> tuple[int | str | None, str]:
     from advbound.experiments import dryrun
 
@@ -357,7 +344,7 @@ def test_dry_run_out_with_a_dotted_name_never_replaces_another_file(tmp_path, ti
     status, _ = _dry_run_cli("d/model.v1", tiny_dry_run, monkeypatch, capsys)
     assert status == 0
     assert (tmp_path / "d" / "model.json").read_text() == "the user's own file"
-    assert json.loads((tmp_path / "d" / "model.v1.json").read_text())["dataset"] == "mnist"
+    assert json.loads((tmp_path / "d" / "model.v1.json").read_text())["dataset"] == "cifar10"
     assert (tmp_path / "d" / "model.v1.csv").is_file()
 
 
