@@ -13,6 +13,8 @@ perturbation by ``1 + overshoot``; on an affine classifier it stops after one st
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -459,14 +461,15 @@ def _half_plane(c: float) -> nn.Linear:
 
 def test_refined_points_stay_in_the_box() -> None:
     """From (0.1, 0.95) the nearest point of {x_0 + x_1 >= 1.2} is (0.225, 1.075), outside the box [0, 1]^2; in
-    the box it is (0.2, 1.0), at distance sqrt(0.1^2 + 0.05^2)."""
+    the box it is (0.2, 1.0), at distance sqrt(0.1^2 + 0.05^2); from (0.15, 0.98) it is (0.2, 1.0) again, while
+    the unclipped projection (0.185, 1.015) would leave the box."""
     lin = _half_plane(1.2)
-    x = torch.tensor([[0.1, 0.95]], dtype=DT)
+    x = torch.tensor([[0.1, 0.95], [0.15, 0.98]], dtype=DT)
     res = deepfool(lin, x, refine=True, box=(0.0, 1.0))
     assert bool(res.success.all())
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
-    exact = (0.1 ** 2 + 0.05 ** 2) ** 0.5
-    assert exact * (1 - 1e-12) <= float(res.norms[0]) <= exact * 1.05
+    exact = torch.tensor([(0.1 ** 2 + 0.05 ** 2) ** 0.5, (0.05 ** 2 + 0.02 ** 2) ** 0.5], dtype=DT)
+    assert bool((res.norms >= exact * (1 - 1e-12)).all()) and bool((res.norms <= exact * 1.05).all())
     plain = deepfool(lin, x, box=(0.0, 1.0))
     assert float(res.norms[0]) < float(plain.norms[0])
 
@@ -517,17 +520,30 @@ def _illinois(margin, lo: float, m_lo: float, hi: float, m_hi: float, iters: int
     return hi
 
 
+MARGINS = {
+    # lo moves: the secant point falls short of the root (0.5225) of a convex margin
+    "cubic": lambda t: t ** 3 + t / 10 - 0.2,
+    # hi moves twice in a row (a concave margin): the stale end's margin is halved
+    "sqrt": lambda t: math.sqrt(t) - 0.5,
+    # a plateau of ties (margin exactly 0 on [0.2, 0.7)): a tie is not a label change
+    "plateau": lambda t: -0.2 if t < 0.2 else (0.0 if t < 0.7 else t - 0.7),
+    # a margin steep at the valid end: the secant point is within 1e-3 of the bracket from lo
+    "steep": lambda t: t ** 9 - 1e-9,
+}
+
+
 @pytest.mark.parametrize("iters", [1, 2, 3, 6])
-def test_boundary_search_is_the_documented_regula_falsi(iters: int) -> None:
-    """Along x_0 = t the margin of logits (0, x_0^3 - 0.2 + x_0 / 10) is t^3 + t / 10 - 0.2: from the bracket
-    [0, 1] the search shrinks the valid end towards the root (0.5225) exactly as the scalar method does."""
+@pytest.mark.parametrize("name", list(MARGINS))
+def test_boundary_search_is_the_documented_regula_falsi(name: str, iters: int) -> None:
+    """Along x_0 = t the logits (0, margin(x_0)) have that margin; from the bracket [0, 1] the search shrinks
+    the valid end towards the boundary exactly as the scalar method does, and never onto an invalid point."""
     from advbound.attacks.refine import _boundary_search
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.zeros_like(x[:, 0]), x[:, 0] ** 3 + x[:, 0] / 10 - 0.2], dim=1)
+    margin = MARGINS[name]
 
-    def margin(t: float) -> float:
-        return t ** 3 + t / 10 - 0.2
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor([margin(float(v)) for v in x[:, 0]], dtype=DT)
+        return torch.stack([torch.zeros_like(m), m], dim=1)
 
     x0 = torch.zeros(1, 2, dtype=DT)
     u = torch.tensor([[1.0, 0.0]], dtype=DT)
@@ -537,21 +553,26 @@ def test_boundary_search_is_the_documented_regula_falsi(iters: int) -> None:
     ref = _illinois(margin, 0.0, margin(0.0), 1.0, margin(1.0), iters)
     assert float(got[0]) == pytest.approx(ref, rel=1e-14)
     assert margin(ref) > 0 and ref <= 1.0
-    if iters == 6:
-        assert ref < 0.57  # approaching the root 0.5225 from the valid side
 
 
-def test_refinement_reaches_the_nearest_point_of_a_curved_boundary() -> None:
-    """Label 1 outside the ellipse x_0^2 / 4 + x_1^2 = 1.  From an interior point DeepFool follows the gradient,
-    which does not point at the nearest boundary point; refinement (search along the segment, then projections
-    onto the linearised boundary) brings the distance within 3e-4 of the exact one (found here by minimising
-    over the ellipse's angle), from DeepFool's 8% to 100% too far."""
-    import math
+@pytest.mark.parametrize("inside", [True, False])
+def test_refinement_reaches_the_nearest_point_of_a_curved_boundary(inside: bool) -> None:
+    """Two classes split by the ellipse x_0^2 / 4 + x_1^2 = 1 (logits 3 and 3 +- (x_0^2 / 4 + x_1^2 - 1) / 10, so
+    neither logit is 0 and gradients are short).  DeepFool follows the gradient, which does not point at the
+    nearest boundary point; refinement (search along the segment, then projections onto the linearised
+    boundary, searched again where the projection falls short) brings the distance within 3e-4 of the exact one
+    (1e-3 from outside), found here by minimising over the ellipse's angle.  From outside, the adversarial region
+    is the convex ellipse, so every projection falls short and the search after it is needed."""
+    sign = 1.0 if inside else -1.0
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.zeros_like(x[:, 0]), x[:, 0] ** 2 / 4 + x[:, 1] ** 2 - 1], dim=1)
+        q = x[:, 0] ** 2 / 4 + x[:, 1] ** 2 - 1
+        return torch.stack([torch.full_like(q, 3.0), 3.0 + sign * q / 10], dim=1)
 
-    x = torch.tensor([[0.0, 0.8], [1.5, 0.4], [1.0, 0.7], [-1.7, 0.3], [0.6, -0.85], [0.5, 0.3]], dtype=DT)
+    if inside:
+        x = torch.tensor([[0.0, 0.8], [1.5, 0.4], [1.0, 0.7], [-1.7, 0.3], [0.6, -0.85], [0.5, 0.3]], dtype=DT)
+    else:
+        x = torch.tensor([[0.0, 1.2], [1.9, 0.5], [1.2, 1.0], [-2.3, 0.2], [0.6, -1.1], [2.2, -0.1]], dtype=DT)
     angles = torch.linspace(0, 2 * math.pi, 400_001, dtype=DT)
     ellipse = torch.stack([2 * torch.cos(angles), torch.sin(angles)], dim=1)
     exact = torch.cdist(x, ellipse).min(dim=1).values
@@ -559,7 +580,40 @@ def test_refinement_reaches_the_nearest_point_of_a_curved_boundary() -> None:
     res = deepfool(fn, x, refine=True)
     assert bool(res.success.all())
     with torch.no_grad():
-        assert torch.equal(fn(res.x_adv).argmax(1), res.adv_labels) and bool((res.adv_labels == 1).all())
+        assert torch.equal(fn(res.x_adv).argmax(1), res.adv_labels) and bool((res.adv_labels != res.labels).all())
     assert bool((res.norms >= exact * (1 - 1e-9)).all())     # valid points: never closer than the boundary
-    assert bool((res.norms <= exact * (1 + 3e-4)).all())
-    assert bool((plain.norms > exact * 1.08).all())          # DeepFool alone is not that close
+    assert bool((res.norms <= exact * (1 + (3e-4 if inside else 1e-3))).all())
+    assert bool((res.norms < plain.norms).all())
+    if inside:  # DeepFool alone is 8% to 100% too far there (from outside, 0.1% to 0.7%)
+        assert bool((plain.norms > exact * 1.08).all())
+
+
+class _Ellipse(nn.Module):
+    """The two classes of the ellipse test as a module (forward passes can be counted); ``sign`` -1 puts the
+    adversarial class inside."""
+
+    def __init__(self, sign: float) -> None:
+        super().__init__()
+        self.sign = sign
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x[:, 0] ** 2 / 4 + x[:, 1] ** 2 - 1
+        return torch.stack([torch.full_like(q, 3.0), 3.0 + self.sign * q / 10], dim=1)
+
+
+@pytest.mark.parametrize("sign, point, extra", [(1.0, [0.0, 0.8], 10), (1.0, [1.5, 0.4], 10), (-1.0, [1.9, 0.5], 16)])
+def test_refinement_does_the_documented_work(sign: float, point: list, extra: int) -> None:
+    """Forward passes that refinement adds for one sample: 3 for the boundary search along the segment, then for
+    each of the 2 projections 1 (gradient at the boundary point) + 1 (the projection's scale) + 1 (the point
+    re-checked), and, where the projection falls short (the adversarial region inside the convex ellipse),
+    1 (the current scale) + 2 (the search between them, one iteration fewer); then 1 for the labels:
+    3 + 2 x 3 + 1 = 10 from inside, 3 + 2 x 6 + 1 = 16 from outside."""
+    model = _Ellipse(sign)
+    seen: list[int] = []
+    model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    x = torch.tensor([point], dtype=DT)
+    deepfool(model, x)
+    plain = len(seen)
+    seen.clear()
+    assert bool(deepfool(model, x, refine=True).success.all())
+    assert len(seen) - plain == extra

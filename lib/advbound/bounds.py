@@ -91,7 +91,7 @@ def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | N
     total = math.fsum(p)
     if abs(total - 1.0) > tol:
         raise ValueError(f"class_probs must sum to 1 (within {tol:g}); they sum to {total:.12g}")
-    return p if total == 1.0 else p / total
+    return p / total
 
 
 def _check_quantile(q: object, name: str = "quantile") -> float:
@@ -120,6 +120,9 @@ def _as_output(out: np.ndarray) -> np.ndarray | float:
 
 
 # ---- Theorem 1: lower bounds on P(r <= eta) --------------------------------------------------------
+
+#: a latent radius beyond every root of eq. (2) = q < 1 (see :func:`latent_quantile_upper_bound`)
+_LATENT_RADIUS_MAX = 64.0
 
 #: the largest log-ratio passed to expm1 in :func:`_phi_increment` (exp overflows float64 above 709.78)
 _MAX_LOG_RATIO = 700.0
@@ -224,7 +227,9 @@ def latent_quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, 
     """Upper bound on the q-quantile of the latent robustness r_Z: the smallest latent radius t with
     eq. (2) >= q (a root of an increasing function).
 
-    Returns ``inf`` when the bound never reaches q (e.g. K = 1, or a single class of probability 1).
+    Returns ``inf`` when the bound never reaches q (e.g. K = 1, or a single class of probability 1).  The root
+    lies below :data:`_LATENT_RADIUS_MAX` = 64: a_i >= Phi^{-1}(5e-324) = -38.5 for every class, and
+    Phi(-38.5 + 64) = 1 - 1e-143, so eq. (2) has reached any q < 1 of float64 by then.
     """
     q = _check_quantile(q, "q (target probability)")
     p = class_probabilities(class_probs, n_classes)
@@ -233,14 +238,11 @@ def latent_quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, 
     def excess(t: float) -> float:
         return float(_phi_increment(p, comp, np.array([t])).sum()) - q
 
-    if excess(0.0) >= 0:
+    if excess(0.0) >= 0:  # eq. (2) is 0 at t = 0 up to rounding: a q below that rounding is reached at 0
         return 0.0
-    hi = 1.0
-    while excess(hi) < 0:
-        hi *= 2.0
-        if hi > 64.0:  # the bound's supremum is below q
-            return math.inf
-    return float(optimize.brentq(excess, 0.0, hi, xtol=1e-14, rtol=1e-13, maxiter=200))
+    if excess(_LATENT_RADIUS_MAX) < 0:  # the bound's supremum is below q
+        return math.inf
+    return float(optimize.brentq(excess, 0.0, _LATENT_RADIUS_MAX, xtol=1e-14))
 
 
 def _solve_for(q: float, mod: Modulus, delta: object) -> float:
