@@ -13,6 +13,8 @@ perturbation by ``1 + overshoot``; on an affine classifier it stops after one st
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -322,3 +324,296 @@ def test_options_object_and_best_of() -> None:
     assert set(best.method) <= {"latent_deepfool"}
     with pytest.raises(ValueError, match="same latent batch"):
         best_of(a, latent_deepfool(clf, gen, z[:4]))
+
+
+# ---------------------------------------------------------------- branches named by mutation testing (issue 20)
+
+class Ramp(nn.Module):
+    """Two classes on R^3 decided by x_0 alone: l_1 = 0 and l_0 = 1 - 3 relu(x_0) + 2 relu(x_0 - 0.2).
+
+    For x_0 < 0, l_0 = 1 is flat (zero gradient: DeepFool has no direction); on (0, 0.2) l_1 - l_0 = 3 x_0 - 1;
+    beyond 0.2 it is x_0 - 0.6, so the boundary is x_0 = 0.6.  With overshoot 0.02, a start at 0.3 crosses in
+    one step (0.3 + 1.02 (0.3 + 1e-4) = 0.606); a start at 0.1 first aims at 1/3 along the steeper slope, lands
+    at 0.338 (still label 0), and crosses at the second step (0.1 + 1.02 (0.4957) = 0.606)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        l0 = 1 - 3 * torch.relu(x[:, 0]) + 2 * torch.relu(x[:, 0] - 0.2)
+        return torch.stack([l0, torch.zeros_like(l0)], dim=1)
+
+
+def _ramp_points(*x0: float) -> torch.Tensor:
+    x = torch.zeros(len(x0), 3, dtype=DT)
+    x[:, 0] = torch.tensor(x0, dtype=DT)
+    x[:, 1:] = 0.5  # the other coordinates play no part
+    return x
+
+
+def test_zero_gradient_samples_give_up_alone() -> None:
+    x = _ramp_points(-0.5, 0.3, -0.1, 0.1)
+    res = deepfool(Ramp(), x)
+    assert res.success.tolist() == [False, True, False, True]
+    assert res.steps.tolist() == [0, 1, 0, 2]
+    assert torch.equal(res.x_adv[[0, 2]], x[[0, 2]])  # no step at all where no direction exists
+    torch.testing.assert_close(res.norms[1], torch.tensor(1.02 * (0.3 + PUSH), dtype=DT), rtol=1e-12, atol=0)
+    for i in (1, 3):  # the samples that moved are not affected by the ones that gave up
+        alone = deepfool(Ramp(), x[i:i + 1])
+        torch.testing.assert_close(res.x_adv[i:i + 1], alone.x_adv, rtol=1e-14, atol=0)
+
+
+class Ramp3(Ramp):
+    """:class:`Ramp` with a third class whose logit is -10 everywhere (a candidate with a zero gradient)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        two = super().forward(x)
+        return torch.cat([two, torch.full_like(two[:, :1], -10.0)], dim=1)
+
+
+@pytest.mark.parametrize("model, starts, sizes", [
+    # 2 finished x (2 - 1) candidates x 2 >= 1 survivor: a fresh forward on the survivor
+    (Ramp, (0.3, 0.3, 0.1), [3, 1, 3, 3, 1, 1, 3]),
+    # 2 x 1 x 1 >= 2 survivors (equality): fresh
+    (Ramp, (0.3, 0.1, 0.1), [3, 1, 3, 3, 2, 2, 3]),
+    # 2 x 1 x 1 < 3: the previous graph is reused, no extra forward
+    (Ramp, (0.3, 0.1, 0.1, 0.1), [4, 1, 4, 4, 3, 4]),
+    # 2 x 2 x 1 >= 3: fresh
+    (Ramp, (0.3, 0.3, 0.1, 0.1, 0.1), [5, 1, 5, 5, 3, 3, 5]),
+    # three candidates: 2 x 1 x 2 >= 3: fresh
+    (Ramp3, (0.3, 0.1, 0.1, 0.1), [4, 1, 4, 4, 3, 3, 4]),
+    # 2 x 1 x 1 < 5: reuse
+    (Ramp, (0.3, 0.1, 0.1, 0.1, 0.1, 0.1), [6, 1, 6, 6, 5, 6]),
+])
+def test_finished_samples_cost_one_forward_or_reuse_the_graph(model, starts, sizes) -> None:
+    """Forward passes, in order: the clean logits, the one-sample differentiability check, one per DeepFool
+    iteration on the active samples, plus a fresh one on the survivors when the backward passes that the
+    finished rows would waste (about 2 per finished row and candidate class) reach the survivors' count,
+    and the verification of the returned points."""
+    net = model()
+    seen: list[int] = []
+    net.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    x = _ramp_points(*starts)
+    res = deepfool(net, x)
+    assert seen == sizes
+    assert bool(res.success.all()) and res.steps.tolist() == [1 if s == 0.3 else 2 for s in starts]
+    assert res.steps.dtype == torch.long
+    for i in range(len(starts)):  # either branch gives each sample the numbers it gets alone
+        torch.testing.assert_close(res.x_adv[i:i + 1], deepfool(model(), x[i:i + 1]).x_adv, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_batched_grads_use_one_vmapped_backward(batched: bool, monkeypatch) -> None:
+    """With batched_grads, each DeepFool iteration computes the gradients of all its candidate differences in
+    one backward (is_grads_batched); without, one backward per candidate.  The points are the same."""
+    lin = affine(5, 3, seed=14)  # two candidate differences per sample
+    x = torch.randn(4, 5, dtype=DT, generator=torch.Generator().manual_seed(14))
+    calls: list[bool] = []
+    real = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        calls.append(bool(kwargs.get("is_grads_batched", False)))
+        return real(*args, **kwargs)
+
+    reference = deepfool(lin, x, overshoot=0.0)
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    res = deepfool(lin, x, overshoot=0.0, batched_grads=batched)
+    # one differentiability check, then (affine: one iteration) one batched or two plain backwards
+    assert calls == ([False, True] if batched else [False, False, False])
+    torch.testing.assert_close(res.x_adv, reference.x_adv, rtol=1e-14, atol=0)
+
+
+class Overflowing(nn.Module):
+    """Two classes, l = (1, l_1) with l_1 = x_0 + x_2 sqrt(|x_0|), times 10^(40 x_1), x_1 and x_2 detached:
+    x_1 = 1 makes the logits infinite in float32; x_2 = 1 at x_0 = 0 makes the gradient of l_1 infinite
+    (0 x inf) while the logits stay finite.  Rows never mix, so the other samples are ordinary: l_1 - l_0 =
+    x_0 - 1, at distance 1 - x_0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        l1 = x[:, 0] + x[:, 2].detach() * torch.sqrt(x[:, 0].abs())
+        scale = 10.0 ** (40 * x[:, 1].detach())
+        return torch.stack([torch.ones_like(l1), l1], dim=1) * scale[:, None]
+
+
+def test_overflow_is_named_and_ends_only_its_own_sample() -> None:
+    x = torch.tensor([[0.5, 0.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.0, 0.0]])
+    with pytest.warns(RuntimeWarning, match=r"DeepFool: 2 of 4 samples met non-finite logits or gradients .*float32"):
+        res = deepfool(Overflowing(), x)
+    assert res.success.tolist() == [True, False, False, True]
+    torch.testing.assert_close(res.norms[[0, 3]], torch.tensor([0.5, 0.8]).add(PUSH).mul(1.02), rtol=1e-5, atol=0)
+
+
+def test_ordinary_runs_and_zero_gradients_raise_no_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deepfool(affine(5, 3, seed=15), torch.randn(6, 5, dtype=DT))
+        res = deepfool(Ramp(), _ramp_points(-0.5, 0.3))  # a sample with no direction gives up, silently
+    assert res.success.tolist() == [False, True]
+
+
+def _half_plane(c: float) -> nn.Linear:
+    """Two classes on R^2: label 1 where x_0 + x_1 > c."""
+    lin = nn.Linear(2, 2).to(DT)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=DT))
+        lin.bias.copy_(torch.tensor([0.0, -c], dtype=DT))
+    return lin
+
+
+def test_refined_points_stay_in_the_box() -> None:
+    """From (0.1, 0.95) the nearest point of {x_0 + x_1 >= 1.2} is (0.225, 1.075), outside the box [0, 1]^2; in
+    the box it is (0.2, 1.0), at distance sqrt(0.1^2 + 0.05^2); from (0.15, 0.98) it is (0.2, 1.0) again, while
+    the unclipped projection (0.185, 1.015) would leave the box."""
+    lin = _half_plane(1.2)
+    x = torch.tensor([[0.1, 0.95], [0.15, 0.98]], dtype=DT)
+    res = deepfool(lin, x, refine=True, box=(0.0, 1.0))
+    assert bool(res.success.all())
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    exact = torch.tensor([(0.1 ** 2 + 0.05 ** 2) ** 0.5, (0.05 ** 2 + 0.02 ** 2) ** 0.5], dtype=DT)
+    assert bool((res.norms >= exact * (1 - 1e-12)).all()) and bool((res.norms <= exact * 1.05).all())
+    plain = deepfool(lin, x, box=(0.0, 1.0))
+    assert float(res.norms[0]) < float(plain.norms[0])
+
+
+def test_refined_labels_are_those_of_the_refined_points() -> None:
+    """A large overshoot carries DeepFool's points past a second boundary, into a third class; refinement
+    brings them back next to the first one, and the labels reported are those of the returned points."""
+    lin = affine(2, 3, seed=12)
+    x = torch.randn(200, 2, dtype=DT, generator=torch.Generator().manual_seed(12))
+    plain = deepfool(lin, x, overshoot=3.0)
+    res = deepfool(lin, x, overshoot=3.0, refine=True)
+    with torch.no_grad():
+        assert torch.equal(res.adv_labels, lin(res.x_adv).argmax(1))
+        assert torch.equal(plain.adv_labels, lin(plain.x_adv).argmax(1))
+    assert bool((res.adv_labels != plain.adv_labels).any())  # the case this test is about occurs
+    assert bool((res.norms <= plain.norms).all())
+
+
+def test_an_invalid_refined_point_is_never_returned(monkeypatch) -> None:
+    """If refinement returned a point with the clean label, the DeepFool point and its label are kept."""
+    import importlib
+
+    deepfool_module = importlib.import_module("advbound.attacks.deepfool")  # the module, not the function
+    lin = affine(6, 4, seed=13)
+    x = torch.randn(10, 6, dtype=DT, generator=torch.Generator().manual_seed(13))
+    plain = deepfool(lin, x)
+    monkeypatch.setattr(deepfool_module, "_refine", lambda fn, x0, *args, **kwargs: x0.clone())
+    res = deepfool(lin, x, refine=True)
+    assert torch.equal(res.x_adv, plain.x_adv) and torch.equal(res.adv_labels, plain.adv_labels)
+    assert torch.equal(res.success, plain.success)
+
+
+def _illinois(margin, lo: float, m_lo: float, hi: float, m_hi: float, iters: int) -> float:
+    """Regula falsi, Illinois variant, as the refinement documents it, on a scalar margin: the secant point,
+    nudged by 1e-6 of the bracket towards the valid end and kept at least 1e-3 of it above the invalid end;
+    the margin at the stale end is halved when the same end moved twice in a row."""
+    side = 0
+    for _ in range(iters):
+        t = hi - m_hi * (hi - lo) / max(m_hi - m_lo, 1e-30)
+        t = min(max(t + 1e-6 * (hi - lo), lo + 1e-3 * (hi - lo)), hi)
+        m_t = margin(t)
+        if m_t > 0:
+            m_lo = 0.5 * m_lo if side > 0 else m_lo
+            hi, m_hi, side = t, m_t, 1
+        else:
+            m_hi = 0.5 * m_hi if side < 0 else m_hi
+            lo, m_lo, side = t, m_t, -1
+    return hi
+
+
+MARGINS = {
+    # lo moves: the secant point falls short of the root (0.5225) of a convex margin
+    "cubic": lambda t: t ** 3 + t / 10 - 0.2,
+    # hi moves twice in a row (a concave margin): the stale end's margin is halved
+    "sqrt": lambda t: math.sqrt(t) - 0.5,
+    # a plateau of ties (margin exactly 0 on [0.2, 0.7)): a tie is not a label change
+    "plateau": lambda t: -0.2 if t < 0.2 else (0.0 if t < 0.7 else t - 0.7),
+    # a margin steep at the valid end: the secant point is within 1e-3 of the bracket from lo
+    "steep": lambda t: t ** 9 - 1e-9,
+}
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3, 6])
+@pytest.mark.parametrize("name", list(MARGINS))
+def test_boundary_search_is_the_documented_regula_falsi(name: str, iters: int) -> None:
+    """Along x_0 = t the logits (0, margin(x_0)) have that margin; from the bracket [0, 1] the search shrinks
+    the valid end towards the boundary exactly as the scalar method does, and never onto an invalid point."""
+    from advbound.attacks.refine import _boundary_search
+
+    margin = MARGINS[name]
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor([margin(float(v)) for v in x[:, 0]], dtype=DT)
+        return torch.stack([torch.zeros_like(m), m], dim=1)
+
+    x0 = torch.zeros(1, 2, dtype=DT)
+    u = torch.tensor([[1.0, 0.0]], dtype=DT)
+    y = torch.zeros(1, dtype=torch.long)
+    one = torch.ones(1, dtype=DT)
+    got = _boundary_search(fn, x0, u, y, 0 * one, margin(0.0) * one, one, margin(1.0) * one, iters, None)
+    ref = _illinois(margin, 0.0, margin(0.0), 1.0, margin(1.0), iters)
+    assert float(got[0]) == pytest.approx(ref, rel=1e-14)
+    assert margin(ref) > 0 and ref <= 1.0
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_refinement_reaches_the_nearest_point_of_a_curved_boundary(inside: bool) -> None:
+    """Two classes split by the ellipse x_0^2 / 4 + x_1^2 = 1 (logits 3 and 3 +- (x_0^2 / 4 + x_1^2 - 1) / 10, so
+    neither logit is 0 and gradients are short).  DeepFool follows the gradient, which does not point at the
+    nearest boundary point; refinement (search along the segment, then projections onto the linearised
+    boundary, searched again where the projection falls short) brings the distance within 3e-4 of the exact one
+    (1e-3 from outside), found here by minimising over the ellipse's angle.  From outside, the adversarial region
+    is the convex ellipse, so every projection falls short and the search after it is needed."""
+    sign = 1.0 if inside else -1.0
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        q = x[:, 0] ** 2 / 4 + x[:, 1] ** 2 - 1
+        return torch.stack([torch.full_like(q, 3.0), 3.0 + sign * q / 10], dim=1)
+
+    if inside:
+        x = torch.tensor([[0.0, 0.8], [1.5, 0.4], [1.0, 0.7], [-1.7, 0.3], [0.6, -0.85], [0.5, 0.3]], dtype=DT)
+    else:
+        x = torch.tensor([[0.0, 1.2], [1.9, 0.5], [1.2, 1.0], [-2.3, 0.2], [0.6, -1.1], [2.2, -0.1]], dtype=DT)
+    angles = torch.linspace(0, 2 * math.pi, 400_001, dtype=DT)
+    ellipse = torch.stack([2 * torch.cos(angles), torch.sin(angles)], dim=1)
+    exact = torch.cdist(x, ellipse).min(dim=1).values
+    plain = deepfool(fn, x)
+    res = deepfool(fn, x, refine=True)
+    assert bool(res.success.all())
+    with torch.no_grad():
+        assert torch.equal(fn(res.x_adv).argmax(1), res.adv_labels) and bool((res.adv_labels != res.labels).all())
+    assert bool((res.norms >= exact * (1 - 1e-9)).all())     # valid points: never closer than the boundary
+    assert bool((res.norms <= exact * (1 + (3e-4 if inside else 1e-3))).all())
+    assert bool((res.norms < plain.norms).all())
+    if inside:  # DeepFool alone is 8% to 100% too far there (from outside, 0.1% to 0.7%)
+        assert bool((plain.norms > exact * 1.08).all())
+
+
+class _Ellipse(nn.Module):
+    """The two classes of the ellipse test as a module (forward passes can be counted); ``sign`` -1 puts the
+    adversarial class inside."""
+
+    def __init__(self, sign: float) -> None:
+        super().__init__()
+        self.sign = sign
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = x[:, 0] ** 2 / 4 + x[:, 1] ** 2 - 1
+        return torch.stack([torch.full_like(q, 3.0), 3.0 + self.sign * q / 10], dim=1)
+
+
+@pytest.mark.parametrize("sign, point, extra", [(1.0, [0.0, 0.8], 10), (1.0, [1.5, 0.4], 10), (-1.0, [1.9, 0.5], 16)])
+def test_refinement_does_the_documented_work(sign: float, point: list, extra: int) -> None:
+    """Forward passes that refinement adds for one sample: 3 for the boundary search along the segment, then for
+    each of the 2 projections 1 (gradient at the boundary point) + 1 (the projection's scale) + 1 (the point
+    re-checked), and, where the projection falls short (the adversarial region inside the convex ellipse),
+    1 (the current scale) + 2 (the search between them, one iteration fewer); then 1 for the labels:
+    3 + 2 x 3 + 1 = 10 from inside, 3 + 2 x 6 + 1 = 16 from outside."""
+    model = _Ellipse(sign)
+    seen: list[int] = []
+    model.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    x = torch.tensor([point], dtype=DT)
+    deepfool(model, x)
+    plain = len(seen)
+    seen.clear()
+    assert bool(deepfool(model, x, refine=True).success.all())
+    assert len(seen) - plain == extra

@@ -4,6 +4,7 @@ the paper's own numbers, mpmath at 50 digits, numerical integration and closed f
 from __future__ import annotations
 
 import math
+import warnings
 
 import mpmath as mp
 import numpy as np
@@ -94,6 +95,84 @@ def test_quantile_inversion_matches_mpmath_root():
         with mp.workdps(30):
             root = mp.findroot(lambda s, q=q: _mp_bound(s, probs) - q, t)
         assert t == pytest.approx(float(root), rel=1e-10)
+
+
+# ---------------------------------------------------------------- tiny and subnormal class probabilities (issue 20)
+
+def _mp_bisect(f, lo: float, hi: float, halvings: int = 110) -> mp.mpf:
+    """The root of an increasing function ``f`` in [lo, hi] by bisection in mpmath (110 halvings of a
+    bracket of width 120 leave 1e-31)."""
+    lo, hi = mp.mpf(lo), mp.mpf(hi)
+    assert f(lo) < 0 < f(hi)
+    for _ in range(halvings):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _mp_phi_inv(p: mp.mpf) -> mp.mpf:
+    """Phi^{-1}(p) for any p in (0, 1), tiny ones included, from the cdf's logarithm (no 1 - p formed)."""
+    return _mp_bisect(lambda t: mp.log(mp.ncdf(t)) - mp.log(p), -60, 60)
+
+
+def _mp_tails(probs: list) -> list[tuple[mp.mpf, mp.mpf, bool]]:
+    """Per class, in mpmath: a_i = Phi^{-1}(1 - p_i), the smaller tail mass min(p_i, 1 - p_i) and whether it is
+    the upper one (p_i <= 1 - p_i, 1 - p_i taken as the others' sum); the smaller tail is always given
+    exactly, so no 1 - (1 - tiny) is ever formed."""
+    ps = [mp.mpf(p) for p in probs]
+    out = []
+    for i, p in enumerate(ps):
+        comp = mp.fsum(ps[:i] + ps[i + 1:])
+        if p == 0 or comp == 0:
+            continue
+        out.append((-_mp_phi_inv(p), p, True) if p <= comp else (_mp_phi_inv(comp), comp, False))
+    return out
+
+
+def _mp_eq2(t: float, probs: list, tails: list | None = None) -> mp.mpf:
+    """Eq. (2) in mpmath: sum_i Phi(a_i + t) - Phi(a_i), written as p_i - (1 - Phi(a_i + t)) for an upper tail
+    and Phi(a_i + t) - (1 - p_i) for a lower one."""
+    with mp.workdps(40):
+        return mp.fsum(tail - mp.ncdf(-(a + t)) if upper else mp.ncdf(a + t) - tail
+                       for a, tail, upper in (tails or _mp_tails(probs)))
+
+
+def _mp_quantile(q: float, probs: list) -> float:
+    """The smallest t with eq. (2) >= q, in mpmath."""
+    with mp.workdps(40):
+        tails = _mp_tails(probs)
+        return float(_mp_bisect(lambda t: _mp_eq2(t, probs, tails) - q, 0, 60, halvings=60))
+
+
+SUBNORMAL = [1e-300, 1e-308, 2.2250738585072014e-308, 1e-310, 1e-320, 5e-324]
+
+
+@pytest.mark.parametrize("tiny", SUBNORMAL)
+def test_quantile_with_a_subnormal_class_matches_mpmath(tiny):
+    probs = [tiny, 1.0 - tiny]  # 1 - tiny == 1.0 in float64: the complement is the tiny class alone
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        got = B.quantile_upper_bound(0.25, probs)
+    assert got == pytest.approx(_mp_quantile(0.25, probs), rel=1e-10)
+
+
+@pytest.mark.parametrize("t", [0.5, 5.0, 31.5, 38.0, 45.0])
+@pytest.mark.parametrize("tiny", [1e-305, 1e-310, 1e-320])
+def test_probability_bound_with_tiny_classes_matches_mpmath(t, tiny):
+    """A class of probability 0, one of a tiny probability, and one whose complement is that tiny mass."""
+    probs = [tiny, 0.0, 1.0 - tiny]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = B.latent_probability_lower_bound(t, probs)
+    assert got == pytest.approx(float(_mp_eq2(t, probs)), rel=1e-12, abs=1e-300)
+
+
+def test_mean_bound_with_a_subnormal_class_is_the_expectation_of_the_positive_part():
+    """E(Z - a)^+ summed over classes, in mpmath: phi(a) - a (1 - Phi(a))."""
+    probs = [5e-324, 1.0]
+    with mp.workdps(40):
+        ref = mp.fsum(mp.npdf(a) - a * (tail if upper else 1 - tail) for a, tail, upper in _mp_tails(probs))
+    assert B.latent_mean_upper_bound(probs) == pytest.approx(float(ref), rel=1e-12)
 
 
 # ---------------------------------------------------------------- structure of eq. (2)
@@ -447,3 +526,162 @@ def test_printed_eq4_is_false_and_the_corrected_form_holds():
     z = torch.randn(200_000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     frac = float((L * sector_classifier(K, dims=3).exact_robustness(z) <= eta).double().mean())
     assert abs(frac - float(true)) < 4 * math.sqrt(float(true) * (1 - float(true)) / 200_000)
+# ---------------------------------------------------------------- every formula pinned, every option used (issue 20)
+# Mutation testing (``make mutation``) found formulas that only inequalities checked and optional arguments that
+# no test set to a value that changes the result.  Each reference below is computed here, in mpmath or closed
+# form, never taken from the code under test.
+
+def _mp_rate(k: int) -> mp.mpf:
+    """eq. (4)'s rate sqrt(log(K^2 / (4 pi log K)))."""
+    return mp.sqrt(mp.log(mp.mpf(k) ** 2 / (4 * mp.pi * mp.log(k))))
+
+
+@pytest.mark.parametrize("k", [5, 10, 100, 10**6])
+def test_theorem4_equiprobable_form_pinned_to_mpmath(k):
+    """log(4 pi log K) / sqrt(2 log K): 1.57 at K = 10 (a '/' read as '*' gives 7.22)."""
+    with mp.workdps(30):
+        ref = float(mp.log(4 * mp.pi * mp.log(k)) / mp.sqrt(2 * mp.log(k)))
+    assert B.equiprobable_mean_upper_bound(k) == pytest.approx(ref, rel=1e-14)
+    assert B.equiprobable_mean_upper_bound(k, LipschitzModulus(3.0), wasserstein=0.25) == \
+        pytest.approx(3 * ref + 0.25, rel=1e-14)
+    if k == 10:
+        assert f"{ref:.2f}" == "1.57"
+
+
+def test_theorem4_probabilistic_modulus_adds_delta_times_diameter():
+    """omega(t) = 2 t on [0, 1], 2 + (t - 1) on [1, 2], 3 beyond; delta = 0.01 of the mass, diameter D."""
+    mod = EmpiricalModulus([0, 1, 2], [0, 2, 3], delta=0.01, ceiling=3)
+    with mp.workdps(30):
+        s = float(mp.log(4 * mp.pi * mp.log(10)) / mp.sqrt(2 * mp.log(10)))  # 1.57, on the second segment
+    for diameter in (0.0, 0.5, 4.0):
+        got = B.equiprobable_mean_upper_bound(10, mod, wasserstein=0.25, diameter=diameter)
+        assert got == pytest.approx(2 + (s - 1) + 0.25 + 0.01 * diameter, rel=1e-14)
+    for bad in (-1.0, math.inf):
+        with pytest.raises(ValueError, match="diameter must be finite and >= 0"):
+            B.mean_upper_bound(n_classes=10, modulus=mod, diameter=bad)
+
+
+@pytest.mark.parametrize("probs", [[1e-12, 1 - 1e-12], [0.0, 0.5, 0.5], [0.3, 0.0, 0.7], [1e-320, 1.0]])
+def test_theorem4_sum_pinned_to_mpmath(probs):
+    """sum_i phi(a_i) - a_i (1 - Phi(a_i)), a class of probability 0 contributing nothing."""
+    with mp.workdps(40):
+        ref = float(mp.fsum(mp.npdf(a) - a * (tail if upper else 1 - tail) for a, tail, upper in _mp_tails(probs)))
+    assert B.latent_mean_upper_bound(probs) == pytest.approx(ref, rel=1e-12)
+    assert math.isinf(B.latent_mean_upper_bound([1.0]))
+
+
+@pytest.mark.parametrize("k", [5, 10, 1000])
+def test_eq4_with_an_explicit_delta(k):
+    """1 - sqrt(pi/2) exp(-t^2/2 - rate t) - delta, t = omega^{-1}(eta); an explicit delta replaces the
+    modulus's own."""
+    mod = LipschitzModulus(2.0, delta=0.05)
+    eta = np.array([0.5, 2.0, 6.0])
+    with mp.workdps(30):
+        core = [1 - mp.sqrt(mp.pi / 2) * mp.exp(-(e / 2) ** 2 / 2 - _mp_rate(k) * (e / 2)) for e in eta]
+    for delta, used in ((None, 0.05), (0.01, 0.01), (0.0, 0.0)):
+        got = B.equiprobable_probability_lower_bound(eta, k, mod, delta=delta)
+        np.testing.assert_allclose(got, [float(c) - used for c in core], rtol=1e-13, atol=1e-15)
+
+
+def test_eq3_with_an_explicit_delta():
+    mod = LipschitzModulus(2.0, delta=0.05)
+    eta = np.array([0.5, 2.0, 6.0])
+    for delta, used in ((None, 0.05), (0.01, 0.01)):
+        expected = 1 - math.sqrt(math.pi / 2) * np.exp(-(eta / 2) ** 2 / 2) - used
+        np.testing.assert_allclose(B.balanced_probability_lower_bound(eta, mod, delta=delta), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("q", [0.05, 0.25, 0.5])
+def test_closed_form_quantile_bounds_with_an_explicit_delta(q):
+    """Eq. (3): t = sqrt(2 log(sqrt(pi/2) / (1 - q - delta))); eq. (4): the positive root of
+    t^2/2 + rate t = log(sqrt(pi/2) / (1 - q - delta)); both mapped through omega(t) = 2 t."""
+    mod = LipschitzModulus(2.0, delta=0.05)
+    for delta, used in ((None, 0.05), (0.01, 0.01), (0.0, 0.0)):
+        with mp.workdps(30):
+            c = mp.log(mp.sqrt(mp.pi / 2) / (1 - mp.mpf(q) - mp.mpf(used)))
+            t3 = mp.sqrt(2 * c)
+            rate = _mp_rate(10)
+            t4 = -rate + mp.sqrt(rate ** 2 + 2 * c)
+        assert B.balanced_quantile_upper_bound(q, mod, delta=delta) == pytest.approx(2 * float(t3), rel=1e-13)
+        assert B.equiprobable_quantile_upper_bound(q, 10, mod, delta=delta) == pytest.approx(2 * float(t4), rel=1e-13)
+        eta2 = B.quantile_upper_bound(q, n_classes=10, modulus=mod, delta=delta)
+        assert eta2 == pytest.approx(2 * _mp_quantile(q + used, [0.1] * 10), rel=1e-10)
+
+
+def test_theorem3_with_an_explicit_delta_and_its_assumption():
+    mod = LipschitzModulus(2.0, delta=0.05)
+    eta = np.array([0.5, 2.0, 6.0])
+    for delta, used in ((None, 0.05), (0.01, 0.01)):
+        expected = 1 - math.sqrt(math.pi / 2) * np.exp(-(eta / 2) ** 2 / 2) - 2 * 0.1 - used
+        np.testing.assert_allclose(B.transfer_probability_lower_bound(eta, [0.2] * 5, 0.1, mod, delta=delta), expected,
+                                   rtol=1e-14)
+    # no disagreement at all is allowed; exactly 1/2 is allowed; the disagreement alone can break the assumption
+    np.testing.assert_allclose(B.transfer_probability_lower_bound(eta, [0.25] * 4, 0.0, mod, delta=0.0),
+                               1 - math.sqrt(math.pi / 2) * np.exp(-(eta / 2) ** 2 / 2), rtol=1e-14)
+    assert B.transfer_probability_lower_bound(2.0, [0.25] * 4, 0.25) == pytest.approx(
+        1 - math.sqrt(math.pi / 2) * math.exp(-2.0) - 0.5, rel=1e-14)
+    with pytest.raises(ValueError, match="Theorem 3 assumes"):
+        B.transfer_probability_lower_bound(1.0, [0.25] * 4, 0.3)
+    with pytest.raises(ValueError, match="Theorem 3 assumes"):
+        B.transfer_probability_lower_bound(1.0, [0.25] * 4, 1.0)
+    with pytest.raises(ValueError, match=r"disagreement \(delta of Theorem 3\) must be in \[0, 1\]"):
+        B.transfer_probability_lower_bound(1.0, [0.25] * 4, 1.5)
+
+
+@pytest.mark.parametrize("q", [0.9, 0.99, 0.999999])
+def test_two_classes_quantile_pinned_beyond_the_first_bracket(q):
+    """K = 2: eq. (2) is 2 Phi(t) - 1, so t = Phi^{-1}((1 + q) / 2) = sqrt(2) erfinv(q), a root beyond 1 and 2."""
+    with mp.workdps(30):
+        ref = float(mp.sqrt(2) * mp.erfinv(mp.mpf(q)))
+    assert B.latent_quantile_upper_bound(q, n_classes=2) == pytest.approx(ref, rel=2e-12)
+
+
+def test_quantile_below_the_rounding_of_eq2_at_zero():
+    """At t = 0 eq. (2) is 0 up to rounding (here +2.5e-18 on some machines): a q below that is reached at 0."""
+    p = [0.0010397580548109561, 0.25215560168911316, 0.7468046402560758]
+    assert 0.0 <= B.latent_quantile_upper_bound(5e-324, p) <= 1e-300
+
+
+def test_quantile_bound_without_a_root_is_infinite_even_for_a_bounded_modulus():
+    """K = 1: no other class, no adversarial point: inf, not omega(inf) = the modulus's ceiling."""
+    bounded = EmpiricalModulus([0, 1], [0, 1], ceiling=3)
+    assert math.isinf(B.quantile_upper_bound(0.5, n_classes=1, modulus=bounded))
+    assert B.quantile_upper_bound(0.5, n_classes=2, modulus=bounded) == pytest.approx(stats.norm.ppf(0.75), rel=1e-12)
+
+
+def test_eq2_never_exceeds_one():
+    """Twenty classes of 1/20 at t = 60: the increments, each 1/20, add up to 1 + 2e-16 before the clip."""
+    assert B.latent_probability_lower_bound(60.0, n_classes=20) <= 1.0
+    assert B.latent_probability_lower_bound(np.array([60.0]), n_classes=20)[0] <= 1.0
+
+
+def test_scalars_give_floats_and_arrays_give_arrays():
+    assert type(B.latent_probability_lower_bound(1.0, n_classes=3)) is float
+    assert type(B.probability_lower_bound(1.0, n_classes=3)) is float
+    assert type(B.balanced_probability_lower_bound(1.0)) is float
+    out = B.latent_probability_lower_bound([[0.5, 1.0], [2.0, 3.0]], n_classes=3)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 2)
+
+
+@pytest.mark.parametrize("probs, match", [
+    ([1.5], r"must lie in \[0, 1\]"), ([-0.1, 0.6, 0.5], r"must lie in \[0, 1\]"),
+    (np.array([0, 0]), "sum to 1"), (np.array([1, 1]), "sum to 1"),
+])
+def test_class_probabilities_range_and_integer_sums(probs, match):
+    with pytest.raises(ValueError, match=match):
+        B.class_probabilities(probs)
+
+
+def test_class_probabilities_tolerances():
+    np.testing.assert_array_equal(B.class_probabilities([1.0]), [1.0])                      # K = 1
+    np.testing.assert_array_equal(B.class_probabilities(np.array([0, 1])), [0.0, 1.0])      # integers, exact
+    off = np.full(10, 0.1)
+    off[0] += 1e-5  # the sum misses 1 by 1e-5: within float32's rounding allowance (1.9e-5), not float64's (5e-6)
+    np.testing.assert_allclose(B.class_probabilities(off.astype(np.float32)).sum(), 1.0, rtol=1e-15)
+    with pytest.raises(ValueError, match="sum to 1"):
+        B.class_probabilities(off)
+    np.testing.assert_array_equal(B.class_probabilities([0.5, 0.5], atol=0.0), [0.5, 0.5])
+    np.testing.assert_array_equal(B.class_probabilities([0.5, 0.75], atol=0.25), [0.4, 0.6])  # |1.25 - 1| = atol
+    for bad in (math.inf, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="atol"):
+            B.class_probabilities([0.5, 0.5], atol=bad)

@@ -57,16 +57,6 @@ def test_gpu_spec_projection_and_validation():
         dryrun.GPUSpec("x", 0.0, 0.5)
 
 
-@pytest.fixture(scope="module")
-def tiny_dry_run():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return dryrun.dry_run("cifar10", "full", config=tiny("cifar10", "full"), probe_batch=2, repeats=1)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_dry_run_rows_scale_to_the_configured_sizes(tiny_dry_run):
     run, cfg = tiny_dry_run, tiny("cifar10", "full")
     assert [r.label for r in run.rows] == ["DCGAN (g and discriminator)"] + [s.label for s in cfg.classifiers]

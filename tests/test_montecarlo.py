@@ -171,3 +171,86 @@ def test_compare_quantiles_takes_tensors():
     a, b = torch.arange(40, dtype=torch.float64), torch.arange(30, dtype=torch.float64) + 100
     c = compare_quantiles(a, b, names=("A", "B"), what="median")
     assert c.verdict == "smaller" and c.sizes == (40, 30) and "n = 40 and 30" in c.sentence
+# ---------------------------------------------------------------- edges and options (mutation testing, issue 20)
+
+def test_tensors_that_require_grad_and_float32_inputs_are_read_in_float64():
+    r = torch.tensor([0.3, 0.1, 0.2], requires_grad=True)
+    p, se = probability_at_most(r, [0.15, 0.25])
+    np.testing.assert_array_equal(p, [1 / 3, 2 / 3])
+    p32 = np.float32(0.1)
+    exact = float(p32)  # the float32 number, computed with in float64
+    assert binomial_standard_error(p32, 7) == pytest.approx(np.sqrt(exact * (1 - exact) / 7), rel=1e-15)
+    got = margin_in_standard_errors(np.float32(0.3), np.float32(0.1), np.float32(0.07))
+    assert got.dtype == np.float64
+    assert got == pytest.approx((float(np.float32(0.3)) - float(np.float32(0.1))) / float(np.float32(0.07)),
+                                rel=1e-15)
+
+
+def test_margin_with_zero_standard_error_raises_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = margin_in_standard_errors([[0.5], [0.75]], [0.5, 0.25], [0.0, 0.125])
+    np.testing.assert_array_equal(got, [[0.0, 2.0], [np.inf, 4.0]])
+
+
+def test_weighted_quantile_ends():
+    assert weighted_quantile([3.0, 1.0, 2.0], [1, 1, 1], 0.0) == 1.0
+    assert weighted_quantile([3.0, 1.0, 2.0], [1, 1, 1], 1.0) == 3.0
+    assert weighted_quantile([3.0, 1.0, 2.0], [1, 1, 0], 1.0) == 3.0  # the largest value with weight, not beyond
+    assert weighted_quantile([3.0, 1.0, 2.0], [0, 1, 1], 1.0) == 2.0
+    for q in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="q must be in"):
+            weighted_quantile([1.0], [1.0], q)
+    with pytest.raises(ValueError, match="weights must be finite"):
+        weighted_quantile([1.0, 2.0], [1.0, np.inf], 0.5)
+
+
+def test_class_proportions_have_one_entry_per_class():
+    np.testing.assert_array_equal(class_proportions(np.array([0, 0, 1, 0]), 4), [0.75, 0.25, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+        class_proportions([-1, 0], 3)
+
+
+def test_quantile_interval_small_samples():
+    """Closed forms from the binomial law: n = 1 gives no finite end; with n = 6 and q = 1/2,
+    P(B <= 0) = 1/64 <= 0.025 < P(B <= 1) = 7/64, so the lower end is X_(1), and symmetrically X_(6)."""
+    from advbound.montecarlo import quantile_interval
+
+    assert quantile_interval([5.0], 0.5) == (-np.inf, np.inf)
+    assert quantile_interval([4.0, 1.0, 6.0, 2.0, 3.0, 5.0], 0.5) == (1.0, 6.0)
+    # a tail exactly equal to a binomial probability counts: n = 2, q = 1/2, level 1/2 (tail 1/4 = P(B = 0))
+    assert quantile_interval([2.0, 1.0], 0.5, level=0.5) == (1.0, 2.0)
+    for q in (0.0, 1.0):
+        with pytest.raises(ValueError, match="q must be in"):
+            quantile_interval([1.0, 2.0], q)
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level must be in"):
+            quantile_interval([1.0, 2.0], 0.5, level=level)
+
+
+def test_proportion_interval_arguments():
+    from scipy.stats import beta
+
+    from advbound.montecarlo import proportion_interval
+
+    assert proportion_interval(0, 1) == pytest.approx((0.0, float(beta.ppf(0.975, 1, 1))))
+    assert proportion_interval(1, 1) == pytest.approx((float(beta.ppf(0.025, 1, 1)), 1.0))
+    for successes, n, name in ((1, 2.5, "n must be"), (1.5, 3, "successes must be"), (True, 3, "successes must be"),
+                               (1, True, "n must be")):
+        with pytest.raises(ValueError, match=name):
+            proportion_interval(successes, n)
+    for level in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="level must be in"):
+            proportion_interval(1, 3, level=level)
+
+
+def test_bound_margin_table_defaults():
+    from advbound.montecarlo import bound_margin_table
+
+    res = {"a": {"est": np.array([0.3]), "se": np.array([0.01]), "bound": np.array([0.28])}}
+    text, _ = bound_margin_table(res, np.array([0.2]), (0.2,))
+    lines = text.splitlines()
+    assert lines[0] == " " * 18 + "eta = 0.2: estimate, bound".rjust(31)
+    assert lines[1] == "a".ljust(18) + "0.300±0.010, 0.280 (+2.0 se)".rjust(31)

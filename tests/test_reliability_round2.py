@@ -26,7 +26,6 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import mpmath as mp
 import numpy as np
 import pytest
 import torch
@@ -37,6 +36,7 @@ from advbound import artifacts, bounds, checkpoints, cli, data, uniform_prior, w
 from advbound.attacks import deepfool, in_distribution_attack, latent_deepfool, latent_penalty_attack
 from advbound.latent_linear import LatentClassifier, decision_gradients, fit_linear_classifier
 from advbound.projection import ProjectionClassifier
+from test_bounds import _mp_eq2, _mp_quantile
 
 DT = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,87 +197,11 @@ def test_decision_gradients_name_a_tuple_output():
 # Item 5: tiny and subnormal class probabilities, against mpmath
 # ==================================================================================================
 
-def _mp_bisect(f, lo: float, hi: float, halvings: int = 110) -> mp.mpf:
-    """The root of an increasing function ``f`` in [lo, hi] by bisection in mpmath (110 halvings of a
-    bracket of width 120 leave 1e-31)."""
-    lo, hi = mp.mpf(lo), mp.mpf(hi)
-    assert f(lo) < 0 < f(hi)
-    for _ in range(halvings):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-    return (lo + hi) / 2
-
-
-def _mp_phi_inv(p: mp.mpf) -> mp.mpf:
-    """Phi^{-1}(p) for any p in (0, 1), tiny ones included, from the cdf's logarithm (no 1 - p formed)."""
-    return _mp_bisect(lambda t: mp.log(mp.ncdf(t)) - mp.log(p), -60, 60)
-
-
-def _mp_tails(probs: list) -> list[tuple[mp.mpf, mp.mpf, bool]]:
-    """Per class, in mpmath: a_i = Phi^{-1}(1 - p_i), the smaller tail mass min(p_i, 1 - p_i) and whether it is
-    the upper one (p_i <= 1 - p_i, 1 - p_i taken as the others' sum); the smaller tail is always given
-    exactly, so no 1 - (1 - tiny) is ever formed."""
-    ps = [mp.mpf(p) for p in probs]
-    out = []
-    for i, p in enumerate(ps):
-        comp = mp.fsum(ps[:i] + ps[i + 1:])
-        if p == 0 or comp == 0:
-            continue
-        out.append((-_mp_phi_inv(p), p, True) if p <= comp else (_mp_phi_inv(comp), comp, False))
-    return out
-
-
-def _mp_eq2(t: float, probs: list, tails: list | None = None) -> mp.mpf:
-    """Eq. (2) in mpmath: sum_i Phi(a_i + t) - Phi(a_i), written as p_i - (1 - Phi(a_i + t)) for an upper tail
-    and Phi(a_i + t) - (1 - p_i) for a lower one."""
-    with mp.workdps(40):
-        return mp.fsum(tail - mp.ncdf(-(a + t)) if upper else mp.ncdf(a + t) - tail
-                       for a, tail, upper in (tails or _mp_tails(probs)))
-
-
-def _mp_quantile(q: float, probs: list) -> float:
-    """The smallest t with eq. (2) >= q, in mpmath."""
-    with mp.workdps(40):
-        tails = _mp_tails(probs)
-        return float(_mp_bisect(lambda t: _mp_eq2(t, probs, tails) - q, 0, 60, halvings=60))
-
-
-TINY = [1e-300, 1e-308, 2.2250738585072014e-308, 1e-310, 1e-320, 5e-324]
-
-
-@pytest.mark.parametrize("tiny", TINY)
-def test_quantile_with_a_subnormal_class_matches_mpmath(tiny):
-    probs = [tiny, 1.0 - tiny]  # 1 - tiny == 1.0 in float64: the complement is the tiny class alone
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no overflow warning either
-        got = bounds.quantile_upper_bound(0.25, probs)
-    assert got == pytest.approx(_mp_quantile(0.25, probs), rel=1e-10)
-
-
 def test_the_issues_two_values():
     assert bounds.quantile_upper_bound(0.25, [1e-320, 1.0]) == pytest.approx(37.5946, abs=1e-4)
     got = bounds.latent_probability_lower_bound(31.5, [1e-320, 1.0])
     assert got == pytest.approx(float(_mp_eq2(31.5, [1e-320, 1.0])), rel=1e-10)
     assert got == pytest.approx(6.478e-12, rel=1e-3)
-
-
-@pytest.mark.parametrize("t", [0.5, 5.0, 31.5, 38.0, 45.0])
-@pytest.mark.parametrize("tiny", [1e-305, 1e-310, 1e-320])
-def test_probability_bound_with_tiny_classes_matches_mpmath(t, tiny):
-    """A class of probability 0, one of a tiny probability, and one whose complement is that tiny mass."""
-    probs = [tiny, 0.0, 1.0 - tiny]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        got = bounds.latent_probability_lower_bound(t, probs)
-    assert got == pytest.approx(float(_mp_eq2(t, probs)), rel=1e-12, abs=1e-300)
-
-
-def test_mean_bound_with_a_subnormal_class_is_the_expectation_of_the_positive_part():
-    """E(Z - a)^+ summed over classes, in mpmath: phi(a) - a (1 - Phi(a))."""
-    probs = [5e-324, 1.0]
-    with mp.workdps(40):
-        ref = mp.fsum(mp.npdf(a) - a * (tail if upper else 1 - tail) for a, tail, upper in _mp_tails(probs))
-    assert bounds.latent_mean_upper_bound(probs) == pytest.approx(float(ref), rel=1e-12)
 
 
 def test_cli_bound_with_a_subnormal_class(capsys):
@@ -401,19 +325,6 @@ def test_result_files_keep_every_suffix_but_json_and_csv(given, written, tmp_pat
     assert result_files(tmp_path / given) == tuple(tmp_path / w for w in written)
 
 
-@pytest.fixture(scope="module")
-def tiny_dry_run():
-    from advbound.experiments import dryrun
-    from tinyconfig import tiny
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return dryrun.dry_run("mnist", "ci", config=tiny("mnist", "ci"), probe_batch=1, repeats=0)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _dry_run_cli(out: str, tiny_dry_run, monkeypatch, capsys) -> tuple[int | str | None, str]:
     from advbound.experiments import dryrun
 
@@ -433,7 +344,7 @@ def test_dry_run_out_with_a_dotted_name_never_replaces_another_file(tmp_path, ti
     status, _ = _dry_run_cli("d/model.v1", tiny_dry_run, monkeypatch, capsys)
     assert status == 0
     assert (tmp_path / "d" / "model.json").read_text() == "the user's own file"
-    assert json.loads((tmp_path / "d" / "model.v1.json").read_text())["dataset"] == "mnist"
+    assert json.loads((tmp_path / "d" / "model.v1.json").read_text())["dataset"] == "cifar10"
     assert (tmp_path / "d" / "model.v1.csv").is_file()
 
 

@@ -91,7 +91,7 @@ def class_probabilities(class_probs: ArrayLike | None = None, n_classes: int | N
     total = math.fsum(p)
     if abs(total - 1.0) > tol:
         raise ValueError(f"class_probs must sum to 1 (within {tol:g}); they sum to {total:.12g}")
-    return p if total == 1.0 else p / total
+    return p / total
 
 
 def _check_quantile(q: object, name: str = "quantile") -> float:
@@ -121,6 +121,9 @@ def _as_output(out: np.ndarray) -> np.ndarray | float:
 
 # ---- Theorem 1: lower bounds on P(r <= eta) --------------------------------------------------------
 
+#: a latent radius beyond every root of eq. (2) = q < 1 (see :func:`latent_quantile_upper_bound`)
+_LATENT_RADIUS_MAX = 64.0
+
 #: the largest log-ratio passed to expm1 in :func:`_phi_increment` (exp overflows float64 above 709.78)
 _MAX_LOG_RATIO = 700.0
 
@@ -132,24 +135,24 @@ def _phi_increment(p: np.ndarray, comp: np.ndarray, t: np.ndarray) -> np.ndarray
     p * (1 - Phi(-a - t) / p).  Otherwise the lower tail 1 - p = Phi(a) is small: the increment is
     (1 - p) * (Phi(a + t) / (1 - p) - 1).  Both ratios come from log_ndtr, so no cancellation occurs.
     When the second ratio exceeds e^700 (1 - p below 1e-304, subnormal included, and a large t) ``expm1``
-    would overflow: there Phi(a + t) - (1 - p) is formed directly, exact since (1 - p) is negligible.
+    would overflow: there the increment is Phi(a + t) itself, since 1 - p < e^-700 Phi(a + t) vanishes in
+    the subtraction (in float64 the two are the same number).
     """
     t = t[:, None]
     out = np.zeros((t.shape[0], p.size))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        upper = (p > 0) & (p <= 0.5)
-        if np.any(upper):
-            pu = p[upper]
-            a = -special.ndtri(pu)  # Phi^{-1}(1 - p) from the small tail
-            out[:, upper] = -pu * np.expm1(special.log_ndtr(-(a + t)) - np.log(pu))
-        lower = (p > 0.5) & (comp > 0)
-        if np.any(lower):
-            cl = comp[lower]
-            a = special.ndtri(cl)
-            log_cdf = special.log_ndtr(a + t)
-            log_ratio = log_cdf - np.log(cl)
-            out[:, lower] = np.where(log_ratio > _MAX_LOG_RATIO, np.exp(log_cdf) - cl,
-                                     cl * np.expm1(np.minimum(log_ratio, _MAX_LOG_RATIO)))
+    upper = (p > 0) & (p <= 0.5)
+    if np.any(upper):
+        pu = p[upper]
+        a = -special.ndtri(pu)  # Phi^{-1}(1 - p) from the small tail
+        out[:, upper] = -pu * np.expm1(special.log_ndtr(-(a + t)) - np.log(pu))
+    lower = (p > 0.5) & (comp > 0)
+    if np.any(lower):
+        cl = comp[lower]
+        a = special.ndtri(cl)
+        log_cdf = special.log_ndtr(a + t)
+        log_ratio = log_cdf - np.log(cl)
+        out[:, lower] = np.where(log_ratio > _MAX_LOG_RATIO, np.exp(log_cdf),
+                                 cl * np.expm1(np.minimum(log_ratio, _MAX_LOG_RATIO)))
     return out
 
 
@@ -194,7 +197,7 @@ def balanced_probability_lower_bound(eta: ArrayLike, modulus: Modulus | float | 
     omega(t) = L t and eta = 2 L this is 1 - sqrt(pi/2) e^{-2} = 0.8304.
     """
     mod = as_modulus(modulus)
-    t = np.asarray(mod.inverse(eta), dtype=float)
+    t = np.asarray(mod.inverse(eta))
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - _modulus_delta(mod, delta))
 
 
@@ -214,7 +217,7 @@ def equiprobable_probability_lower_bound(eta: ArrayLike, n_classes: int, modulus
     """
     rate = _eq4_rate(n_classes)
     mod = as_modulus(modulus)
-    t = np.asarray(mod.inverse(eta), dtype=float)
+    t = np.asarray(mod.inverse(eta))
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t - rate * t) - _modulus_delta(mod, delta))
 
 
@@ -224,7 +227,9 @@ def latent_quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, 
     """Upper bound on the q-quantile of the latent robustness r_Z: the smallest latent radius t with
     eq. (2) >= q (a root of an increasing function).
 
-    Returns ``inf`` when the bound never reaches q (e.g. K = 1, or a single class of probability 1).
+    Returns ``inf`` when the bound never reaches q (e.g. K = 1, or a single class of probability 1).  The root
+    lies below :data:`_LATENT_RADIUS_MAX` = 64: a_i >= Phi^{-1}(5e-324) = -38.5 for every class, and
+    Phi(-38.5 + 64) = 1 - 1e-143, so eq. (2) has reached any q < 1 of float64 by then.
     """
     q = _check_quantile(q, "q (target probability)")
     p = class_probabilities(class_probs, n_classes)
@@ -233,14 +238,11 @@ def latent_quantile_upper_bound(q: float, class_probs: ArrayLike | None = None, 
     def excess(t: float) -> float:
         return float(_phi_increment(p, comp, np.array([t])).sum()) - q
 
-    if excess(0.0) >= 0:
+    if excess(0.0) >= 0:  # eq. (2) is 0 at t = 0 up to rounding: a q below that rounding is reached at 0
         return 0.0
-    hi = 1.0
-    while excess(hi) < 0:
-        hi *= 2.0
-        if hi > 64.0:  # the bound's supremum is below q
-            return math.inf
-    return float(optimize.brentq(excess, 0.0, hi, xtol=1e-14, rtol=1e-13, maxiter=200))
+    if excess(_LATENT_RADIUS_MAX) < 0:  # the bound's supremum is below q
+        return math.inf
+    return float(optimize.brentq(excess, 0.0, _LATENT_RADIUS_MAX, xtol=1e-14))
 
 
 def _solve_for(q: float, mod: Modulus, delta: object) -> float:
@@ -347,7 +349,7 @@ def transfer_probability_lower_bound(eta: ArrayLike, class_probs: ArrayLike, dis
             "Theorem 3 assumes P(C_i(f)) + delta <= 1/2 for all i; "
             f"got max class probability {p.max():g} + delta {dis:g} > 1/2")
     mod = as_modulus(modulus)
-    t = np.asarray(mod.inverse(eta), dtype=float)
+    t = np.asarray(mod.inverse(eta))
     return _as_output(1.0 - SQRT_PI_OVER_2 * np.exp(-0.5 * t * t) - 2.0 * dis - _modulus_delta(mod, delta))
 
 

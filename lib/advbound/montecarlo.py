@@ -18,7 +18,8 @@ def _as_numpy(values: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
 
 
 def binomial_standard_error(p: np.ndarray | float, n: int) -> np.ndarray:
-    """sqrt(p (1 - p) / n): the standard error of a proportion p estimated from n independent samples."""
+    """sqrt(p (1 - p) / n): the standard error of a proportion p estimated from n independent samples (in
+    float64, whatever the dtype of ``p``)."""
     p = np.asarray(p, dtype=float)
     return np.sqrt(p * (1.0 - p) / n)
 
@@ -27,28 +28,27 @@ def probability_at_most(robustness: np.ndarray | torch.Tensor,
                         eta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Empirical P(r <= eta) for each eta, with the binomial standard error sqrt(p (1 - p) / n)."""
     r = _as_numpy(robustness, "robustness")
-    e = np.atleast_1d(np.asarray(eta, dtype=float))
-    p = (np.sort(r).searchsorted(e, side="right")) / r.size
+    p = np.sort(r).searchsorted(np.atleast_1d(eta), side="right") / r.size
     return p, binomial_standard_error(p, r.size)
 
 
 def margin_in_standard_errors(estimate: np.ndarray, reference: np.ndarray, se: np.ndarray) -> np.ndarray:
     """(estimate - reference) / se: how many standard errors an estimate lies above (> 0) or below (< 0) a
     reference such as a bound.  Where se = 0 (an estimated proportion of exactly 0 or 1) the margin is
-    +inf, -inf or 0 according to the sign of the difference."""
-    diff = np.asarray(estimate, dtype=float) - np.asarray(reference, dtype=float)
-    se = np.asarray(se, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+    +inf, -inf or 0 according to the sign of the difference.  Computed in float64 whatever the inputs' dtype."""
+    diff, se = np.broadcast_arrays(np.asarray(estimate, dtype=float) - np.asarray(reference, dtype=float),
+                                   np.asarray(se, dtype=float))
+    out = np.where(diff == 0, 0.0, np.copysign(np.inf, diff))  # the margin where se = 0
+    return np.divide(diff, se, out=out, where=se > 0)
 
 
 def weighted_probability_at_most(values: np.ndarray, weights: np.ndarray, eta: float | np.ndarray) -> np.ndarray:
     """sum of ``weights`` over the values <= eta, for each eta: P(r <= eta) when the weights are the
     probabilities of the grid points where r was computed (a quadrature, not a sample: no standard error)."""
     v, w = _check_weighted(values, weights)
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)  # the order among equal values does not change any cumulative weight below
     cum = np.concatenate([[0.0], np.cumsum(w[order])])
-    return cum[np.searchsorted(v[order], np.atleast_1d(np.asarray(eta, dtype=float)), side="right")]
+    return cum[np.searchsorted(v[order], np.atleast_1d(eta), side="right")]
 
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -57,9 +57,9 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     v, w = _check_weighted(values, weights)
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1]; got {q!r}")
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)  # equal values are interchangeable: the value returned does not depend on their order
     cum = np.cumsum(w[order])
-    return float(v[order][min(int(np.searchsorted(cum, q * cum[-1])), v.size - 1)])
+    return float(v[order][np.searchsorted(cum, q * cum[-1])])  # an index < n: q * cum[-1] <= cum[-1]
 
 
 def _check_weighted(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,8 @@ found perturbations back to the boundary (:mod:`advbound.attacks.refine`).
 
 from __future__ import annotations
 
+import itertools
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,7 +80,7 @@ def _difference_gradients(h: Tensor, x: Tensor, batched: bool) -> Tensor:
     """
     c = h.shape[1]
     if batched and c > 1:
-        eye = torch.eye(c, dtype=h.dtype, device=h.device)
+        eye = torch.eye(c).to(h)
         cot = eye[:, None, :].expand(c, h.shape[0], c)
         (g,) = torch.autograd.grad(h, x, grad_outputs=cot, is_grads_batched=True)
         return g.flatten(2).transpose(0, 1)
@@ -104,18 +106,16 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
     x0f = x0.detach().flatten(1)
     r_tot = torch.zeros_like(x0f)
     x_cur = x0f.clone()
-    steps = torch.zeros(n, dtype=torch.long, device=x0.device)
+    steps = torch.zeros_like(x0f[:, 0], dtype=torch.long)
     active = torch.arange(n, device=x0.device)
     n_cand = cand.shape[1]
-    overflow = torch.zeros(n, dtype=torch.bool, device=x0.device)   # samples stopped by non-finite numbers
-    for it in range(max_steps + 1):
-        if active.numel() == 0:
-            break
+    overflow: set[int] = set()   # samples stopped by non-finite numbers
+    for it in itertools.count():  # ends at max_steps, or earlier when no sample is left
         xa = x_cur[active].view(-1, *shape).requires_grad_(True)
         logits = fn(xa)
         # a non-finite iterate or logit ends the sample's search (verification then reports no success)
         finite = torch.isfinite(logits.detach()).all(dim=1) & torch.isfinite(x_cur[active]).all(dim=1)
-        overflow[active[~finite]] = True
+        overflow.update(active[~finite].tolist())
         still = (logits.argmax(dim=1) == cand[active, 0]) & finite
         if it == max_steps:
             break
@@ -141,26 +141,25 @@ def _deepfool_loop(fn: Callable[[Tensor], Tensor], x0: Tensor, cand: Tensor, *, 
         solved = metric(x_cur[active].view(-1, *shape))(grads)
         s2 = (grads * solved).sum(dim=-1)
         usable = (s2 > 0) & torch.isfinite(s2) & torch.isfinite(h)
-        dist = torch.where(usable, h.abs() / s2.clamp_min(1e-30).sqrt(), torch.full_like(h, float("inf")))
+        dist = torch.where(usable, h.abs() / s2.clamp_min(1e-30).sqrt(), torch.full_like(h, math.inf))
         best_dist, best = dist.min(dim=1)
         ok = torch.isfinite(best_dist)
         if not bool(ok.all()):
             # zero (or non-finite) gradient for every candidate: no DeepFool direction exists; give up on these
-            overflow[active[~ok & ~torch.isfinite(grads).all(dim=-1).all(dim=-1)]] = True
+            overflow.update(active[~ok & ~torch.isfinite(grads).flatten(1).all(dim=1)].tolist())
             active, best_dist, best, solved, s2 = (t[ok] for t in (active, best_dist, best, solved, s2))
             if active.numel() == 0:
                 break
-        idx = best[:, None, None].expand(-1, 1, solved.shape[-1])
-        direction = solved.gather(1, idx)[:, 0]
-        s_best = s2.gather(1, best[:, None])[:, 0].sqrt()
+        rows = torch.arange(best.shape[0], device=best.device)
+        direction, s_best = solved[rows, best], s2[rows, best].sqrt()
         r_tot[active] += ((best_dist + PUSH) / s_best)[:, None] * direction
         x_new = x0f[active] + (1.0 + overshoot) * r_tot[active]
         if box is not None:
             x_new = x_new.clamp(*box)
         x_cur[active] = x_new.detach()
         steps[active] += 1
-    if bool(overflow.any()):
-        warnings.warn(f"DeepFool: {int(overflow.sum())} of {n} samples met non-finite logits or gradients (a "
+    if overflow:
+        warnings.warn(f"DeepFool: {len(overflow)} of {n} samples met non-finite logits or gradients (a "
                       f"floating-point overflow in {x0.dtype}?); their search stopped there and they are reported "
                       "unsuccessful: rescale the model's logits (or use float64)", RuntimeWarning, stacklevel=2)
     return x_cur.view_as(x0).detach(), steps

@@ -8,6 +8,7 @@ new point only if it is valid and closer).  A refined point is used only if it i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -24,7 +25,7 @@ def _along(x0: Tensor, t: Tensor, direction: Tensor, box: tuple[float, float] | 
 
 def _margin(logits: Tensor, y: Tensor) -> Tensor:
     """``max_{j != y} l_j - l_y`` per sample: > 0 exactly when the label has changed (ties count as unchanged)."""
-    others = logits.scatter(1, y[:, None], float("-inf"))
+    others = logits.scatter(1, y[:, None], -math.inf)
     return others.max(dim=1).values - logits.gather(1, y[:, None])[:, 0]
 
 
@@ -70,10 +71,12 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
     2. Up to ``projections`` times: at the current boundary point ``x_b`` with adversarial class ``j``,
        linearise ``h = l_j - l_y`` (gradient ``a``) and project ``x0`` onto ``{h(x_b) + a.(x - x_b) = 0}`` in
        the metric ``M``: ``q = (a.(x_b - x0) - h(x_b)) M^{-1} a / (a^T M^{-1} a)``, whose norm never exceeds
-       that of ``x_b - x0``.  Along the direction of ``q`` the scale ``(1 + 1e-6) ||q||`` is tried first, else
-       the boundary is searched between it and the current norm; the point is kept only if it is valid and
-       ``cost`` decreased.  Samples that did not improve are dropped from further projections.
-    Only rows with ``ok`` are touched.
+       that of ``x_b - x0``.  Along the direction of ``q`` (clipped to ``box``) the scale ``(1 + 1e-6) ||q||``
+       is tried first, else the boundary is searched between it and the current norm; the point found is
+       evaluated again and kept only if it is valid and ``cost`` decreased.  Samples that did not improve are
+       dropped from further projections.
+    Only rows with ``ok`` are touched.  The segment of step 1 lies in ``box`` (a convex set holding both ends),
+    so it needs no clipping.
     """
     out = x_adv.clone()
     idx = torch.nonzero(ok).flatten()
@@ -82,11 +85,9 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
     view = (-1,) + (1,) * (x0.dim() - 1)
     x0s, ys = x0[idx], y[idx]
     p = x_adv[idx] - x0s
-    norm_p = _flat_norm(p).clamp_min(1e-30)
-    u = p / norm_p.view(view)
-    t = _boundary_search(fn, x0s, u, ys, torch.zeros_like(norm_p), m0[idx], norm_p, m_adv[idx], search_iters,
-                         box)
-    best = _along(x0s, t, u, box)
+    zero = torch.zeros_like(m0[idx])
+    t = _boundary_search(fn, x0s, p, ys, zero, m0[idx], zero + 1, m_adv[idx], search_iters, None)
+    best = _along(x0s, t, p, None)
     best_cost = cost(best, x0s)
     act = torch.arange(idx.numel(), device=x0.device)   # rows still improving
     for _ in range(projections):
@@ -104,14 +105,13 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
         coef = ((a * (cur_pt - xa0).flatten(1)).sum(dim=1) - h_j) / s2.clamp_min(1e-30)
         q = (coef[:, None] * solved).view_as(xa0)
         norm_q = _flat_norm(q)
-        usable = (s2 > 0) & (j != ya) & (norm_q > 0)
+        # a zero gradient or projection gives dirn = 0 (or NaN): its candidates fail the check below
         dirn = q / norm_q.clamp_min(1e-30).view(view)
         cur = _flat_norm(cur_pt - xa0)
         first = torch.minimum(norm_q * (1.0 + 1e-6), cur)
         m_first = _margin_at(fn, _along(xa0, first, dirn, box), ya)
         t_new = first.clone()
-        valid = usable & (m_first > 0)
-        need = torch.nonzero(usable & ~valid).flatten()
+        need = torch.nonzero(~(m_first > 0)).flatten()
         if need.numel() > 0:
             m_cur = _margin_at(fn, _along(xa0[need], cur[need], dirn[need], box), ya[need])
             ok_cur = m_cur > 0
@@ -119,8 +119,8 @@ def _refine(fn: Callable[[Tensor], Tensor], x0: Tensor, x_adv: Tensor, y: Tensor
             if sel.numel() > 0:
                 t_new[sel] = _boundary_search(fn, xa0[sel], dirn[sel], ya[sel], first[sel], m_first[sel], cur[sel],
                                               m_cur[ok_cur], search_iters - 1, box)
-                valid[sel] = True
         cand = _along(xa0, t_new, dirn, box)
+        valid = _margin_at(fn, cand, ya) > 0  # the point itself, evaluated again
         cand_cost = cost(cand, xa0)
         better = valid & (cand_cost < best_cost[act])
         rows = act[better]
