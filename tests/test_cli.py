@@ -204,3 +204,22 @@ def test_artifacts_command_trains_and_searches_or_only_searches(tmp_path, fake_r
     _error(["artifacts", "--dataset", "mnist", "--out", str(tmp_path), "--keep-networks", "--quiet"], capsys)
     assert [(c["retrain"], c["reattack"]) for c in calls] == [(True, True), (False, True)]
     assert all(str(c["artifacts"]).endswith("mnist-ci-seed0") for c in calls)
+
+
+def test_artifacts_command_reports_what_it_wrote(tmp_path, fake_run, monkeypatch, capsys):
+    """After a run, the files of the manifest and, per classifier, how many points each search found."""
+    from advbound import experiments
+
+    folder = tmp_path / "mnist-ci-seed0"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"total_size": 3_000_000, "files": {
+        "dcgan.pt": {"size": 2_000_000, "parameters": 1234, "sha256": "ab" * 32}}}))
+    searches = {"r_z": {"samples": 5, "found": 5}, "r_in": {"samples": 5, "found": 4},
+                "r_unc": {"samples": 5, "found": 3}}
+    (folder / "witnesses.json").write_text(json.dumps({"size": 1_500_000, "classifiers": {
+        "lenet": {"label": "2-Layer LeNet", **searches}}}))
+    monkeypatch.setattr(experiments, "run_experiment", lambda *a, **k: None)
+    assert main(["artifacts", "--dataset", "mnist", "--out", str(tmp_path), "--keep-networks", "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("dcgan.pt: 2.00 MB, 1,234 parameters, sha256 abababababababab...")
+    assert out[-1] == "  2-Layer LeNet: r_z 5/5, r_in 4/5, r_unc 3/5"

@@ -177,6 +177,7 @@ def artifacts_command(args: argparse.Namespace) -> int:
     from .data import DataUnavailableError
     from .experiments import run_experiment, set_determinism
     from .training import CheckpointError, TrainingDivergedError
+    from .witnesses import SEARCHES
 
     _check_device(args.device)
     _usable_folder(Path(args.out), "--out")
@@ -202,8 +203,9 @@ def artifacts_command(args: argparse.Namespace) -> int:
               f"sha256 {entry['sha256'][:16]}...")
     print(f"manifest: {folder / 'manifest.json'} ({manifest['total_size'] / 1e6:.2f} MB in all)")
     witnesses = json.loads((folder / "witnesses.json").read_text())
-    found = ", ".join(f"{c['label']} {c['found']}/{c['samples']}" for c in witnesses["classifiers"].values())
-    print(f"witnesses: {folder / 'witnesses.pt'} ({witnesses['size'] / 1e6:.2f} MB; found: {found})")
+    print(f"witnesses: {folder / 'witnesses.pt'} ({witnesses['size'] / 1e6:.2f} MB); points found:")
+    for c in witnesses["classifiers"].values():
+        print(f"  {c['label']}: " + ", ".join(f"{k} {c[k]['found']}/{c[k]['samples']}" for k in SEARCHES))
     return 0
 
 
