@@ -115,3 +115,21 @@ def test_findings_text_labels_the_data():
                                                  ([], fd.NOT_TESTED)])
 def test_combine(verdicts, combined):
     assert fd._combine(verdicts) == combined
+
+
+def test_why_it_may_differ_names_only_the_observations_not_reproduced_with_the_runs_own_numbers():
+    pgd = PGDConfig(eps=0.1, step_size=0.025, steps=7)
+    probe = _result([(_spec("A"), _around(0.1), _around(1.0), _around(0.5))])
+    bound = float(probe.table.loc[ex.ROWS[2], ex.BOUND_COLUMN]) * E_IMG
+    res = _result([(_spec("LeNet"), _around(0.4 * 0.0158 * E_Z), _around(bound / 10), _around(bound / 40, seed=4)),
+                   (_spec("LeNet + Adv.", adversarial=pgd), _around(0.4 * 0.0158 * E_Z, seed=2),
+                    _around(bound / 10, seed=3), _around(1.2 * bound / 40, seed=5))])
+    res.classifiers[0].r_unc_deepfool = 1.5 * res.classifiers[0].r_unc    # DeepFool 50% farther on every sample
+    verdicts = {f.key: f.verdict for f in fd.section5_findings(res)}
+    items = fd.why_it_may_differ(res)
+    expected = [k for k, v in verdicts.items() if v in (fd.NOT_REPRODUCED, fd.UNDECIDED)]
+    assert [item.split(")")[0].lstrip("(") for item in items] == expected
+    assert verdicts["iv"] == fd.NOT_REPRODUCED and verdicts["i"] == fd.REPRODUCED    # the chosen samples
+    iv = next(item for item in items if item.startswith("(iv)"))
+    assert "LeNet + Adv.: L-inf PGD, eps 0.1, 7 steps, 1 epochs" in iv
+    assert fd._moved(res, "r_unc", "r_unc_deepfool") == "LeNet 1.50"    # the adversarial one has no DeepFool run

@@ -163,6 +163,18 @@ def findings_table(result: ExperimentResult) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def differences(result: ExperimentResult) -> Any:
+    """Where this chapter's answer to the paper's Section 5 observations differs from the paper, and why it may
+    (:func:`advbound.experiments.findings.why_it_may_differ`), as a Markdown list."""
+    from IPython.display import Markdown
+
+    from .findings import why_it_may_differ
+
+    items = why_it_may_differ(result)
+    return Markdown("\n".join(f"- {item}" for item in items) if items else
+                    "Every observation that this chapter tests is reproduced.")
+
+
 def summary(result: ExperimentResult) -> Any:
     """The chapter's findings in a few sentences, written by code from the measurements (so prose and numbers
     cannot disagree), as Markdown for the page's first screen."""
@@ -309,6 +321,7 @@ def profiles_table(dataset: str) -> pd.DataFrame:
 
 
 __all__ = [
+    "differences",
     "chapter_claims",
     "check_text",
     "findings_table",
