@@ -19,7 +19,7 @@ def tiny_config(dataset="svhn"):
     cfg = ex.experiment_config(dataset, "ci")
     spec = ex.ClassifierSpec("2-Layer LeNet", "lenet", {"width": 2, "hidden": 8, "image_size": cfg.image_size}, 1, 5e-3)
     return dataclasses.replace(cfg, classifiers=(spec,), gan_width=4, disc_width=2, gan_epochs=1, n_train=128,
-                               n_test=64, n_eval=12, n_norm=50, modulus_samples=12, modulus_radii=5,
+                               n_test=64, n_eval=12, n_one_shot=5, n_norm=50, modulus_samples=12, modulus_radii=5,
                                modulus_restarts=1, modulus_steps=2, modulus_confidence=None,
                                attack=DeepFoolOptions(max_steps=20))
 
@@ -247,6 +247,11 @@ def test_chapter_texts_report_the_result(tiny_result):
     both = np.isfinite(r.r_in) & np.isfinite(r.r_unc) & (r.r_unc > 0)
     if both.any():
         assert f"median r_in / r_unc = {np.median(r.r_in[both] / r.r_unc[both]):.2f}" in gap
+    # the paper's one-shot estimates are re-run on the first n_one_shot samples only, and said so
+    assert len(r.r_unc_deepfool) == len(r.r_z_deepfool) == 5 == res.provenance["samples"]["one_shot"]
+    assert "of the first 5 of 12 samples" in chapter.moved_text(res)
+    with pytest.raises(ValueError, match="n_one_shot"):
+        dataclasses.replace(tiny_config(), n_one_shot=0)
     mod = chapter.modulus_text(res)
     t_star = latent_radius_quantile(TABLE_QUANTILE + res.modulus.delta, n_classes=10)
     assert f"t* = {t_star:.4f}" in mod

@@ -75,7 +75,10 @@ def test_committed_witnesses_verify_and_record_their_search(dataset):
     cfg, folder, nets = committed(dataset)
     points = load(cfg, folder, nets)
     manifest = json.loads((folder / wit.WITNESS_MANIFEST).read_text())
-    assert manifest["settings"]["n_eval"] == cfg.n_eval >= 500 and manifest["format"] == wit.FORMAT == 2
+    # 500 samples per classifier on real data (issue 17); the synthetic stand-ins, which only exercise the
+    # pipeline, attack fewer (advbound.experiments.profiles.CI_SAMPLES)
+    assert manifest["settings"]["n_eval"] == cfg.n_eval >= (500 if dataset in ("mnist", "fashion_mnist") else 200)
+    assert manifest["format"] == wit.FORMAT == 2
     assert manifest["command"].startswith(f"python -m advbound artifacts --dataset {dataset} --profile ci")
     for spec in cfg.classifiers:
         z, x, labels, clf = _batch(cfg, nets, 32, spec.key)

@@ -249,6 +249,7 @@ def moved_text(result: ExperimentResult) -> str:
                 ("r_Z", r.r_z, r.r_z_deepfool, result.normalisers["E||z||"], "latent_boundary_search")):
             if old is None:
                 continue
+            new = new[:len(old)]   # the one-shot estimates are re-run on the first samples only (n_one_shot)
             both = np.isfinite(new) & np.isfinite(old) & (new > 0)
             ratio = old[both] / new[both]
             if ratio.size == 0:
@@ -258,7 +259,7 @@ def moved_text(result: ExperimentResult) -> str:
                                     what=f"normalised 25% quantile of {what}")
             lines.append(f"{r.spec.label}, {what}: DeepFool / {search} per sample: median "
                          f"{np.median(ratio):.3f}, 90th percentile {np.quantile(ratio, 0.9):.3f} "
-                         f"({both.sum()} samples); {cmp.sentence}")
+                         f"({both.sum()} of the first {len(old)} of {len(r.r_unc)} samples); {cmp.sentence}")
     return book.wrap("\n".join(lines))
 
 

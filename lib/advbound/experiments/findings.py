@@ -221,6 +221,7 @@ def _moved(result: ExperimentResult, new: str, old: str) -> str:
         a, b = getattr(r, old), getattr(r, new)
         if a is None:
             continue
+        b = b[:len(a)]   # the one-shot estimates cover the first samples only (ExperimentConfig.n_one_shot)
         both = np.isfinite(a) & np.isfinite(b) & (b > 0)
         if both.any():
             parts.append(f"{r.spec.label} {np.median(a[both] / b[both]):.2f}")
