@@ -83,7 +83,7 @@ artifacts witnesses: install
 # Mutation testing (mutmut 3) of the bounds' formulas, the Monte Carlo intervals and the DeepFool loop with its
 # refinement, each module against its own test file; not part of `make test` (CPU-hours on 2 cores).  Each module
 # runs in a scratch copy with the src/ layout mutmut expects, on one worker; nothing is written to the checkout.
-# The surviving mutants, and why each is harmless, are listed in tests/MUTATION.md.
+# It prints each module's score and lists the surviving mutants (not yet recorded in the repository).
 # One module: make mutation MUTATION=bounds=tests/test_bounds.py
 MUTATION ?= bounds=tests/test_bounds.py montecarlo=tests/test_montecarlo.py \
 	attacks/deepfool=tests/test_attacks.py attacks/refine=tests/test_attacks.py

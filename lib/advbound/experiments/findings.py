@@ -209,9 +209,9 @@ def findings_text(result: ExperimentResult) -> str:
 
 def _pgd_specs(result: ExperimentResult) -> str:
     """The adversarial training recipes of the run, e.g. "L-inf PGD, eps 0.1, 7 steps, 6 epochs"."""
-    specs = [c for c in result.config.classifiers if c.adversarial is not None]
-    return "; ".join(f"{c.label}: {c.adversarial.norm.replace('linf', 'L-inf').replace('l2', 'L2')} PGD, eps "
-                     f"{c.adversarial.eps:g}, {c.adversarial.steps} steps, {c.epochs} epochs" for c in specs)
+    specs = [(c, c.adversarial) for c in result.config.classifiers if c.adversarial is not None]
+    return "; ".join(f"{c.label}: {pgd.norm.replace('linf', 'L-inf').replace('l2', 'L2')} PGD, eps "
+                     f"{pgd.eps:g}, {pgd.steps} steps, {c.epochs} epochs" for c, pgd in specs)
 
 
 def _moved(result: ExperimentResult, new: str, old: str) -> str:
