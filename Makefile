@@ -67,7 +67,7 @@ book: notebooks html
 # Two workers (the CI machine has 2 cores); each notebook and each test file stays on one worker; the unit tests
 # run natively, the notebooks in the portable kernel.  What the re-executed chapters write (figures, results)
 # goes to a scratch output folder ($ADVBOUND_OUTPUT), so a test run leaves the committed book/ untouched.
-# (With two OpenMP threads per process the suite took 5 min 38 s here, with one 4 min 44 s.)
+# (From a fresh clone on 2 cores the suite took 11 min 14 s, most of it the four data chapters in the portable kernel.)
 test: install
 	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && ADVBOUND_OUTPUT=$$out \
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -p no:cacheprovider --nbval-lax \
