@@ -241,6 +241,7 @@ def moved_text(result: ExperimentResult) -> str:
     percentile of the per-sample ratio DeepFool / stronger search (>= 1: the stronger search found a closer
     point)."""
     from ..montecarlo import compare_quantiles
+    from .findings import one_shot_ratio
 
     lines = []
     for r in result.classifiers:
@@ -249,9 +250,7 @@ def moved_text(result: ExperimentResult) -> str:
                 ("r_Z", r.r_z, r.r_z_deepfool, result.normalisers["E||z||"], "latent_boundary_search")):
             if old is None:
                 continue
-            new = new[:len(old)]   # the one-shot estimates are re-run on the first samples only (n_one_shot)
-            both = np.isfinite(new) & np.isfinite(old) & (new > 0)
-            ratio = old[both] / new[both]
+            new, ratio = one_shot_ratio(new, old)
             if ratio.size == 0:
                 lines.append(f"{r.spec.label}, {what}: no sample where both searches succeeded")
                 continue
@@ -259,7 +258,7 @@ def moved_text(result: ExperimentResult) -> str:
                                     what=f"normalised 25% quantile of {what}")
             lines.append(f"{r.spec.label}, {what}: DeepFool / {search} per sample: median "
                          f"{np.median(ratio):.3f}, 90th percentile {np.quantile(ratio, 0.9):.3f} "
-                         f"({both.sum()} of the first {len(old)} of {len(r.r_unc)} samples); {cmp.sentence}")
+                         f"({ratio.size} of the first {len(old)} of {len(r.r_unc)} samples); {cmp.sentence}")
     return book.wrap("\n".join(lines))
 
 
