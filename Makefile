@@ -19,6 +19,12 @@ export PYTHONHASHSEED := 0
 # OpenMP threads spin
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND := Agg
+# glibc hands every allocation above its mmap threshold straight back to the kernel when freed, so the float64
+# activations of each batch (tens of MB) were mapped and zeroed anew: a third of a data chapter's time was page
+# faults.  Keeping freed memory in the heap (a setting of the allocator only: no number changes) removes it.
+export MALLOC_MMAP_THRESHOLD_ ?= 33554432
+export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
+export MALLOC_TOP_PAD_ ?= 536870912
 # The official MNIST test files, when they sit beside the checkout (CI: ../shared); the library never searches
 # for them, and without them the MNIST chapter loads MNIST through torchvision (a download).
 SHARED_MNIST := $(abspath ../shared/data/mnist)

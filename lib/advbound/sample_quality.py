@@ -43,25 +43,28 @@ CONFIDENT = 0.9
 AGREEMENT_TARGET, CONFIDENT_TARGET, LARGEST_CLASS_TARGET = 0.9, 0.8, 0.15
 
 
-def last_linear_features(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The input of ``model``'s last ``nn.Linear`` layer for the images ``x`` (the penultimate features),
-    computed in eval mode without gradients; the model's mode is restored."""
+def softmax_and_features(model: nn.Module, x: torch.Tensor, batch_size: int = 500,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities of ``model`` on the images ``x`` and the input of its last ``nn.Linear`` layer (the
+    penultimate features, flattened), from one batched pass in eval mode without gradients; the model's mode
+    is restored.  Both are returned on the CPU."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(f"model must contain an nn.Linear layer (its input is the feature space); "
                          f"{type(model).__name__} has none")
     caught: list[torch.Tensor] = []
-    hook = linears[-1].register_forward_hook(lambda _m, inputs, _out: caught.append(inputs[0].detach()))
-    was_training = model.training
+    hook = linears[-1].register_forward_hook(lambda _m, inputs, _out: caught.append(inputs[0].detach().cpu()))
     try:
-        model.eval()
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                model(x[i:i + batch_size])
+        probs = softmax_outputs(model, x, batch_size)
     finally:
         hook.remove()
-        model.train(was_training)
-    return torch.cat(caught).flatten(1)
+    return probs, torch.cat(caught).flatten(1)
+
+
+def last_linear_features(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The input of ``model``'s last ``nn.Linear`` layer for the images ``x`` (the penultimate features),
+    computed in eval mode without gradients; the model's mode is restored."""
+    return softmax_and_features(model, x, batch_size)[1]
 
 
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:
@@ -247,9 +250,12 @@ def measure_sample_quality(classifiers: Mapping[str, nn.Module], generated: torc
         raise ValueError(f"generated and real must be image batches of the same shape (real >= 4 images); got "
                          f"{tuple(generated.shape)} and {tuple(real.shape)}")
     n = min(len(generated), len(real) // 2)
-    feats = [last_linear_features(classifiers[judge], x).double().cpu().numpy() for x in (generated[:n], real[:2 * n])]
-    return sample_quality({k: softmax_outputs(m, generated) for k, m in classifiers.items()},
-                          {k: softmax_outputs(m, real) for k, m in classifiers.items()}, judge, *feats, seed=seed)
+    gen_probs, gen_feats = softmax_and_features(classifiers[judge], generated)
+    real_probs, real_feats = softmax_and_features(classifiers[judge], real)
+    probs_generated = {k: gen_probs if k == judge else softmax_outputs(m, generated) for k, m in classifiers.items()}
+    probs_real = {k: real_probs if k == judge else softmax_outputs(m, real) for k, m in classifiers.items()}
+    return sample_quality(probs_generated, probs_real, judge, gen_feats[:n].double().numpy(),
+                          real_feats[:2 * n].double().numpy(), seed=seed)
 
 
 __all__ = [
@@ -264,5 +270,6 @@ __all__ = [
     "last_linear_features",
     "measure_sample_quality",
     "sample_quality",
+    "softmax_and_features",
     "softmax_outputs",
 ]

@@ -66,7 +66,7 @@ from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcga
 from ..modulus import check_seed
 from ..modulus_estimation import default_radii, estimate_modulus
 from ..portable import seeded_normal
-from ..sample_quality import last_linear_features, sample_quality, softmax_outputs
+from ..sample_quality import sample_quality, softmax_and_features, softmax_outputs
 from ..training import predict, resolve_device, train_classifier, train_gan
 from ..witnesses import (
     FORMAT,
@@ -431,10 +431,13 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     x_test = test.floats().to(dev, dtype)
     probs_pool: dict[str, torch.Tensor] = {}
     probs_test: dict[str, torch.Tensor] = {}
+    # each classifier's penultimate features, caught in the same pass: the judge's give the Fréchet distance
+    features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
-        probs_test[spec.label] = softmax_outputs(clf, x_test)
-        probs_pool[spec.label] = softmax_outputs(clf, x_pool)
+        (probs_test[spec.label], test_feats), (probs_pool[spec.label], pool_feats) = (
+            softmax_and_features(clf, x) for x in (x_test, x_pool))
+        features[spec.key] = (pool_feats, test_feats)
         err = float((probs_test[spec.label].argmax(1) != test.labels).double().mean())
         labels = [predict(clf, x) for x in x_eval]
         nearest = nearest_other_label(torch.cat(x_eval), torch.cat(labels).to(dev), x_pool,
@@ -464,9 +467,10 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     # do the samples look like the data? (advbound.sample_quality), judged by the most accurate classifier
     judge = min(results, key=lambda r: r.error_rate).spec
     n_fd = min(cfg.n_quality, len(test) // 2)
-    feats = [last_linear_features(nets.classifiers[judge.key], x).double().cpu().numpy()
-             for x in (x_pool[:n_fd], x_test[:2 * n_fd])]
-    quality = sample_quality(probs_pool, probs_test, judge.label, *feats, seed=seed + QUALITY_SEED)
+    pool_feats, test_feats = features.pop(judge.key)
+    del features
+    quality = sample_quality(probs_pool, probs_test, judge.label, pool_feats[:n_fd].double().numpy(),
+                             test_feats[:2 * n_fd].double().numpy(), seed=seed + QUALITY_SEED)
     del x_test
 
     # table, bounds, checks
