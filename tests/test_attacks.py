@@ -617,3 +617,84 @@ def test_refinement_does_the_documented_work(sign: float, point: list, extra: in
     seen.clear()
     assert bool(deepfool(model, x, refine=True).success.all())
     assert len(seen) - plain == extra
+
+
+# ---------------------------------------------------------------- second mutation round (issue 20)
+
+def test_deepfool_on_one_dimensional_inputs() -> None:
+    """x of shape (n, 1): the exact distance |l_0 - l_1| / |w_0 - w_1| of an affine classifier on the line."""
+    lin = affine(1, 2, seed=16)
+    x = torch.randn(7, 1, dtype=DT, generator=torch.Generator().manual_seed(16))
+    res = deepfool(lin, x, overshoot=0.0)
+    assert bool(res.success.all()) and res.steps.tolist() == [1] * 7
+    torch.testing.assert_close(res.norms, affine_distance(lin, x) + PUSH, rtol=1e-10, atol=0)
+
+
+def test_a_batch_where_no_sample_has_a_direction() -> None:
+    """Every start of :class:`Ramp` with x_0 < 0 sees flat logits: all give up at once, silently, unmoved."""
+    import warnings
+
+    x = _ramp_points(-0.5, -0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = deepfool(Ramp(), x)
+    assert res.success.tolist() == [False, False] and res.steps.tolist() == [0, 0]
+    assert torch.equal(res.x_adv, x)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_one_candidate_difference_needs_no_vmapped_backward(batched: bool, monkeypatch) -> None:
+    """Two classes: one difference l_1 - l_0 per sample, whose gradient is one plain backward either way."""
+    lin = affine(5, 2, seed=17)
+    x = torch.randn(4, 5, dtype=DT, generator=torch.Generator().manual_seed(17))
+    calls: list[bool] = []
+    real = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        calls.append(bool(kwargs.get("is_grads_batched", False)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    res = deepfool(lin, x, overshoot=0.0, batched_grads=batched)
+    assert calls == [False, False]  # the differentiability check, then the one iteration of an affine model
+    monkeypatch.undo()
+    torch.testing.assert_close(res.norms, affine_distance(lin, x) + PUSH, rtol=1e-10, atol=0)
+
+
+class Escaping(nn.Module):
+    """Two classes on R^2: l_0 = 1, l_1 = w min(x_0, 1e300), w = 1e-308 where x_1 > 0 (detached), else 1.
+
+    From x_0 = 0 with w = 1: the boundary x_0 = 1, crossed in one step.  With w = 1e-308 the boundary lies at 1e308,
+    and one step with overshoot 1 lands at 2e308 = inf, where the logits are still finite (l_1 = 1e-8): the iterate,
+    not the logits, is what overflowed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.where(x[:, 1].detach() > 0, torch.full_like(x[:, 1], 1e-308), torch.ones_like(x[:, 1]))
+        l1 = w * x[:, 0].clamp(max=1e300)
+        return torch.stack([torch.ones_like(l1), l1], dim=1)
+
+
+def test_an_iterate_that_overflows_ends_only_its_own_sample() -> None:
+    x = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=DT)
+    with pytest.warns(RuntimeWarning, match=r"DeepFool: 1 of 2 samples met non-finite"):
+        res = deepfool(Escaping(), x, overshoot=1.0)
+    assert res.success.tolist() == [False, True] and res.steps.tolist() == [1, 1]
+    assert math.isinf(float(res.x_adv[0, 0]))
+    torch.testing.assert_close(res.norms[1], torch.tensor(2 * (1 + PUSH), dtype=DT), rtol=1e-12, atol=0)
+
+
+class FlatOrSteep(nn.Module):
+    """Two classes on R^3: l_0 = 1, l_1 = relu(x_0) + x_2 sqrt(|x_0|) (x_2 detached).  At x_0 < 0 with x_2 = 0 the
+    gradient is 0 (no direction, an ordinary give-up); at x_0 = 0 with x_2 = 1 it is not finite (0 x inf)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        l1 = torch.relu(x[:, 0]) + x[:, 2].detach() * torch.sqrt(x[:, 0].abs())
+        return torch.stack([torch.ones_like(l1), l1], dim=1)
+
+
+def test_only_non_finite_gradients_count_as_overflow() -> None:
+    """In one iteration a zero gradient and a non-finite one both give up; only the second is named."""
+    x = torch.tensor([[-0.5, 0.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.0, 0.0]], dtype=DT)
+    with pytest.warns(RuntimeWarning, match=r"DeepFool: 1 of 3 samples met non-finite"):
+        res = deepfool(FlatOrSteep(), x)
+    assert res.success.tolist() == [False, False, True] and res.steps.tolist() == [0, 0, 1]
