@@ -400,6 +400,7 @@ def test_compare_proportions_sentence_with_defaults_and_options() -> None:
     assert c.sentence == (f"P's success rate is smaller than Q's: {_interval(5 / 60, ib.low, ib.high, '{:.1%}')} "
                           f"against {_interval(0.9, ia.low, ia.high, '{:.1%}')} "
                           "(95% intervals do not overlap, n = 60 and 50)")
-    for first, second, match in (([1, 2], (1, 2), "^first must be a pair"), ((1, 2), (1, 2, 3), "^second must be a pair")):
+    for first, second, match in (([1, 2], (1, 2), "^first must be a pair"),
+                                 ((1, 2), (1, 2, 3), "^second must be a pair")):
         with pytest.raises(ValueError, match=match):
             compare_proportions(first, second)  # type: ignore[arg-type]
