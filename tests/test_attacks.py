@@ -529,6 +529,9 @@ MARGINS = {
     "plateau": lambda t: -0.2 if t < 0.2 else (0.0 if t < 0.7 else t - 0.7),
     # a margin steep at the valid end: the secant point is within 1e-3 of the bracket from lo
     "steep": lambda t: t ** 9 - 1e-9,
+    # just below 0 up to 5e-4, then a steep climb: the secant point (1e-12 + the 1e-6 nudge) falls short of the root,
+    # the floor of 1e-3 of the bracket above lo lifts it past the root, onto the valid side
+    "cliff": lambda t: 1000 * (t - 5e-4) if t >= 5e-4 else -1e-9,
 }
 
 
@@ -698,3 +701,31 @@ def test_only_non_finite_gradients_count_as_overflow() -> None:
     with pytest.warns(RuntimeWarning, match=r"DeepFool: 1 of 3 samples met non-finite"):
         res = deepfool(FlatOrSteep(), x)
     assert res.success.tolist() == [False, False, True] and res.steps.tolist() == [0, 0, 1]
+
+
+def test_refinement_searches_the_projection_ray_inside_the_box() -> None:
+    """Label 1 where x_0 / 2 + x_1 > 1.2, box [0, 1]^2.  From (0.95, 0.3) and (0.9, 0.1) the projection onto the
+    line leaves the box (x_0 > 1), so the nearest adversarial point of the box is (1, 0.7), on its face.  Given a
+    poor adversarial point (the search along the segment to it stops at distance 0.75 and 0.93), the projection
+    step must judge the points of its ray after clipping them to the box: clipped at the projection's own length
+    they are not adversarial, and a search between that length and the current distance, on clipped points,
+    reaches (1, 0.7)."""
+    from advbound.attacks.base import _identity_metric
+    from advbound.attacks.deepfool import _l2_cost
+    from advbound.attacks.refine import _margin, _refine
+
+    lin = nn.Linear(2, 2).to(DT)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.0, 0.0], [0.5, 1.0]], dtype=DT))
+        lin.bias.copy_(torch.tensor([0.0, -1.2], dtype=DT))
+    x0 = torch.tensor([[0.95, 0.3], [0.9, 0.1]], dtype=DT)
+    x_adv = torch.tensor([[0.5, 1.0], [0.6, 1.0]], dtype=DT)
+    y = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        m0, m_adv = _margin(lin(x0), y), _margin(lin(x_adv), y)
+    out = _refine(lin, x0, x_adv, y, torch.ones(2, dtype=torch.bool), m0, m_adv, metric=_identity_metric,
+                  cost=_l2_cost, box=(0.0, 1.0))
+    with torch.no_grad():
+        assert bool((_margin(lin(out), y) > 0).all())
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    torch.testing.assert_close(out, torch.tensor([[1.0, 0.7], [1.0, 0.7]], dtype=DT), rtol=0, atol=1e-6)

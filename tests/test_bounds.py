@@ -711,10 +711,11 @@ def test_normalized_lipschitz_refuses_bad_constants(lipschitz: object, norm: obj
 
 def test_two_balanced_classes_small_quantile_to_full_precision() -> None:
     """K = 2: eq. (2) is 2 Phi(t) - 1, so the q-quantile is sqrt(2) erfinv(q) (mpmath); at q = 0.05 the root,
-    0.0627, is found to 1e-13 (a root-finder tolerance of 2e-12 absolute would leave 5e-12 relative)."""
+    0.0627, is found to 1e-13 (a root-finder tolerance of 2e-12 absolute would leave 5e-12 relative; ``abs=0``, since
+    pytest.approx would otherwise also accept any difference below 1e-12)."""
     with mp.workdps(30):
         ref = float(mp.sqrt(2) * mp.erfinv(mp.mpf("0.05")))
-    assert B.latent_quantile_upper_bound(0.05, n_classes=2) == pytest.approx(ref, rel=1e-13)
+    assert B.latent_quantile_upper_bound(0.05, n_classes=2) == pytest.approx(ref, rel=1e-13, abs=0)
 
 
 def test_quantile_equal_to_the_supremum_of_eq2_is_finite() -> None:
@@ -733,7 +734,7 @@ def test_theorem4_sum_for_many_equiprobable_classes_pinned_to_mpmath() -> None:
     with mp.workdps(40):
         a = -mp.sqrt(2) * mp.erfinv(2 * mp.mpf(1) / k - 1)  # Phi^{-1}(1 - 1/K)
         ref = float(k * (mp.npdf(a) - a / k))
-    assert B.latent_mean_upper_bound(n_classes=k) == pytest.approx(ref, rel=1e-13)
+    assert B.latent_mean_upper_bound(n_classes=k) == pytest.approx(ref, rel=1e-13, abs=0)
 
 
 def test_theorem3_assumption_allows_rounding_of_1e_12() -> None:

@@ -284,11 +284,12 @@ def test_quantile_with_failures_is_infinite_only_where_it_interpolates_a_failure
 
 
 def test_margin_is_computed_in_float64_from_extended_precision_inputs() -> None:
-    """Long doubles are rounded to float64 first: 1 / float64(1/3) = 3.0000000000000004 (on machines where long
-    double is wider than float64; elsewhere both sides are the same number)."""
+    """Long doubles are rounded to float64 first: 1 / float64(1/49) = 49.00000000000001, while the quotient in long
+    double rounds to 49 (on machines where long double is wider than float64; elsewhere both are the same)."""
     third = np.longdouble(1) / 3
-    got = margin_in_standard_errors(np.longdouble(1), np.longdouble(0), third)
-    assert got.dtype == np.float64 and got == 1.0 / float(third)
+    se = np.longdouble(1) / 49
+    got = margin_in_standard_errors(np.longdouble(1), np.longdouble(0), se)
+    assert got.dtype == np.float64 and got == 1.0 / float(se)
     got = margin_in_standard_errors(third, np.longdouble(0), 1.0)
     assert got.dtype == np.float64 and got == float(third)
     got = margin_in_standard_errors(0.0, -third, 1.0)
@@ -400,6 +401,13 @@ def test_compare_proportions_sentence_with_defaults_and_options() -> None:
     assert c.sentence == (f"P's success rate is smaller than Q's: {_interval(5 / 60, ib.low, ib.high, '{:.1%}')} "
                           f"against {_interval(0.9, ia.low, ia.high, '{:.1%}')} "
                           "(95% intervals do not overlap, n = 60 and 50)")
+    # a lower end below 1e-4 is printed with an exponent, "{:.3g}" style
+    lo = binomtest(1, 1000).proportion_ci(confidence_level=0.95, method="exact")
+    c = compare_proportions((1, 1000), (1, 1000))
+    text = _interval(0.001, lo.low, lo.high)
+    assert c.sentence == (f"no difference detected at n = 1000 between the fraction of A, {text}, "
+                          f"and of B, {text} (95% intervals overlap)")
+    assert "e-05" in c.sentence
     for first, second, match in (([1, 2], (1, 2), "^first must be a pair"),
                                  ((1, 2), (1, 2, 3), "^second must be a pair")):
         with pytest.raises(ValueError, match=match):
