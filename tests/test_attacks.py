@@ -646,14 +646,14 @@ def test_a_batch_where_no_sample_has_a_direction() -> None:
 
 
 @pytest.mark.parametrize("batched", [False, True])
-def test_one_candidate_difference_needs_no_vmapped_backward(batched: bool, monkeypatch) -> None:
+def test_one_candidate_difference_needs_no_vmapped_backward(batched: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two classes: one difference l_1 - l_0 per sample, whose gradient is one plain backward either way."""
     lin = affine(5, 2, seed=17)
     x = torch.randn(4, 5, dtype=DT, generator=torch.Generator().manual_seed(17))
     calls: list[bool] = []
     real = torch.autograd.grad
 
-    def counting(*args, **kwargs):
+    def counting(*args: object, **kwargs: object) -> tuple[torch.Tensor, ...]:
         calls.append(bool(kwargs.get("is_grads_batched", False)))
         return real(*args, **kwargs)
 

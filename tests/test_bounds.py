@@ -746,3 +746,17 @@ def test_theorem3_assumption_allows_rounding_of_1e_12() -> None:
         1 - math.sqrt(math.pi / 2) * math.exp(-2.0) - 2 * edge, rel=1e-14)
     with pytest.raises(ValueError, match="Theorem 3 assumes"):
         B.transfer_probability_lower_bound(2.0, [0.25] * 4, 0.25 + 2e-12)
+
+
+def test_eq2_at_an_infinite_radius() -> None:
+    """t = inf: every class's Phi(a_i + t) - Phi(a_i) is its whole mass P(C_i) = p_i, so eq. (2) is 1; a class holding
+    all the mass (a_i = -inf) has no other class to reach and contributes 0, not inf - inf."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert B.latent_probability_lower_bound(math.inf, n_classes=1) == 0.0
+        np.testing.assert_array_equal(B.latent_probability_lower_bound([0.5, math.inf], class_probs=[1.0, 0.0]),
+                                      [0.0, 0.0])
+        assert B.latent_probability_lower_bound(math.inf, class_probs=[0.3, 0.7]) == 1.0
+        assert B.latent_probability_lower_bound(math.inf, n_classes=10) == pytest.approx(1.0, rel=1e-15)

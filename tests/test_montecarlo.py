@@ -353,7 +353,8 @@ def test_compare_intervals_sentences_and_fields() -> None:
     ((np.nan, 0.0, 1.0), (1.0, 0.0, 1.0), "^first must be"), ((1.0, 2.0, 1.0), (1.0, 0.0, 1.0), "^first must be"),
     ((1.0, 0.0, 1.0), (1.0, 0.0, np.nan), "^second must be"), ((1.0, 0.0, 1.0), (1.0, 2.0, 1.0), "^second must be"),
 ])
-def test_compare_intervals_names_the_bad_interval(first, second, match) -> None:
+def test_compare_intervals_names_the_bad_interval(first: tuple[float, float, float],
+                                                 second: tuple[float, float, float], match: str) -> None:
     from advbound.montecarlo import compare_intervals
 
     with pytest.raises(ValueError, match=match):
