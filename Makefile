@@ -81,7 +81,7 @@ artifacts witnesses: install
 	$(PY) scripts/index_artifacts.py
 
 # Mutation testing (mutmut 3) of the bounds' formulas, the Monte Carlo intervals and the DeepFool loop with its
-# refinement, each module against its own test file; not part of `make test` (about 15 minutes on 2 cores).  Each
+# refinement, each module against its own test file; not part of `make test` (about 10 minutes on 2 cores).  Each
 # module runs in a scratch copy with the src/ layout mutmut expects, on one worker; nothing is written to the
 # checkout.  It prints, per module, the counts, the score with and without message-only mutants and every mutant
 # not killed (scripts/mutation_summary.py); tests/MUTATION.md records the last run and why each survivor is harmless.
