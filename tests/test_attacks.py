@@ -529,6 +529,9 @@ MARGINS = {
     "plateau": lambda t: -0.2 if t < 0.2 else (0.0 if t < 0.7 else t - 0.7),
     # a margin steep at the valid end: the secant point is within 1e-3 of the bracket from lo
     "steep": lambda t: t ** 9 - 1e-9,
+    # just below 0 up to 5e-4, then a steep climb: the secant point (1e-12 + the 1e-6 nudge) falls short of the root,
+    # the floor of 1e-3 of the bracket above lo lifts it past the root, onto the valid side
+    "cliff": lambda t: 1000 * (t - 5e-4) if t >= 5e-4 else -1e-9,
 }
 
 
@@ -617,3 +620,112 @@ def test_refinement_does_the_documented_work(sign: float, point: list, extra: in
     seen.clear()
     assert bool(deepfool(model, x, refine=True).success.all())
     assert len(seen) - plain == extra
+
+
+# ---------------------------------------------------------------- second mutation round (issue 20)
+
+def test_deepfool_on_one_dimensional_inputs() -> None:
+    """x of shape (n, 1): the exact distance |l_0 - l_1| / |w_0 - w_1| of an affine classifier on the line."""
+    lin = affine(1, 2, seed=16)
+    x = torch.randn(7, 1, dtype=DT, generator=torch.Generator().manual_seed(16))
+    res = deepfool(lin, x, overshoot=0.0)
+    assert bool(res.success.all()) and res.steps.tolist() == [1] * 7
+    torch.testing.assert_close(res.norms, affine_distance(lin, x) + PUSH, rtol=1e-10, atol=0)
+
+
+def test_a_batch_where_no_sample_has_a_direction() -> None:
+    """Every start of :class:`Ramp` with x_0 < 0 sees flat logits: all give up at once, silently, unmoved."""
+    import warnings
+
+    x = _ramp_points(-0.5, -0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = deepfool(Ramp(), x)
+    assert res.success.tolist() == [False, False] and res.steps.tolist() == [0, 0]
+    assert torch.equal(res.x_adv, x)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_one_candidate_difference_needs_no_vmapped_backward(batched: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two classes: one difference l_1 - l_0 per sample, whose gradient is one plain backward either way."""
+    lin = affine(5, 2, seed=17)
+    x = torch.randn(4, 5, dtype=DT, generator=torch.Generator().manual_seed(17))
+    calls: list[bool] = []
+    real = torch.autograd.grad
+
+    def counting(*args: object, **kwargs: object) -> tuple[torch.Tensor, ...]:
+        calls.append(bool(kwargs.get("is_grads_batched", False)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    res = deepfool(lin, x, overshoot=0.0, batched_grads=batched)
+    assert calls == [False, False]  # the differentiability check, then the one iteration of an affine model
+    monkeypatch.undo()
+    torch.testing.assert_close(res.norms, affine_distance(lin, x) + PUSH, rtol=1e-10, atol=0)
+
+
+class Escaping(nn.Module):
+    """Two classes on R^2: l_0 = 1, l_1 = w min(x_0, 1e300), w = 1e-308 where x_1 > 0 (detached), else 1.
+
+    From x_0 = 0 with w = 1: the boundary x_0 = 1, crossed in one step.  With w = 1e-308 the boundary lies at 1e308,
+    and one step with overshoot 1 lands at 2e308 = inf, where the logits are still finite (l_1 = 1e-8): the iterate,
+    not the logits, is what overflowed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.where(x[:, 1].detach() > 0, torch.full_like(x[:, 1], 1e-308), torch.ones_like(x[:, 1]))
+        l1 = w * x[:, 0].clamp(max=1e300)
+        return torch.stack([torch.ones_like(l1), l1], dim=1)
+
+
+def test_an_iterate_that_overflows_ends_only_its_own_sample() -> None:
+    x = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=DT)
+    with pytest.warns(RuntimeWarning, match=r"DeepFool: 1 of 2 samples met non-finite"):
+        res = deepfool(Escaping(), x, overshoot=1.0)
+    assert res.success.tolist() == [False, True] and res.steps.tolist() == [1, 1]
+    assert math.isinf(float(res.x_adv[0, 0]))
+    torch.testing.assert_close(res.norms[1], torch.tensor(2 * (1 + PUSH), dtype=DT), rtol=1e-12, atol=0)
+
+
+class FlatOrSteep(nn.Module):
+    """Two classes on R^3: l_0 = 1, l_1 = relu(x_0) + x_2 sqrt(|x_0|) (x_2 detached).  At x_0 < 0 with x_2 = 0 the
+    gradient is 0 (no direction, an ordinary give-up); at x_0 = 0 with x_2 = 1 it is not finite (0 x inf)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        l1 = torch.relu(x[:, 0]) + x[:, 2].detach() * torch.sqrt(x[:, 0].abs())
+        return torch.stack([torch.ones_like(l1), l1], dim=1)
+
+
+def test_only_non_finite_gradients_count_as_overflow() -> None:
+    """In one iteration a zero gradient and a non-finite one both give up; only the second is named."""
+    x = torch.tensor([[-0.5, 0.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.0, 0.0]], dtype=DT)
+    with pytest.warns(RuntimeWarning, match=r"DeepFool: 1 of 3 samples met non-finite"):
+        res = deepfool(FlatOrSteep(), x)
+    assert res.success.tolist() == [False, False, True] and res.steps.tolist() == [0, 0, 1]
+
+
+def test_refinement_searches_the_projection_ray_inside_the_box() -> None:
+    """Label 1 where x_0 / 2 + x_1 > 1.2, box [0, 1]^2.  From (0.95, 0.3) and (0.9, 0.1) the projection onto the
+    line leaves the box (x_0 > 1), so the nearest adversarial point of the box is (1, 0.7), on its face.  Given a
+    poor adversarial point (the search along the segment to it stops at distance 0.75 and 0.93), the projection
+    step must judge the points of its ray after clipping them to the box: clipped at the projection's own length
+    they are not adversarial, and a search between that length and the current distance, on clipped points,
+    reaches (1, 0.7)."""
+    from advbound.attacks.base import _identity_metric
+    from advbound.attacks.deepfool import _l2_cost
+    from advbound.attacks.refine import _margin, _refine
+
+    lin = nn.Linear(2, 2).to(DT)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.0, 0.0], [0.5, 1.0]], dtype=DT))
+        lin.bias.copy_(torch.tensor([0.0, -1.2], dtype=DT))
+    x0 = torch.tensor([[0.95, 0.3], [0.9, 0.1]], dtype=DT)
+    x_adv = torch.tensor([[0.5, 1.0], [0.6, 1.0]], dtype=DT)
+    y = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        m0, m_adv = _margin(lin(x0), y), _margin(lin(x_adv), y)
+    out = _refine(lin, x0, x_adv, y, torch.ones(2, dtype=torch.bool), m0, m_adv, metric=_identity_metric,
+                  cost=_l2_cost, box=(0.0, 1.0))
+    with torch.no_grad():
+        assert bool((_margin(lin(out), y) > 0).all())
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    torch.testing.assert_close(out, torch.tensor([[1.0, 0.7], [1.0, 0.7]], dtype=DT), rtol=0, atol=1e-6)

@@ -685,3 +685,78 @@ def test_class_probabilities_tolerances():
     for bad in (math.inf, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="atol"):
             B.class_probabilities([0.5, 0.5], atol=bad)
+
+
+# ---------------------------------------------------------------- second mutation round (issue 20)
+
+@pytest.mark.parametrize("d", [1, 3, 100])
+def test_normalized_lipschitz_is_footnote_5(d: int) -> None:
+    """Footnote 5: L' = L E||z||_2 / E||g(z)||, with E||z||_2 = sqrt(2) Gamma((d + 1) / 2) / Gamma(d / 2) from
+    mpmath; a Lipschitz constant below 1 and an image norm below 1 are ordinary values."""
+    with mp.workdps(30):
+        mean_norm = float(mp.sqrt(2) * mp.gamma(mp.mpf(d + 1) / 2) / mp.gamma(mp.mpf(d) / 2))
+    assert B.normalized_lipschitz(0.5, d, 0.25) == pytest.approx(0.5 * mean_norm / 0.25, rel=1e-14)
+    assert B.normalized_lipschitz(3.0, d, 7.0) == pytest.approx(3.0 * mean_norm / 7.0, rel=1e-14)
+
+
+@pytest.mark.parametrize("lipschitz, norm, match", [
+    (0.0, 1.0, "lipschitz must be finite and > 0"), (-1.0, 1.0, "lipschitz must be finite and > 0"),
+    (math.inf, 1.0, "lipschitz must be finite and > 0"), (1.0, 0.0, "mean_image_norm must be finite and > 0"),
+    (1.0, math.inf, "mean_image_norm must be finite and > 0"), ("1", 1.0, "lipschitz"), (1.0, None, "mean_image_norm"),
+])
+def test_normalized_lipschitz_refuses_bad_constants(lipschitz: object, norm: object, match: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=match):
+        B.normalized_lipschitz(lipschitz, 10, norm)  # type: ignore[arg-type]
+
+
+def test_two_balanced_classes_small_quantile_to_full_precision() -> None:
+    """K = 2: eq. (2) is 2 Phi(t) - 1, so the q-quantile is sqrt(2) erfinv(q) (mpmath); at q = 0.05 the root,
+    0.0627, is found to 1e-13 (a root-finder tolerance of 2e-12 absolute would leave 5e-12 relative; ``abs=0``, since
+    pytest.approx would otherwise also accept any difference below 1e-12)."""
+    with mp.workdps(30):
+        ref = float(mp.sqrt(2) * mp.erfinv(mp.mpf("0.05")))
+    assert B.latent_quantile_upper_bound(0.05, n_classes=2) == pytest.approx(ref, rel=1e-13, abs=0)
+
+
+def test_quantile_equal_to_the_supremum_of_eq2_is_finite() -> None:
+    """Six classes of 1/6: in float64 eq. (2) levels off at 1 - 2^-53 (six increments of 1/6 add up to just below
+    1); a q equal to that level is reached (at the bracket's end at the latest), so the bound is finite."""
+    top = B.latent_probability_lower_bound(64.0, n_classes=6)
+    assert top < 1.0
+    t = B.latent_quantile_upper_bound(top, n_classes=6)
+    assert math.isfinite(t) and B.latent_probability_lower_bound(t, n_classes=6) >= top
+
+
+def test_theorem4_sum_for_many_equiprobable_classes_pinned_to_mpmath() -> None:
+    """K = 10^4 classes of 1e-4: K (phi(a) - a / K) with a = Phi^{-1}(1 - 1/K) in mpmath, to 1e-13.  Each a is taken
+    from its small tail; from 1 - p instead, the sum would be off by 2e-12."""
+    k = 10_000
+    with mp.workdps(40):
+        a = -mp.sqrt(2) * mp.erfinv(2 * mp.mpf(1) / k - 1)  # Phi^{-1}(1 - 1/K)
+        ref = float(k * (mp.npdf(a) - a / k))
+    assert B.latent_mean_upper_bound(n_classes=k) == pytest.approx(ref, rel=1e-13, abs=0)
+
+
+def test_theorem3_assumption_allows_rounding_of_1e_12() -> None:
+    """P(C_i(f)) + delta <= 1/2 is checked with an allowance of 1e-12 for rounding: exactly at it the bound is
+    given, beyond it refused."""
+    edge = 0.25 + 1e-12
+    assert 0.25 + edge == 0.5 + 1e-12  # the sum lands exactly on the allowance
+    assert B.transfer_probability_lower_bound(2.0, [0.25] * 4, edge) == pytest.approx(
+        1 - math.sqrt(math.pi / 2) * math.exp(-2.0) - 2 * edge, rel=1e-14)
+    with pytest.raises(ValueError, match="Theorem 3 assumes"):
+        B.transfer_probability_lower_bound(2.0, [0.25] * 4, 0.25 + 2e-12)
+
+
+def test_eq2_at_an_infinite_radius() -> None:
+    """t = inf: every class's Phi(a_i + t) - Phi(a_i) is its whole mass P(C_i) = p_i, so eq. (2) is 1; a class holding
+    all the mass (a_i = -inf) has no other class to reach and contributes 0, not inf - inf."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert B.latent_probability_lower_bound(math.inf, n_classes=1) == 0.0
+        np.testing.assert_array_equal(B.latent_probability_lower_bound([0.5, math.inf], class_probs=[1.0, 0.0]),
+                                      [0.0, 0.0])
+        assert B.latent_probability_lower_bound(math.inf, class_probs=[0.3, 0.7]) == 1.0
+        assert B.latent_probability_lower_bound(math.inf, n_classes=10) == pytest.approx(1.0, rel=1e-15)

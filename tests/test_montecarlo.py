@@ -254,3 +254,162 @@ def test_bound_margin_table_defaults():
     lines = text.splitlines()
     assert lines[0] == " " * 18 + "eta = 0.2: estimate, bound".rjust(31)
     assert lines[1] == "a".ljust(18) + "0.300±0.010, 0.280 (+2.0 se)".rjust(31)
+
+
+# ---------------------------------------------------------------- second mutation round (issue 20)
+
+@pytest.mark.parametrize("n", [1, 2, 5, 11, 40])
+def test_quantile_with_failures_is_numpy_linear_quantile_on_finite_samples(n: int) -> None:
+    """Without failures it is numpy's default (linear) quantile: position q (n - 1) between order statistics."""
+    from advbound.montecarlo import quantile_with_failures
+
+    values = np.random.default_rng(n).normal(size=n) * 3 + 10  # positive, unsorted
+    for q in (0.0, 0.1, 0.25, 0.5, 0.9, 1.0):
+        assert quantile_with_failures(torch.tensor(values), q) == pytest.approx(np.quantile(values, q), rel=1e-14)
+    assert quantile_with_failures([2.0, 4.0, 1.0], 0.75) == 3.0  # 1 + 0.75 * 2 = 2.5: halfway between 2 and 4
+
+
+def test_quantile_with_failures_is_infinite_only_where_it_interpolates_a_failure() -> None:
+    """Sorted (1, 2, 3, inf): position q * 3; q = 0.5 lies between 2 and 3 (2.5), q = 0.7 between 3 and inf."""
+    from advbound.montecarlo import quantile_with_failures
+
+    values = np.array([np.inf, 2.0, 1.0, 3.0])
+    assert quantile_with_failures(values, 0.5) == 2.5
+    assert quantile_with_failures(values, 2 / 3) == pytest.approx(3.0, rel=1e-14)
+    assert quantile_with_failures(values, 0.7) == math.inf
+    assert quantile_with_failures([np.inf], 0.5) == math.inf
+    assert quantile_with_failures([7.0], 0.5) == 7.0
+    with pytest.raises(ValueError, match="values must contain at least one sample"):
+        quantile_with_failures([], 0.5)
+
+
+def test_margin_is_computed_in_float64_from_extended_precision_inputs() -> None:
+    """Long doubles are rounded to float64 first: 1 / float64(1/49) = 49.00000000000001, while the quotient in long
+    double rounds to 49 (on machines where long double is wider than float64; elsewhere both are the same)."""
+    third = np.longdouble(1) / 3
+    se = np.longdouble(1) / 49
+    got = margin_in_standard_errors(np.longdouble(1), np.longdouble(0), se)
+    assert got.dtype == np.float64 and got == 1.0 / float(se)
+    got = margin_in_standard_errors(third, np.longdouble(0), 1.0)
+    assert got.dtype == np.float64 and got == float(third)
+    got = margin_in_standard_errors(0.0, -third, 1.0)
+    assert got.dtype == np.float64 and got == float(third)
+
+
+def test_dkw_half_width_at_its_smallest_arguments() -> None:
+    """n = 1 is allowed (sqrt(log 40 / 2)); a bool is not a sample size; the level must lie strictly in (0, 1)."""
+    from advbound.montecarlo import dkw_half_width
+
+    assert dkw_half_width(1) == pytest.approx(math.sqrt(math.log(40) / 2), rel=1e-15)
+    assert dkw_half_width(8, level=0.5) == pytest.approx(math.sqrt(math.log(4) / 16), rel=1e-15)
+    for bad in (True, 2.5, -1):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            dkw_half_width(bad)  # type: ignore[arg-type]
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level must be in"):
+            dkw_half_width(10, level=level)
+
+
+def test_bound_margin_table_finds_the_nearest_point_in_float64() -> None:
+    """A half-precision grid (0, 1000, 1001): 1000.6 is nearest to 1001 (in float16 it would round to 1000.5, a
+    tie resolved towards 1000)."""
+    from advbound.montecarlo import bound_margin_table
+
+    grid = np.array([0.0, 1000.0, 1001.0], dtype=np.float16)
+    res = {"a": {"est": np.array([0.0, 0.5, 0.6]), "se": np.array([1.0, 0.1, 0.1]), "bound": np.array([0.0, 0.5, 0.4])}}
+    _, margins = bound_margin_table(res, grid, (1000.6,))
+    assert margins == {("a", 1000.6): pytest.approx(2.0)}
+
+
+def _interval(value: float, lo: float, hi: float, fmt: str = "{:.3g}") -> str:
+    return f"{fmt.format(value)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def test_compare_intervals_sentences_and_fields() -> None:
+    """The book's rule, word for word: names in order, the quantity, the intervals, one n or both."""
+    from advbound.montecarlo import compare_intervals
+
+    a, b = (2.0, 1.5, 2.5), (1e-5, 0.0, 1.0)
+    c = compare_intervals(a, b, (12, 12), ("P", "Q"), "mean")
+    assert c.verdict == "larger" and c.differs
+    assert c.sentence == ("P's mean is larger than Q's: 2 [1.5, 2.5] against 1e-05 [0, 1] "
+                          "(95% intervals do not overlap, n = 12)")
+    assert (c.first, c.second, c.sizes) == (a, b, (12, 12))
+    c = compare_intervals(b, a, (12, 7), ("P", "Q"), "mean", fmt="{:.1f}")
+    assert c.verdict == "smaller"
+    assert c.sentence == ("P's mean is smaller than Q's: 0.0 [0.0, 1.0] against 2.0 [1.5, 2.5] "
+                          "(95% intervals do not overlap, n = 12 and 7)")
+    # intervals that touch overlap: no difference, in either order
+    for first, second in (((1.0, 0.5, 1.5), (2.0, 1.5, 2.5)), ((2.0, 1.5, 2.5), (1.0, 0.5, 1.5))):
+        c = compare_intervals(first, second, (5, 5), ("P", "Q"), "mean")
+        assert c.verdict == "no difference detected" and not c.differs
+        assert c.sentence == (f"no difference detected at n = 5 between the mean of P, {_interval(*first)}, and of Q, "
+                              f"{_interval(*second)} (95% intervals overlap)")
+    # a degenerate interval (low = high) is allowed
+    assert compare_intervals((1.0, 1.0, 1.0), (3.0, 3.0, 3.0), (1, 1), ("P", "Q"), "mean").verdict == "smaller"
+
+
+@pytest.mark.parametrize("first, second, match", [
+    ((np.nan, 0.0, 1.0), (1.0, 0.0, 1.0), "^first must be"), ((1.0, 2.0, 1.0), (1.0, 0.0, 1.0), "^first must be"),
+    ((1.0, 0.0, 1.0), (1.0, 0.0, np.nan), "^second must be"), ((1.0, 0.0, 1.0), (1.0, 2.0, 1.0), "^second must be"),
+])
+def test_compare_intervals_names_the_bad_interval(first: tuple[float, float, float],
+                                                 second: tuple[float, float, float], match: str) -> None:
+    from advbound.montecarlo import compare_intervals
+
+    with pytest.raises(ValueError, match=match):
+        compare_intervals(first, second, (5, 5), ("P", "Q"), "mean")
+
+
+def test_compare_quantiles_sentence_with_defaults_and_options() -> None:
+    """Each estimate is the linear quantile with its order-statistic interval; failed attacks (inf) count."""
+    from advbound.montecarlo import compare_quantiles, quantile_interval
+
+    a = np.r_[np.arange(10.0), np.full(10, np.inf)]
+    b = np.arange(20.0) * 1e-5
+    c = compare_quantiles(a, b)
+    ia, ib = quantile_interval(a, 0.5), quantile_interval(b, 0.5)
+    assert c.first == (math.inf, *ia) and c.second == (pytest.approx(9.5e-5), *ib)
+    assert c.sentence == (f"A's median is larger than B's: {_interval(math.inf, *ia)} against {_interval(9.5e-5, *ib)} "
+                          "(95% intervals do not overlap, n = 20)")
+    c = compare_quantiles(b, a, 0.25, names=("P", "Q"), what="lower quartile", fmt="{:.2e}")
+    ja, jb = quantile_interval(a, 0.25), quantile_interval(b, 0.25)
+    assert c.first == (pytest.approx(np.quantile(b, 0.25)), *jb) and c.second == (np.quantile(a, 0.25), *ja)
+    assert c.sentence.startswith(f"P's lower quartile is smaller than Q's: {_interval(c.first[0], *jb, fmt='{:.2e}')} "
+                                 f"against {_interval(c.second[0], *ja, fmt='{:.2e}')}")
+    one = compare_quantiles([1.0], [2.0])  # one value each: intervals of -inf to inf
+    assert one.first == (1.0, -math.inf, math.inf) and one.verdict == "no difference detected"
+    for args, match in ((([], [1.0]), "^first must contain"), (([1.0], []), "^second must contain")):
+        with pytest.raises(ValueError, match=match):
+            compare_quantiles(*args)
+    with pytest.raises(ValueError, match="level must be 0.95"):
+        compare_quantiles(a, b, level=0.9)
+
+
+def test_compare_proportions_sentence_with_defaults_and_options() -> None:
+    from scipy.stats import binomtest
+
+    from advbound.montecarlo import compare_proportions
+
+    ia = binomtest(45, 50).proportion_ci(confidence_level=0.95, method="exact")
+    ib = binomtest(5, 60).proportion_ci(confidence_level=0.95, method="exact")
+    c = compare_proportions((45, 50), (5, 60))
+    assert c.first == pytest.approx((0.9, ia.low, ia.high), abs=1e-12)
+    assert c.second == pytest.approx((5 / 60, ib.low, ib.high), abs=1e-12)
+    assert c.sentence == (f"A's fraction is larger than B's: {_interval(*c.first)} against {_interval(*c.second)} "
+                          "(95% intervals do not overlap, n = 50 and 60)")
+    c = compare_proportions((5, 60), (45, 50), names=("P", "Q"), what="success rate", fmt="{:.1%}")
+    assert c.sentence == (f"P's success rate is smaller than Q's: {_interval(5 / 60, ib.low, ib.high, '{:.1%}')} "
+                          f"against {_interval(0.9, ia.low, ia.high, '{:.1%}')} "
+                          "(95% intervals do not overlap, n = 60 and 50)")
+    # a lower end below 1e-4 is printed with an exponent, "{:.3g}" style
+    lo = binomtest(1, 1000).proportion_ci(confidence_level=0.95, method="exact")
+    c = compare_proportions((1, 1000), (1, 1000))
+    text = _interval(0.001, lo.low, lo.high)
+    assert c.sentence == (f"no difference detected at n = 1000 between the fraction of A, {text}, "
+                          f"and of B, {text} (95% intervals overlap)")
+    assert "e-05" in c.sentence
+    for first, second, match in (([1, 2], (1, 2), "^first must be a pair"),
+                                 ((1, 2), (1, 2, 3), "^second must be a pair")):
+        with pytest.raises(ValueError, match=match):
+            compare_proportions(first, second)  # type: ignore[arg-type]

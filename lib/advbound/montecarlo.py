@@ -81,10 +81,8 @@ def class_proportions(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.n
 
 def quantile_with_failures(values: np.ndarray | torch.Tensor, q: float) -> float:
     """Linear-interpolated ``q`` quantile (numpy's default) where failed attacks are ``+inf``: the result is
-    ``inf`` when an order statistic it interpolates is; NaN for an empty sample."""
+    ``inf`` when an order statistic it interpolates is.  An empty sample raises ``ValueError``."""
     v = np.sort(_as_numpy(values, "values").astype(float))
-    if v.size == 0:
-        return float("nan")
     pos = q * (v.size - 1)
     lo, hi = int(np.floor(pos)), int(np.ceil(pos))
     if not np.isfinite(v[hi]):
