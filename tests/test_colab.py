@@ -25,6 +25,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,9 @@ from advbound.data import DISPLAY_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 THEORY = ("isoperimetry", "circle", "tightness", "attacks")
+#: theory chapters whose checked outputs do not depend on the checkout (the attacks chapter prints the committed
+#: benchmark results of book/results/, absent on Colab): compared with the page here, not by nbval
+COMPARED_HERE = ("isoperimetry", "circle", "tightness")
 SUMMARY = ("claims",)  # pages that read what the other chapters saved: they run, and draw no figure
 #: data chapters and the profile each runs with (MNIST's ci profile also needs real data; theory_allows needs the
 #: MNIST networks, which it trains when they are not committed beside it)
@@ -75,6 +79,28 @@ socket.socket.connect = _connect_local_only
 
 def test_every_chapter_is_simulated():
     assert set(THEORY) | set(SUMMARY) | set(DATA) == {p.stem for p in (ROOT / "notebooks").glob("*.md")}
+
+
+def _checked_texts(nb) -> list[tuple[str, str]]:
+    """The outputs nbval compares (scripts/checked_outputs.py)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from checked_outputs import checked_texts
+
+    return checked_texts(nb)
+
+
+def test_every_page_is_compared_once_by_nbval_or_here():
+    """`make test` hands nbval every page but those whose checked outputs this file compares (the theory
+    chapters that read nothing from the checkout, re-executed whole on simulated Colab, and the MNIST chapter's
+    Colab rerun): each page once."""
+    makefile = (ROOT / "Makefile").read_text()
+    here = set(re.search(r"^NBVAL_BY_COLAB := (.*)$", makefile, re.M).group(1).split())
+    assert here == {f"book/{name}.ipynb" for name in (*COMPARED_HERE, "mnist")}
+    order = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "print-test-order"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    pages = {f"book/{p.name}" for p in (ROOT / "book").glob("*.ipynb") if not p.name.endswith(".failed.ipynb")}
+    nbval = {p for p in order if p.endswith(".ipynb")}
+    assert nbval | here == pages and not nbval & here
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +148,24 @@ def _notebook(name: str):
     return nb
 
 
+def portable_cpu_env() -> dict[str, str]:
+    """The environment of the portable-CPU Jupyter kernel that ``make install`` registers (the Makefile's
+    ``PORTABLE_KERNEL``, in which nbval re-executes the pages): plain C++ kernels and oneDNN limited to SSE4.1."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    name = re.search(r"^PORTABLE_KERNEL := (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    try:
+        return dict(KernelSpecManager().get_kernel_spec(name).env)
+    except NoSuchKernel:
+        pytest.fail(f"the Jupyter kernel {name!r} is not installed: run `make install`")
+
+
 def _kernel_env(stub: Path, ipython: Path, site: Path, spec: Path) -> dict[str, str]:
+    """The simulated Colab kernel's environment; it runs torch on the portable CPU kernels, as nbval does, so
+    the checked outputs it prints are compared with the page's (:func:`test_chapter_runs_on_simulated_colab`)."""
     drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "IPYTHONDIR")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADVBOUND_", "PIP_")) and k not in drop}
+    env.update(portable_cpu_env())
     env.update(PYTHONPATH=f"{stub}{os.pathsep}{site}", IPYTHONDIR=str(ipython), ADVBOUND_PIP_SPEC=str(spec),
                PIP_TARGET=str(site), PIP_NO_DEPS="1", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
                PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")  # two kernels share two cores
@@ -200,6 +241,11 @@ def test_chapter_runs_on_simulated_colab(name, runs):
         assert run["returncode"] == 0 and not errors, stderr
         if name not in SUMMARY:
             assert sorted((run["work"] / "figures").glob(f"{name}-*.png")), f"{name} wrote no figure in its folder"
+        if name in COMPARED_HERE:
+            # re-executed whole here, on the portable CPU kernels: its checked outputs are compared with the
+            # page's here, in place of a second execution by nbval (Makefile: NBVAL_BY_COLAB)
+            page = nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
+            assert _checked_texts(nb) == _checked_texts(page), f"{name}: the checked outputs differ from the page"
     _installed_exactly_as_recorded(site)
 
 
@@ -229,9 +275,6 @@ def test_a_colab_rerun_of_a_data_chapter_prints_the_checked_outputs_of_the_page(
     networks beside it, fetches the committed folder of the page's commit from a file:// copy of the repository
     (checked against the sha256 the package carries), reads MNIST through torchvision's layout, and prints
     exactly the checked outputs of the committed page."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from checked_outputs import checked_texts
-
     stub, ipython = colab
     work, site = tmp_path / "content", tmp_path / "site"
     work.mkdir()
@@ -253,5 +296,5 @@ def test_a_colab_rerun_of_a_data_chapter_prints_the_checked_outputs_of_the_page(
     assert run.returncode == 0, run.stderr[-3000:]
     rerun = nbformat.read(out, as_version=4)
     assert (work / "artifacts" / "mnist-ci-seed0" / "manifest.json").is_file()   # fetched, not trained
-    assert checked_texts(rerun) == checked_texts(page)
+    assert _checked_texts(rerun) == _checked_texts(page)
     _installed_exactly_as_recorded(site)

@@ -111,6 +111,43 @@ def test_last_linear_features_are_the_input_of_the_last_layer_and_leave_the_mode
         sq.last_linear_features(torch.nn.Conv2d(1, 1, 3), x)
 
 
+def _near_tie_model() -> torch.nn.Module:
+    """A float64 linear model on 2 inputs whose logits 0 and 1 differ by 1e-9 * x[0] (class 1 ahead for x[0] > 0)
+    and whose class 2 gets a largest probability of CONFIDENT + 1e-10 where x[1] = 1: both decisions, below
+    float32's resolution, come out otherwise in float32."""
+    lin = torch.nn.Linear(2, 3, dtype=torch.float64)
+    conf = sq.CONFIDENT + 1e-10
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [1.0 + 1e-9, 0.0], [0.0, np.log(2 * conf / (1 - conf))]],
+                                      dtype=torch.float64))
+        lin.bias.zero_()
+    return torch.nn.Sequential(torch.nn.Flatten(), lin)
+
+
+def test_working_dtype_keeps_the_decisions_of_the_models_own_dtype():
+    model = _near_tie_model()
+    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+    exact, exact_feats = sq.softmax_and_features(model, x)
+    # float32 alone gets both decisions wrong: a tie (argmax 0) at the first row, confidence CONFIDENT at the third
+    with torch.no_grad():
+        p32 = torch.softmax(_near_tie_model().to(torch.float32)(x.float()), 1)
+    assert int(p32[0].argmax()) == 0 and float(p32[2].max()) < sq.CONFIDENT
+    fast, fast_feats = sq.softmax_and_features(model, x, working_dtype=torch.float32)
+    assert fast.dtype == exact.dtype == torch.float64 and fast_feats.dtype == torch.float64
+    assert torch.equal(fast.argmax(1), exact.argmax(1)) and int(fast[0].argmax()) == 1
+    assert torch.equal(fast.max(1).values >= sq.CONFIDENT, exact.max(1).values >= sq.CONFIDENT)
+    assert bool(fast[2].max() >= sq.CONFIDENT)
+    # the rows far from every decision keep their float32 values; the re-made rows are the float64 ones
+    assert torch.equal(fast[[0, 2]], exact[[0, 2]]) and not torch.equal(fast[[1, 3]], exact[[1, 3]])
+    torch.testing.assert_close(fast, exact, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(fast_feats, exact_feats)
+    # a tolerance below float32's error lets the wrong confidence through: the re-check is what keeps it
+    wrong, _ = sq.softmax_and_features(model, x, working_dtype=torch.float32, tolerance=1e-12)
+    assert bool(wrong[2].max() < sq.CONFIDENT)
+    with pytest.raises(ValueError, match="tolerance"):
+        sq.softmax_and_features(model, x, working_dtype=torch.float32, tolerance=0.0)
+
+
 def test_compare_intervals_claims_a_difference_only_without_overlap():
     c = compare_intervals((2.0, 1.8, 2.2), (1.0, 0.9, 1.1), (500, 500), ("LeNet", "ResNet-18"), "median ratio")
     assert c.verdict == "larger" and c.differs

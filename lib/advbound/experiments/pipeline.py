@@ -431,12 +431,14 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     x_test = test.floats().to(dev, dtype)
     probs_pool: dict[str, torch.Tensor] = {}
     probs_test: dict[str, torch.Tensor] = {}
-    # each classifier's penultimate features, caught in the same pass: the judge's give the Fréchet distance
+    # each classifier's penultimate features, caught in the same pass: the judge's give the Fréchet distance;
+    # computed in float32, with every label and confident label that float32 could change re-made in the
+    # analysis dtype
     features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
         (probs_test[spec.label], test_feats), (probs_pool[spec.label], pool_feats) = (
-            softmax_and_features(clf, x) for x in (x_test, x_pool))
+            softmax_and_features(clf, x, working_dtype=torch.float32) for x in (x_test, x_pool))
         features[spec.key] = (pool_feats, test_feats)
         err = float((probs_test[spec.label].argmax(1) != test.labels).double().mean())
         labels = [predict(clf, x) for x in x_eval]
