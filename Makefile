@@ -75,7 +75,7 @@ book: notebooks html
 # Two workers (the CI machine has 2 cores); each notebook and each test file stays on one worker; the unit tests
 # run natively, the notebooks in the portable kernel.  What the re-executed chapters write (figures, results)
 # goes to a scratch output folder ($ADVBOUND_OUTPUT), so a test run leaves the committed book/ untouched.
-# (From a fresh clone on 2 cores the suite took 8 min 15 s, most of it the data chapters, theory_allows and the
+# (From a fresh clone on 2 cores the suite took 7 min 31 s, most of it the data chapters, theory_allows and the
 # Colab simulation.)
 test: install
 	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && ADVBOUND_OUTPUT=$$out \
