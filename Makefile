@@ -40,7 +40,8 @@ export ADVBOUND_FASHION_MNIST_DIR ?= $(if $(wildcard $(SHARED_FASHION_MNIST)/tra
 # the printed numbers do not depend on the processor.  The kernel is installed into the virtual environment by
 # `make install`.  nbval re-executes the pages, except those that tests/test_colab.py re-executes anyway (on
 # simulated Colab, in the same portable environment) and compares there: the theory chapters that read nothing
-# from the checkout and the MNIST chapter's Colab rerun (NBVAL_BY_COLAB; tests/test_colab.py checks that each page is compared exactly once).
+# from the checkout and the MNIST chapter's Colab rerun (NBVAL_BY_COLAB; tests/test_colab.py checks that each
+# page is compared exactly once).
 PORTABLE_KERNEL := advbound-portable-cpu
 NBVAL_BY_COLAB := book/isoperimetry.ipynb book/circle.ipynb book/tightness.ipynb book/mnist.ipynb
 # longest first (the Colab simulation, the theory chapter with trained networks, the data chapters), then the

@@ -25,7 +25,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import pytest
 import yaml
 
 from advbound.data import DISPLAY_NAMES
+from kernels import makefile_variable, portable_kernel_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 THEORY = ("isoperimetry", "circle", "tightness", "attacks")
@@ -83,7 +83,8 @@ def test_every_chapter_is_simulated():
 
 def _checked_texts(nb) -> list[tuple[str, str]]:
     """The outputs nbval compares (scripts/checked_outputs.py)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
     from checked_outputs import checked_texts
 
     return checked_texts(nb)
@@ -93,8 +94,7 @@ def test_every_page_is_compared_once_by_nbval_or_here():
     """`make test` hands nbval every page but those whose checked outputs this file compares (the theory
     chapters that read nothing from the checkout, re-executed whole on simulated Colab, and the MNIST chapter's
     Colab rerun): each page once."""
-    makefile = (ROOT / "Makefile").read_text()
-    here = set(re.search(r"^NBVAL_BY_COLAB := (.*)$", makefile, re.M).group(1).split())
+    here = set(makefile_variable("NBVAL_BY_COLAB").split())
     assert here == {f"book/{name}.ipynb" for name in (*COMPARED_HERE, "mnist")}
     order = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "print-test-order"],
                            capture_output=True, text=True, check=True).stdout.split()
@@ -148,24 +148,12 @@ def _notebook(name: str):
     return nb
 
 
-def portable_cpu_env() -> dict[str, str]:
-    """The environment of the portable-CPU Jupyter kernel that ``make install`` registers (the Makefile's
-    ``PORTABLE_KERNEL``, in which nbval re-executes the pages): plain C++ kernels and oneDNN limited to SSE4.1."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    name = re.search(r"^PORTABLE_KERNEL := (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
-    try:
-        return dict(KernelSpecManager().get_kernel_spec(name).env)
-    except NoSuchKernel:
-        pytest.fail(f"the Jupyter kernel {name!r} is not installed: run `make install`")
-
-
 def _kernel_env(stub: Path, ipython: Path, site: Path, spec: Path) -> dict[str, str]:
     """The simulated Colab kernel's environment; it runs torch on the portable CPU kernels, as nbval does, so
     the checked outputs it prints are compared with the page's (:func:`test_chapter_runs_on_simulated_colab`)."""
     drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "IPYTHONDIR")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADVBOUND_", "PIP_")) and k not in drop}
-    env.update(portable_cpu_env())
+    env.update(portable_kernel_spec().env)
     env.update(PYTHONPATH=f"{stub}{os.pathsep}{site}", IPYTHONDIR=str(ipython), ADVBOUND_PIP_SPEC=str(spec),
                PIP_TARGET=str(site), PIP_NO_DEPS="1", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
                PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")  # two kernels share two cores

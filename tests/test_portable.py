@@ -43,19 +43,12 @@ def test_a_cuda_generator_is_refused():
 def test_nbval_runs_the_chapters_in_the_portable_kernel():
     """`make test` re-executes every chapter in the kernel `make install` installs, and that kernel's torch
     really runs the plain C++ kernels (and oneDNN limited to SSE4.1)."""
-    import re
-    from pathlib import Path
-
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     from jupyter_client.manager import start_new_kernel
 
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    name = re.search(r"^PORTABLE_KERNEL := (\S+)", makefile, re.M).group(1)
-    assert re.search(r"--nbval-kernel-name \$\(PORTABLE_KERNEL\)", makefile)
-    try:
-        spec = KernelSpecManager().get_kernel_spec(name)
-    except NoSuchKernel:
-        pytest.fail(f"the Jupyter kernel {name!r} is not installed: run `make install`")
+    from kernels import MAKEFILE, makefile_variable, portable_kernel_spec
+
+    assert "--nbval-kernel-name $(PORTABLE_KERNEL)" in MAKEFILE.read_text()
+    name, spec = makefile_variable("PORTABLE_KERNEL"), portable_kernel_spec()
     assert spec.env == {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
     printed: list[str] = []
     km, kc = start_new_kernel(kernel_name=name)
