@@ -7,9 +7,13 @@ smallest known value).  Run side by side in one process, on the same batch:
 * :func:`advbound.attacks.deepfool` with the pipeline's ci settings (candidates 4, overshoot 0.02, 50 steps),
   without and with ``refine`` (the r_unc of the book before issue 21);
 * :func:`advbound.attacks.unconstrained_attack` (``candidates=4`` like the pipeline) at its defaults and at
-  other step budgets (the quality-against-steps curve in the JSON);
+  other step budgets (the quality-against-steps curve in the JSON); on a float64 batch with the pipeline's
+  float32 working precision (``working_dtype``: search on a float32 copy, last steps and verification in
+  float64), and at two budgets without it;
 * foolbox 3.3.4's DDN (Rony et al., CVPR 2019) and FMN-L2 (Pintor et al., NeurIPS 2021), 1000 steps each,
-  bounds (-1, 2): the comparison is unboxed like the pipeline's r_unc (no pixel gets near those bounds);
+  bounds (-1, 2): the comparison is unboxed like the pipeline's r_unc (no pixel gets near those bounds).  On
+  a float64 batch DDN also runs on a float32 copy of the model and batch (its points verified in float64),
+  so that the time of our float32 search can be read against a float32 DDN as well (``time_vs_ddn_float32``);
 * APGD has no minimum-norm variant in foolbox 3.3.4, torchattacks 3.5.1, ART 1.20 or adv-lib 0.2.8 (only
   fixed-epsilon APGD; AttackBench wraps it in a search over epsilon, which is not a library attack): not run.
 
@@ -43,6 +47,7 @@ model (same batch, same process).
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
@@ -63,6 +68,7 @@ from advbound.attacks import (
     latent_deepfool,
     unconstrained_attack,
 )
+from advbound.attacks.unconstrained import EXPLORE, STEPS, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,9 +91,10 @@ ROBUST_SHA256 = "9b4dcfb4bda09b77cf120d23bfa88c869342cd023092f771805723f36468dac
 #: its training recipe (advbound.training.train_classifier with an L2 PGD adversary)
 ROBUST_RECIPE = {"epochs": 15, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "seed": 0,
                  "pgd": {"eps": 1.5, "step_size": 0.5, "steps": 7, "norm": "l2"}}
-#: (targets, explore, steps) budgets of unconstrained_attack for the quality-against-steps curve; the default
-#: first
-CURVE = [(2, 10, 30), (0, 0, 20), (1, 5, 15), (3, 10, 30), (3, 15, 40), (3, 30, 100)]
+#: (targets, explore, steps, float32 search) budgets of unconstrained_attack for the quality-against-steps
+#: curve, the default (the pipeline's) first; the float32 search (``working_dtype``) only on float64 batches
+CURVE = [(TARGETS, EXPLORE, STEPS, True), (0, 0, 20, True), (2, 10, 30, True), (3, 10, 30, True),
+         (3, 15, 40, True), (4, 30, 100, True), (TARGETS, EXPLORE, STEPS, False), (2, 10, 30, False)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,8 +195,17 @@ def norms_of(model: nn.Module, x: Tensor, x_adv: Tensor) -> np.ndarray:
     return torch.where(ok, dist, torch.full_like(dist, math.inf)).cpu().numpy()
 
 
-def ours_name(targets: int, explore: int, steps: int) -> str:
-    return f"unconstrained_attack (targets {targets}, explore {explore}, steps {steps})"
+def ours_name(targets: int, explore: int, steps: int, float32: bool = False) -> str:
+    return (f"unconstrained_attack (targets {targets}, explore {explore}, steps {steps}"
+            f"{', float32 search' if float32 else ''})")
+
+
+def curve_of(x: Tensor, args: argparse.Namespace) -> list[tuple[int, int, int, bool]]:
+    """The budgets run on ``x``: the float32 search only on a float64 batch (elsewhere it is the plain one)."""
+    curve = CURVE if not args.no_curve else CURVE[:1]
+    if x.dtype == torch.float64:
+        return curve
+    return list(dict.fromkeys((t, e, s, False) for t, e, s, _ in curve))
 
 
 def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[str, Any]:
@@ -199,10 +215,16 @@ def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[st
         "deepfool": lambda: deepfool(model, x, **ATTACK).x_adv,
         "deepfool + refine": lambda: deepfool(model, x, **ATTACK, refine=True).x_adv,
     }
-    for targets, explore, steps in (CURVE if not args.no_curve else CURVE[:1]):
-        methods[ours_name(targets, explore, steps)] = (lambda t=targets, e=explore, s=steps: unconstrained_attack(
-            model, x, candidates=ATTACK["candidates"], targets=t, explore=e, steps=s).x_adv)
+    curve = curve_of(x, args)
+    for targets, explore, steps, f32 in curve:
+        methods[ours_name(targets, explore, steps, f32)] = (
+            lambda t=targets, e=explore, s=steps, w=torch.float32 if f32 else None: unconstrained_attack(
+                model, x, candidates=ATTACK["candidates"], targets=t, explore=e, steps=s, working_dtype=w).x_adv)
     methods[f"DDN, {args.ddn_steps} steps (foolbox)"] = lambda: foolbox_attack("ddn", args.ddn_steps)(model, x)
+    ddn32 = f"DDN, {args.ddn_steps} steps (foolbox), float32 copy"
+    if x.dtype == torch.float64:
+        model32 = copy.deepcopy(model).float()
+        methods[ddn32] = lambda: foolbox_attack("ddn", args.ddn_steps)(model32, x.float()).to(x.dtype)
     methods[f"FMN-L2, {args.fmn_steps} steps (foolbox)"] = lambda: foolbox_attack("fmn", args.fmn_steps)(model, x)
     deepfool(model, x[:2], **ATTACK, refine=True)       # warm-up (first calls carry one-off costs)
     norms: dict[str, np.ndarray] = {}
@@ -217,14 +239,16 @@ def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[st
     for name, d in norms.items():
         ratio = d / best
         rows.append({"method": name, "seconds": seconds[name], "time_vs_ddn": seconds[name] / ddn,
+                     **({"time_vs_ddn_float32": seconds[name] / seconds[ddn32]} if ddn32 in seconds else {}),
                      "success_rate": float(np.isfinite(d).mean()), "median_ratio": quantile(ratio, 0.5),
                      "p90_ratio": quantile(ratio, 0.9), "max_ratio": float(ratio.max()),
                      "share_above_1.05": float((ratio > 1.05).mean()), "median_l2": quantile(d, 0.5),
                      "median_l2_best_of": quantile(best, 0.5)})
-    curve = [{"targets": t, "explore": e, "steps": s, "boundary_steps_per_sample": (t + 1) * e + s,
-              **{k: v for k, v in next(r for r in rows if r["method"] == ours_name(t, e, s)).items()
+    curve = [{"targets": t, "explore": e, "steps": s, "float32_search": f32,
+              "boundary_steps_per_sample": (t + 1) * e + s,
+              **{k: v for k, v in next(r for r in rows if r["method"] == ours_name(t, e, s, f32)).items()
                  if k != "method"}}
-             for t, e, s in (CURVE if not args.no_curve else CURVE[:1])]
+             for t, e, s, f32 in curve]
     return {"n": int(x.shape[0]), "dtype": str(x.dtype).replace("torch.", ""), "rows": rows, "curve": curve,
             "per_sample": {k: v.tolist() for k, v in norms.items()}}
 
@@ -275,11 +299,11 @@ def cost_per_sample(classifier: nn.Module, generator: nn.Module, z: Tensor) -> d
 
 def print_table(model: str, rows: list[dict]) -> None:
     print(f"\n{model}")
-    head = (f"{'method':56} {'median ratio':>12} {'p90 ratio':>9} {'success':>7} {'median L2':>9} {'seconds':>8} "
+    head = (f"{'method':72} {'median ratio':>12} {'p90 ratio':>9} {'success':>7} {'median L2':>9} {'seconds':>8} "
             f"{'/DDN':>6}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['method']:56} {r['median_ratio']:12.4f} {r['p90_ratio']:9.4f} {r['success_rate']:7.3f} "
+        print(f"{r['method']:72} {r['median_ratio']:12.4f} {r['p90_ratio']:9.4f} {r['success_rate']:7.3f} "
               f"{r['median_l2']:9.4f} {r['seconds']:8.1f} {r['time_vs_ddn']:6.3f}")
 
 
@@ -361,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"command": " ".join([Path(sys.executable).name, "benchmarks/bench_runc.py"] + sys.argv[1:]),
                "machine": info, "settings": {**settings, "attack": ATTACK, "curve": CURVE}, "models": results}
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
-    keys_csv = ["model", "quantity", "method", "seconds", "time_vs_ddn", "seconds_per_sample", "success_rate",
-                "median_ratio", "p90_ratio", "max_ratio", "share_above_1.05", "median_l2", "median_l2_best_of"]
+    keys_csv = ["model", "quantity", "method", "seconds", "time_vs_ddn", "time_vs_ddn_float32",
+                "seconds_per_sample", "success_rate", "median_ratio", "p90_ratio", "max_ratio", "share_above_1.05",
+                "median_l2", "median_l2_best_of"]
     with open(out / f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys_csv, extrasaction="ignore")
         w.writeheader()

@@ -202,8 +202,25 @@ def test_artifacts_command_trains_and_searches_or_only_searches(tmp_path, fake_r
     (tmp_path / "mnist-ci-seed0").mkdir()
     (tmp_path / "mnist-ci-seed0" / "manifest.json").write_text("{}")
     _error(["artifacts", "--dataset", "mnist", "--out", str(tmp_path), "--keep-networks", "--quiet"], capsys)
-    assert [(c["retrain"], c["reattack"]) for c in calls] == [(True, True), (False, True)]
+    _error(["artifacts", "--dataset", "mnist", "--out", str(tmp_path), "--keep-networks", "--searches", "r_unc",
+            "--quiet"], capsys)
+    assert [(c["retrain"], c["reattack"]) for c in calls] == [(True, True), (False, True), (False, ["r_unc"])]
     assert all(str(c["artifacts"]).endswith("mnist-ci-seed0") for c in calls)
+    # retrained networks need every search anew
+    status, message = _error(["artifacts", "--dataset", "mnist", "--out", str(tmp_path), "--searches", "r_unc"],
+                             capsys)
+    assert status == 1 and "argument --searches: needs --keep-networks" in _one_line(message)
+    assert len(calls) == 3
+
+
+def test_the_searches_option_offers_the_committed_searches():
+    from advbound.cli import build_parser
+    from advbound.witnesses import SEARCHES
+
+    artifacts = next(a for a in build_parser()._subparsers._group_actions[0].choices.values()
+                     if any(o.dest == "searches" for o in a._actions))
+    option = next(o for o in artifacts._actions if o.dest == "searches")
+    assert tuple(option.choices) == tuple(SEARCHES)
 
 
 def test_artifacts_command_reports_what_it_wrote(tmp_path, fake_run, monkeypatch, capsys):

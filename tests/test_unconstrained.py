@@ -161,6 +161,7 @@ def test_model_state_untouched() -> None:
         net(points(64, 10, seed=6))            # non-trivial running statistics
     before = {k: v.clone() for k, v in net.state_dict().items()}
     res = unconstrained_attack(net, points(16, 10, seed=7), steps=10)
+    unconstrained_attack(net, points(16, 10, seed=7), steps=10, working_dtype=torch.float32)
     assert net.training and all(m.training for m in net.modules())
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -197,6 +198,31 @@ def test_dtypes(dtype: torch.dtype) -> None:
     verify(net, res)
 
 
+def test_float32_search_gives_float64_points_on_the_boundary() -> None:
+    """working_dtype=float32 on a float64 problem: the starts and the exploration run on a float32 copy, the
+    last steps on the model itself, so the result is float64, verified there, and as close to the sphere as
+    the float64 search."""
+    ball, x = Ball(20, 1.5, 3.5, seed=2), points(12, 20, seed=2, scale=0.3)
+    ref = ball.distance(x)
+    res = unconstrained_attack(ball, x, steps=40, working_dtype=torch.float32)
+    assert res.x_adv.dtype == DT and bool(res.success.all())
+    verify(ball, res)
+    rel = res.norms / ref - 1
+    assert float(rel.min()) >= -1e-12 and float(rel.max()) < 1e-4
+    assert ball.c.dtype == DT                                  # the model itself was not converted
+    # with no float64 step left, the float32 points are only candidates, each re-verified in float64; those on
+    # the clean side there (3 of these 20) are lengthened until float64 confirms them, then refined
+    net = mlp(14)
+    x = points(20, 10, seed=14)
+    rough = unconstrained_attack(net, x, steps=20, polish=0, working_dtype=torch.float32)
+    verify(net, rough)
+    assert bool(rough.success.all())
+    assert float((rough.norms / unconstrained_attack(net, x, steps=20).norms - 1).abs().max()) < 1e-3
+    # a working dtype equal to the input's is the plain search
+    torch.testing.assert_close(unconstrained_attack(net, x, steps=20, working_dtype=DT).x_adv,
+                               unconstrained_attack(net, x, steps=20).x_adv, rtol=0, atol=0)
+
+
 def test_bad_arguments_are_named() -> None:
     net = mlp(11)
     x = points(4, 10, seed=11)
@@ -210,6 +236,8 @@ def test_bad_arguments_are_named() -> None:
         "box": dict(box=(1.0, 0.0)),
         "start": dict(start="deepfool"),
         "start ": dict(start=deepfool(net, x[:2])),
+        "polish": dict(polish=-1),
+        "working_dtype": dict(working_dtype=torch.int32),
     }
     for name, kwargs in cases.items():
         with pytest.raises(ValueError, match=name.strip()):
@@ -220,6 +248,8 @@ def test_bad_arguments_are_named() -> None:
         unconstrained_attack(net, x.float())
     with pytest.raises(ValueError, match="start"):     # a start for other inputs
         unconstrained_attack(net, x, start=deepfool(net, points(4, 10, seed=12)))
+    with pytest.raises(ValueError, match=r"working_dtype=torch.float32 needs model to be a torch.nn.Module"):
+        unconstrained_attack(lambda t: net(t), x, working_dtype=torch.float32)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -193,7 +193,7 @@ def test_the_pipeline_writes_then_reuses_its_witnesses(tmp_path):
     folder = tmp_path / "svhn-ci-seed0"
     logs = []
     kwargs = dict(config=cfg, device="cpu", progress=False, log=logs.append, artifacts=folder)
-    with pytest.raises(ValueError, match="reattack=True needs artifacts="):
+    with pytest.raises(ValueError, match="reattack needs artifacts="):
         ex.run_experiment("svhn", "ci", config=cfg, reattack=True, progress=False, log=logs.append)
     first = ex.run_experiment("svhn", "ci", retrain=True, **kwargs)
     assert wit.has_witnesses(folder) and first.provenance["latent_searches"].startswith("searched here and written")
@@ -244,3 +244,48 @@ def test_latent_search_results_are_the_pipelines_values(tmp_path):
     assert all(bool(r[k].success.all()) for r in searched.values() for k in ("r_z", "r_in", "r_unc"))
     with pytest.raises(ValueError, match="n must be"):
         ex.latent_search_results(cfg, 0, nets, 7, artifacts=folder)
+
+
+def test_a_partial_search_reruns_only_the_named_search_and_keeps_the_others(tmp_path, monkeypatch):
+    """reattack=["r_unc"] after a change of the unconstrained attack's settings: r_z and r_in keep their
+    committed points and counts byte for byte, r_unc is searched anew under the new settings, and the stale
+    file is refused before and accepted after."""
+    from advbound.experiments import pipeline
+    from test_artifacts import tiny_config
+
+    cfg = tiny_config(n_eval=6)
+    folder = tmp_path / "svhn-ci-seed0"
+    logs: list[str] = []
+    kwargs = dict(config=cfg, device="cpu", progress=False, log=logs.append, artifacts=folder)
+    first = ex.run_experiment("svhn", "ci", retrain=True, **kwargs)
+    before = torch.load(folder / wit.WITNESS_FILE, weights_only=True)
+    manifest_before = json.loads((folder / wit.WITNESS_MANIFEST).read_text())
+    for bad in ([], ["r_x"], "everything"):
+        with pytest.raises(ValueError, match="reattack must be a bool or a non-empty collection"):
+            ex.run_experiment("svhn", "ci", reattack=bad, **kwargs)
+    monkeypatch.setattr(pipeline, "STEPS", 3)          # another unconstrained search: the file is stale
+    with pytest.raises(art.ArtifactError, match=r"another search \(unconstrained: .*'steps': 40"):
+        ex.run_experiment("svhn", "ci", **kwargs)
+    # a partial search cannot hide another change (here the number of latent samples)
+    with pytest.raises(art.ArtifactError, match="n_eval"):
+        ex.run_experiment("svhn", "ci", reattack=["r_unc"], **dict(kwargs, config=dataclasses.replace(cfg, n_eval=5)))
+    partial = ex.run_experiment("svhn", "ci", reattack=["r_unc"], **kwargs)
+    assert partial.provenance["latent_searches"].startswith("r_unc searched here, the others committed")
+    after = torch.load(folder / wit.WITNESS_FILE, weights_only=True)
+    manifest = json.loads((folder / wit.WITNESS_MANIFEST).read_text())
+    assert manifest["settings"]["unconstrained"]["steps"] == 3
+    assert {k: v for k, v in manifest["settings"].items() if k != "unconstrained"} == \
+        {k: v for k, v in manifest_before["settings"].items() if k != "unconstrained"}
+    for key in before:
+        for search in ("r_z", "r_in"):
+            assert torch.equal(after[key][search]["delta"], before[key][search]["delta"]), (key, search)
+            assert torch.equal(after[key][search]["found"], before[key][search]["found"]), (key, search)
+            assert (manifest["classifiers"][key][search]["lengthened_after_rounding"]
+                    == manifest_before["classifiers"][key][search]["lengthened_after_rounding"])
+    # the new file is what a plain run now loads, and it prints the committed r_z and r_in values
+    again = ex.run_experiment("svhn", "ci", **kwargs)
+    assert again.provenance["latent_searches"].startswith("committed witnesses")
+    for a, b, c in zip(first.classifiers, partial.classifiers, again.classifiers, strict=True):
+        for name in ("r_z", "r_in"):
+            assert (getattr(a, name) == getattr(b, name)).all() and (getattr(b, name) == getattr(c, name)).all()
+        assert (b.r_unc == c.r_unc).all() and np.isfinite(c.r_unc).all()

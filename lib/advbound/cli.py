@@ -13,7 +13,8 @@ trains nothing and prints what the profile's training costs (:mod:`advbound.expe
 ``python -m advbound artifacts --dataset mnist --profile ci --out book/artifacts`` trains a table's networks
 and writes them, with their manifest, as the committed artifacts (:mod:`advbound.artifacts`), then runs the
 table's analysis on them and writes the in-distribution boundary search's witnesses beside them
-(:mod:`advbound.witnesses`); ``--keep-networks`` re-runs only the search.
+(:mod:`advbound.witnesses`); ``--keep-networks`` re-runs only the searches, and ``--searches r_unc`` (with
+``--keep-networks``) only the named ones, keeping the committed witnesses of the others.
 """
 
 from __future__ import annotations
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="artifacts", help="artifact root folder (default: ./artifacts)")
     a.add_argument("--keep-networks", action="store_true",
                    help="do not train: re-run only the boundary search on the committed networks in OUT")
+    a.add_argument("--searches", action="append", default=None, choices=("r_z", "r_in", "r_unc"),
+                   help="with --keep-networks: re-run only this search (repeatable) and keep the committed "
+                        "witnesses of the others (found with the same settings but this search's own)")
     a.add_argument("--checkpoint-dir", default=None,
                    help="save/resume every network's training here (one checkpoint per network and epoch)")
     a.add_argument("--only", action="append", default=None, metavar="NETWORK",
@@ -184,6 +188,8 @@ def artifacts_command(args: argparse.Namespace) -> int:
     folder = artifact_folder(args.out, args.dataset, args.profile, args.seed)
     if args.keep_networks and not has_artifacts(folder):
         raise _fail(f"argument --keep-networks: {folder} holds no committed networks (manifest.json)")
+    if args.searches is not None and not args.keep_networks:
+        raise _fail("argument --searches: needs --keep-networks (retrained networks need every search anew)")
     if args.only is not None and args.checkpoint_dir is None:
         raise _fail("argument --only: needs --checkpoint-dir (where the trained network's checkpoint is kept)")
     if args.checkpoint_dir is not None:
@@ -193,8 +199,8 @@ def artifacts_command(args: argparse.Namespace) -> int:
         if args.only is not None:
             return _train_only(args)
         run_experiment(args.dataset, args.profile, seed=args.seed, device=args.device, data_root=args.data_root,
-                       artifacts=folder, retrain=not args.keep_networks, reattack=True, progress=not args.quiet,
-                       checkpoint_dir=args.checkpoint_dir)
+                       artifacts=folder, retrain=not args.keep_networks, reattack=args.searches or True,
+                       progress=not args.quiet, checkpoint_dir=args.checkpoint_dir)
     except (DataUnavailableError, CheckpointError, TrainingDivergedError, ArtifactError) as err:
         raise _fail(str(err)) from None
     manifest = json.loads((folder / "manifest.json").read_text())

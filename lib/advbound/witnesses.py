@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,13 @@ def _hint(command: str) -> str:
 
 
 def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], networks: Mapping[str, str],
-                   keys: list[str], shapes: Mapping[str, tuple[int, ...]], command: str
-                   ) -> dict[str, dict[str, Witness]]:
+                   keys: list[str], shapes: Mapping[str, tuple[int, ...]], command: str,
+                   ignore: Collection[str] = ()) -> dict[str, dict[str, Witness]]:
     """The committed witnesses of ``folder``, checked against its ``witnesses.json`` (format, file size and
-    sha256, the networks' sha256, the search ``settings``) and against the expected classifier ``keys`` and the
-    displacement shape of each search (``shapes[search]``, e.g. ``(500, 100)`` for latent points).  Raises
-    :class:`ArtifactError` naming what does not match; ``command`` is the command that rewrites them."""
+    sha256, the networks' sha256, the search ``settings`` but the keys in ``ignore``) and against the expected
+    classifier ``keys`` and the displacement shape of each search (``shapes[search]``, e.g. ``(500, 100)`` for
+    latent points).  Raises :class:`ArtifactError` naming what does not match; ``command`` is the command that
+    rewrites them."""
     folder = Path(folder)
     mpath = folder / WITNESS_MANIFEST
     try:
@@ -168,10 +169,10 @@ def load_witnesses(folder: str | os.PathLike, *, settings: Mapping[str, Any], ne
     if manifest.get("networks") != dict(networks):
         raise ArtifactError(f"the witnesses in {folder} were found on other networks (their sha256 differ from "
                             f"the committed networks'); {_hint(command)}")
-    wanted = json.loads(json.dumps(dict(settings)))
-    if manifest.get("settings") != wanted:
-        found_settings = manifest.get("settings")
-        have: dict[str, Any] = found_settings if isinstance(found_settings, dict) else {}
+    wanted = json.loads(json.dumps({k: v for k, v in settings.items() if k not in ignore}))
+    found_settings = manifest.get("settings")
+    have: dict[str, Any] = found_settings if isinstance(found_settings, dict) else {}
+    if {k: v for k, v in have.items() if k not in ignore} != wanted:
         diff = ", ".join(f"{k}: {have.get(k)!r} there, {v!r} here" for k, v in wanted.items() if have.get(k) != v)
         raise ArtifactError(f"the witnesses in {folder} come from another search ({diff or 'other settings'}); "
                             f"{_hint(command)}")

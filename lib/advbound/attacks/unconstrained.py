@@ -34,10 +34,19 @@ The minimum of the distance on the boundary is not unique: different classes, an
 class's boundary, are local minima.  The walk finds one, so :func:`unconstrained_attack` runs it from
 several starts (DeepFool's point and DeepFool aimed at each of the most likely classes), and continues the
 best one.
+
+Working precision (``working_dtype``).  Choosing among the starts needs distances to a few digits, not to
+sixteen: with ``working_dtype=torch.float32`` on a float64 problem, the targeted starts, the exploration and
+all but the last ``polish`` boundary steps run on a float32 copy of the model (about four times cheaper per
+step on a CPU, more on a GPU); the last ``polish`` steps, the refinement and the verification of every
+returned point run in the dtype of ``x`` on the model itself.  A point found in working precision is only a
+candidate: it counts if the model, in the dtype of ``x``, gives it another label (where none does, the
+closest is lengthened slightly until it does, :func:`_lengthened`, and refined back to the boundary).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -58,9 +67,10 @@ from .base import (
 from .deepfool import AttackResult, _deepfool_loop, _finite_rows, _l2_cost, deepfool
 from .refine import _margin, _refine
 
-#: defaults of :func:`unconstrained_attack`: boundary steps of the selected start, of every start, and the
-#: number of targeted starts
-STEPS, EXPLORE, TARGETS = 30, 10, 2
+#: defaults of :func:`unconstrained_attack`: boundary steps of the selected start, of every start, the number
+#: of targeted starts, and of the selected start's steps those run in the dtype of ``x`` when a working dtype
+#: is given (``benchmarks/bench_runc.py``: the point of its quality-against-steps curve chosen for issue 21)
+STEPS, EXPLORE, TARGETS, POLISH = 40, 15, 4, 10
 #: the DeepFool settings of the targeted starts (the pipeline's)
 OVERSHOOT, DEEPFOOL_STEPS = 0.02, 50
 #: safeguards of the Barzilai-Borwein curvature ``b`` (1 is the projection step)
@@ -186,6 +196,49 @@ def _closest_valid(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, points
     return out
 
 
+#: factors by which a point found in working precision is lengthened (from ``x0``) until the model, in the
+#: dtype of ``x0``, confirms it; the refinement then shrinks it back to the boundary
+LENGTHEN = (1 + 2.0 ** -20, 1 + 2.0 ** -14, 1 + 2.0 ** -8, 1.1)
+
+
+def _lengthened(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, points: Tensor,
+                box: tuple[float, float] | None) -> Tensor:
+    """``points`` where ``fn`` gives them a label other than ``y``; elsewhere the first of the lengthenings
+    ``x0 + f (point - x0)``, ``f`` in :data:`LENGTHEN` (clipped to ``box``), that it does (else the point).
+
+    A point at the boundary in working precision (float32 logits carry ~1e-7 relative rounding) can sit on
+    the clean side in the dtype of ``x0``; a slightly longer one is adversarial there."""
+    out = points.clone()
+    with torch.no_grad():
+        logits = fn(out)
+        bad = torch.nonzero(~((logits.argmax(1) != y) & torch.isfinite(logits).all(1))).flatten()
+        for factor in LENGTHEN:
+            if bad.numel() == 0:
+                break
+            trial = x0[bad] + factor * (out[bad] - x0[bad])
+            if box is not None:
+                trial = trial.clamp(*box)
+            lg = fn(trial)
+            now = (lg.argmax(1) != y[bad]) & torch.isfinite(lg).all(1) & _finite_rows(trial)
+            out[bad[now]] = trial[now]
+            bad = bad[~now]
+    return out
+
+
+def _working_copy(model: Callable[[Tensor], Tensor], x0: Tensor, dtype: torch.dtype | None
+                  ) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """The model and the inputs of the search in working precision: ``model`` and ``x0`` themselves where
+    ``dtype`` is None or the dtype of ``x0``, else a copy of the module and the inputs in ``dtype``."""
+    if dtype is None or dtype == x0.dtype:
+        return model, x0
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"working_dtype must be None or a floating torch.dtype; got {dtype!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"working_dtype={dtype} needs model to be a torch.nn.Module (it is copied in that dtype); "
+                         f"got {type(model).__name__}")
+    return copy.deepcopy(model).to(dtype), x0.to(dtype)
+
+
 @torch.enable_grad()
 def _targeted_starts(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, classes: Tensor,
                      box: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
@@ -203,7 +256,8 @@ def _targeted_starts(fn: Callable[[Tensor], Tensor], x0: Tensor, y: Tensor, clas
 def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps: int = STEPS,
                          explore: int = EXPLORE, targets: int = TARGETS, candidates: int | None = None,
                          start: AttackResult | None = None, box: Sequence[float] | None = None,
-                         batched_grads: bool = False) -> AttackResult:
+                         batched_grads: bool = False, working_dtype: torch.dtype | None = None,
+                         polish: int = POLISH) -> AttackResult:
     """Minimum-norm L2 attack: an upper estimate of ``r_unc(x)`` (Section 3) that reaches the minimum more
     closely than :func:`~advbound.attacks.deepfool` on curved boundaries (adversarially trained networks).
 
@@ -219,7 +273,8 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
        the result is never farther than ``start`` / DeepFool with refinement.
 
     One boundary step costs one forward and one backward pass, so the search costs about
-    ``(targets + 1) * explore + steps`` of them per sample plus the DeepFool starts.
+    ``(targets + 1) * explore + steps`` of them per sample plus the DeepFool starts.  With a ``working_dtype``
+    (module docstring) all but ``polish`` of them run on a copy of the model in that dtype.
 
     Parameters
     ----------
@@ -229,7 +284,11 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
     targets : >= 0 targeted starts (at most ``K - 1`` are used).
     candidates : candidate classes of the untargeted DeepFool start (None: all K, or k in [2, K]).
     start : a :func:`~advbound.attacks.deepfool` result on the same ``x`` (refined or not) to use as the
-        untargeted start instead of running DeepFool.
+        untargeted start instead of running DeepFool (which, with a ``working_dtype``, runs in that dtype).
+    working_dtype : None (everything in the dtype of ``x``) or a floating dtype for the search on a copy of
+        ``model`` (an ``nn.Module``); every returned point is verified on ``model`` in the dtype of ``x``.
+    polish : >= 0 of the ``steps`` of phase 3 (its last ones) that run in the dtype of ``x`` when a
+        ``working_dtype`` is given; ignored otherwise.
 
     ``steps`` of the result counts, per sample, the DeepFool steps of its starts plus its boundary steps.
     """
@@ -237,6 +296,7 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
     steps = _as_int(steps, "steps", 0)
     explore = _as_int(explore, "explore", 0)
     targets = _as_int(targets, "targets", 0)
+    polish = _as_int(polish, "polish", 0)
     _check_input("x", x, model, "model")
     clip = _box(box, x, "x")
     x0 = x.detach()
@@ -249,8 +309,9 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
     n_classes = _check_logits(logits0, x0.shape[0], "model")
     _check_differentiable(model, x0, n_classes, "model", "x")
     y = logits0.argmax(1)
+    work, xw = _working_copy(model, x0, working_dtype)
     if start is None:
-        start = deepfool(model, x0, candidates=candidates, refine=True, box=box, batched_grads=batched_grads)
+        start = deepfool(work, xw, candidates=candidates, refine=True, box=box, batched_grads=batched_grads)
     elif not torch.equal(start.labels, y) or not torch.allclose(start.x_adv - start.perturbation, x0):
         raise ValueError("start must come from an attack on x: its clean points (x_adv - perturbation) or labels "
                          "differ from x and the model's labels on x")
@@ -258,27 +319,35 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
     reps = (1,) * (x0.dim() - 1)
     k = min(targets, n_classes - 1)
     # rows of the exploration: the untargeted start, then one block per targeted class (rank-major)
-    starts, target, df_steps = start.x_adv.detach(), y, start.steps.clone()
+    starts, target, df_steps = start.x_adv.detach().to(xw.dtype), y, start.steps.clone()
     if k > 0:
         classes = torch.topk(logits0, k + 1, dim=1).indices[:, 1:]
-        aimed, aimed_steps = _targeted_starts(model, x0, y, classes, clip)
+        aimed, aimed_steps = _targeted_starts(work, xw, y, classes, clip)
         starts, target = torch.cat([starts, aimed]), torch.cat([y, classes.T.reshape(-1)])
         df_steps = df_steps + aimed_steps
-    found = [start.x_adv.detach()]
+    found = [start.x_adv.detach().to(x0.dtype)]
     rows = torch.arange(n, device=x0.device)
     if explore > 0:
-        walked, walked_d = _boundary_walk(model, x0.repeat(k + 1, *reps), starts, y.repeat(k + 1), explore, clip,
+        walked, walked_d = _boundary_walk(work, xw.repeat(k + 1, *reps), starts, y.repeat(k + 1), explore, clip,
                                           target=target)
         pick = walked_d.view(k + 1, n).argmin(0)          # first minimum: the untargeted start on ties or failures
         chosen = walked.view(k + 1, n, *x0.shape[1:])[pick, rows]
-        found.append(chosen)
+        found.append(chosen.to(x0.dtype))
         target = target.view(k + 1, n)[pick, rows]
     else:
         chosen, target = starts[:n], y
-    if steps > 0:
-        chosen, _ = _boundary_walk(model, x0, chosen, y, steps, clip, target=target)
+    # phase 3: in working precision, then the last ``polish`` steps on the model itself
+    last = min(polish, steps) if work is not model else steps
+    if steps - last > 0:
+        chosen, _ = _boundary_walk(work, xw, chosen, y, steps - last, clip, target=target)
+        found.append(chosen.to(x0.dtype))
+    chosen = chosen.to(x0.dtype)
+    if last > 0:
+        chosen, _ = _boundary_walk(model, x0, chosen, y, last, clip, target=target)
         found.append(chosen)
     best = _closest_valid(model, x0, y, found)
+    if work is not model:
+        best = _lengthened(model, x0, y, best, clip)
     with torch.no_grad():
         logits_b = model(best)
     m_b = _margin(logits_b, y)

@@ -32,11 +32,12 @@ Command line: ``python -m advbound experiment --dataset mnist --profile ci``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ from ..attacks import (
 from ..attacks.boundary import BOUNDARY_STEPS
 from ..attacks.jacobian import generator_gram
 from ..attacks.latent import _verify_points
-from ..attacks.unconstrained import EXPLORE, STEPS, TARGETS
+from ..attacks.unconstrained import EXPLORE, POLISH, STEPS, TARGETS
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
 from ..data import STAND_IN, ImageData, load_dataset
 from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcgan_weights
@@ -71,6 +72,7 @@ from ..training import predict, resolve_device, train_classifier, train_gan
 from ..witnesses import (
     FORMAT,
     SEARCHES,
+    WITNESS_MANIFEST,
     Witness,
     has_witnesses,
     load_witnesses,
@@ -124,25 +126,27 @@ EXAMPLES = 8
 GALLERY = 32
 
 
+#: the working precision of the r_unc search (:func:`~advbound.attacks.unconstrained_attack`): its starts and
+#: exploration run in float32, its last steps and every verification in the analysis dtype
+UNCONSTRAINED_WORKING_DTYPE = torch.float32
+
+
 def _searches(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
-              cfg: ExperimentConfig, gram: torch.Tensor | None) -> tuple[dict[str, Witness], dict[str, int]]:
-    """Run the three searches on one batch and return their best points as witnesses (float16 displacements,
-    rounded and re-verified: :func:`advbound.witnesses.witness_displacements`) and how many needed lengthening.
+              cfg: ExperimentConfig, gram: torch.Tensor | None, only: Collection[str] = tuple(SEARCHES)
+              ) -> tuple[dict[str, Witness], dict[str, int]]:
+    """Run the searches ``only`` (default: all three) on one batch and return their best points as witnesses
+    (float16 displacements, rounded and re-verified: :func:`advbound.witnesses.witness_displacements`) and how
+    many needed lengthening.
 
     * ``r_Z``: :func:`~advbound.attacks.latent_boundary_search` (the boundary search with the latent space's own
       metric) from latent DeepFool's point, the better of the two;
     * ``r_in``: :func:`~advbound.attacks.boundary_search` (the pulled-back metric ``J^T J``) from ``z`` and from
       latent DeepFool's point, and latent DeepFool itself: the point of smallest image distance;
-    * ``r_unc``: :func:`~advbound.attacks.unconstrained_attack` on ``x = g(z)``."""
+    * ``r_unc``: :func:`~advbound.attacks.unconstrained_attack` on ``x = g(z)``, searching in float32
+      (:data:`UNCONSTRAINED_WORKING_DTYPE`) and verifying in the analysis dtype."""
     opts = cfg.attack.kwargs()
     cand = opts["candidates"]
-    lat = latent_deepfool(classifier, generator, z, **opts)
-    r_z = latent_boundary_search(classifier, generator, z, latent=lat, candidates=cand,
-                                 batched_grads=opts["batched_grads"])
-    r_in = best_of(boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=cand,
-                                   batched_grads=opts["batched_grads"]), lat)
-    unc = unconstrained_attack(classifier, x, candidates=cand, batched_grads=opts["batched_grads"],
-                               start=deepfool(classifier, x, **{**opts, "refine": True}))
+    runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]] = {}
 
     def latent_ok(w: torch.Tensor) -> torch.Tensor:
         return _verify_points(classifier, generator, z, w, x, labels)[2]
@@ -152,10 +156,25 @@ def _searches(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: t
             logits = classifier(point)
         return (logits.argmax(1) != labels) & torch.isfinite(logits).all(1)
 
+    if {"r_z", "r_in"} & set(only):
+        lat = latent_deepfool(classifier, generator, z, **opts)
+    if "r_z" in only:
+        r_z = latent_boundary_search(classifier, generator, z, latent=lat, candidates=cand,
+                                     batched_grads=opts["batched_grads"])
+        runs["r_z"] = (r_z.z_adv, z, r_z.success, latent_ok)
+    if "r_in" in only:
+        r_in = best_of(boundary_search(classifier, generator, z, latent=lat, gram=gram, candidates=cand,
+                                       batched_grads=opts["batched_grads"]), lat)
+        runs["r_in"] = (r_in.z_adv, z, r_in.success, latent_ok)
+    if "r_unc" in only:
+        unc = unconstrained_attack(classifier, x, candidates=cand, batched_grads=opts["batched_grads"],
+                                   start=deepfool(classifier, x, **{**opts, "refine": True}), steps=STEPS,
+                                   explore=EXPLORE, targets=TARGETS, polish=POLISH,
+                                   working_dtype=UNCONSTRAINED_WORKING_DTYPE)
+        runs["r_unc"] = (unc.x_adv, x, unc.success, image_ok)
+
     out, pushed = {}, {}
-    for name, (points, base, found, check) in {"r_z": (r_z.z_adv, z, r_z.success, latent_ok),
-                                               "r_in": (r_in.z_adv, z, r_in.success, latent_ok),
-                                               "r_unc": (unc.x_adv, x, unc.success, image_ok)}.items():
+    for name, (points, base, found, check) in runs.items():
         delta, ok, pushed[name] = witness_displacements(points, base, found, check)
         out[name] = (delta, ok)
     return out, pushed
@@ -166,13 +185,16 @@ def _attack(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: tor
             name: str = "classifier", one_shot: int | None = None) -> dict[str, Any]:
     """r_Z, r_in, r_unc per sample (failed searches -> inf) and the adversarial examples, for ``x = g(z)`` with
     the classifier's ``labels``.  ``witness``: committed points of this batch (:mod:`advbound.witnesses`), used
-    instead of searching; without them the searches run (:func:`_searches`, ``gram``: the generator's
-    pulled-back metric at ``z`` when already computed).  Either way every value is measured here from the
+    instead of searching; the searches it lacks (all, without it) run here (:func:`_searches`, ``gram``: the
+    generator's pulled-back metric at ``z`` when already computed).  Either way every value is measured here from the
     rounded, re-verified point, so a run that searched prints what every run from its witnesses prints.
     ``one_shot``: re-run the one-shot estimates on the first ``one_shot`` samples of the batch only (None: all)."""
     pushed: dict[str, int] = {}
-    if witness is None:
-        witness, pushed = _searches(classifier, generator, z, x, labels, cfg, gram)
+    witness = dict(witness or {})
+    missing = [k for k in SEARCHES if k not in witness]
+    if missing:
+        searched, pushed = _searches(classifier, generator, z, x, labels, cfg, gram, only=missing)
+        witness.update(searched)
     lat_z, lat_in = (verified_search(classifier, generator, z, *witness[k], name=f"{name} ({k})", method=k, x=x,
                                      labels=labels) for k in ("r_z", "r_in"))
     unc = verified_unconstrained(classifier, x, *witness["r_unc"], name=f"{name} (r_unc)", labels=labels)
@@ -360,8 +382,8 @@ def obtain_networks(cfg: ExperimentConfig, seed: int, train: ImageData, device: 
 def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: str | torch.device | None = None,
                    data_root: str | os.PathLike | None = None, download: bool = True,
                    checkpoint_dir: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None,
-                   retrain: bool = False, reattack: bool = False, config: ExperimentConfig | None = None,
-                   attack_batch: int = 256, progress: bool = True,
+                   retrain: bool = False, reattack: bool | Collection[str] = False,
+                   config: ExperimentConfig | None = None, attack_batch: int = 256, progress: bool = True,
                    log: Callable[[str], Any] = print) -> ExperimentResult:
     """Run the Section 5 pipeline for ``dataset`` at ``profile`` and return an :class:`ExperimentResult`.
 
@@ -375,13 +397,16 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     analysis) are replaced by the committed witnesses of :mod:`advbound.witnesses` when the ``artifacts``
     folder holds witnesses found on the same networks with the same settings; each point is re-verified on the
     networks and its distances are measured here.  ``reattack`` (implied by ``retrain``) runs the searches and
-    rewrites them.
+    rewrites them; a collection of search names (:data:`~advbound.witnesses.SEARCHES`, e.g. ``["r_unc"]``)
+    re-runs only those and keeps the committed witnesses of the others, which must have been found on the same
+    networks with the same settings apart from those of the re-run searches (:data:`SETTING_USERS`).
     """
     cfg = config or experiment_config(dataset, profile)
     if cfg.dataset != dataset or cfg.profile != profile:
         raise ValueError(f"config is for ({cfg.dataset}, {cfg.profile}), not ({dataset}, {profile})")
-    if reattack and artifacts is None:
-        raise ValueError("reattack=True needs artifacts= (the folder to write the witnesses to)")
+    research = _research(reattack, retrain)
+    if research and artifacts is None:
+        raise ValueError("reattack needs artifacts= (the folder to write the witnesses to)")
     seed = check_seed(seed)
     dev = resolve_device(device)
     t0 = time.perf_counter()
@@ -414,7 +439,7 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     # the generated images, once for all classifiers, in the attack batches
     with torch.no_grad():
         x_eval = [gen(z_eval[i:i + attack_batch]) for i in range(0, cfg.n_eval, attack_batch)]
-    witnesses, witness_note = _committed_witnesses(cfg, seed, nets, artifacts, retrain or reattack, log)
+    witnesses, witness_note = _committed_witnesses(cfg, seed, nets, artifacts, research, log)
     grams = None
     if witnesses is None:
         # the pulled-back metric J^T J at each z: the generator's alone, so computed once for all classifiers
@@ -457,13 +482,17 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
                                         r_z_deepfool=att["r_z_deepfool"]))
         log(f"{spec.label}: error {err:.3f}{data_tag}, attacked in {timings[f'attacks_{spec.key}_s']:.0f} s")
 
-    if artifacts is not None and (retrain or reattack):
+    if artifacts is not None and research:
+        kept = _kept_lengthened(artifacts, research)
+        pushed = {key: {**kept.get(key, {}), **{m: n for m, n in counts.items() if m in research}}
+                  for key, counts in pushed.items()}
         path = save_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
                               displacements=found, labels={s.key: s.label for s in cfg.classifiers},
                               command=_artifacts_command(cfg, seed, artifacts, keep_networks=True),
                               versions=_versions(), machine=_device_name(dev), pushed=pushed,
                               seconds={s.key: timings[f"attacks_{s.key}_s"] for s in cfg.classifiers})
-        witness_note = f"searched here and written to {path.parent}"
+        witness_note = (f"{', '.join(research)} searched here, the others committed, and written to {path.parent}"
+                        if len(research) < len(SEARCHES) else f"searched here and written to {path.parent}")
         log(f"witnesses: {witness_note}")
 
     # do the samples look like the data? (advbound.sample_quality), judged by the most accurate classifier
@@ -526,7 +555,7 @@ def latent_search_results(cfg: ExperimentConfig, seed: int, nets: Networks, n: i
     z = _latent(cfg.n_eval, seed + EVAL_SEED, dev, dtype)[:n]
     with torch.no_grad():
         x = gen(z)
-    witnesses, _ = _committed_witnesses(cfg, seed, nets, artifacts, False, log)
+    witnesses, _ = _committed_witnesses(cfg, seed, nets, artifacts, (), log)
     out: dict[str, dict[str, Any]] = {}
     for spec in cfg.classifiers:
         clf = nets.classifiers[spec.key]
@@ -546,7 +575,8 @@ def _search_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
     """What the boundary search's result depends on besides the networks (compared with committed witnesses)."""
     return {"n_eval": int(cfg.n_eval), "latent_seed": int(seed) + EVAL_SEED, "analysis_dtype": cfg.analysis_dtype,
             "attack": cfg.attack.kwargs(), "boundary_steps": BOUNDARY_STEPS, "witness_format": FORMAT,
-            "unconstrained": {"steps": STEPS, "explore": EXPLORE, "targets": TARGETS}}
+            "unconstrained": {"steps": STEPS, "explore": EXPLORE, "targets": TARGETS, "polish": POLISH,
+                              "working_dtype": str(UNCONSTRAINED_WORKING_DTYPE).replace("torch.", "")}}
 
 
 def _network_hashes(nets: Networks) -> dict[str, str]:
@@ -562,11 +592,41 @@ def _artifacts_command(cfg: ExperimentConfig, seed: int, folder: str | os.PathLi
             f"--out {Path(folder).parent}" + (" --keep-networks" if keep_networks else ""))
 
 
+#: the search settings (:func:`_search_settings`) that only some searches depend on; every other setting is
+#: used by all three
+SETTING_USERS = {"boundary_steps": frozenset({"r_z", "r_in"}), "unconstrained": frozenset({"r_unc"})}
+
+
+def _research(reattack: bool | Collection[str], retrain: bool) -> tuple[str, ...]:
+    """The searches to run anew: all with ``retrain`` or ``reattack=True``, none with ``False``, else the named
+    ones (checked), in the order of :data:`~advbound.witnesses.SEARCHES`."""
+    if retrain or reattack is True:
+        return tuple(SEARCHES)
+    if reattack is False:
+        return ()
+    names = [reattack] if isinstance(reattack, str) else list(reattack)
+    if not names or any(n not in SEARCHES for n in names):
+        raise ValueError(f"reattack must be a bool or a non-empty collection of {tuple(SEARCHES)}; got {reattack!r}")
+    return tuple(n for n in SEARCHES if n in names)
+
+
+def _kept_lengthened(folder: str | os.PathLike, research: Collection[str]) -> dict[str, dict[str, int]]:
+    """Per classifier key, the committed count of rounded points lengthened for each search not in
+    ``research`` (from the witness manifest the kept witnesses came with)."""
+    if len(research) == len(SEARCHES):
+        return {}
+    summary = json.loads((Path(folder) / WITNESS_MANIFEST).read_text())["classifiers"]
+    return {key: {m: int(entry[m]["lengthened_after_rounding"]) for m in SEARCHES if m not in research}
+            for key, entry in summary.items()}
+
+
 def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artifacts: str | os.PathLike | None,
-                         search: bool, log: Callable[[str], Any]) -> tuple[dict[str, dict[str, Witness]] | None, str]:
+                         research: Collection[str], log: Callable[[str], Any]
+                         ) -> tuple[dict[str, dict[str, Witness]] | None, str]:
     """The committed witnesses of the searches for ``nets`` (None: run the searches) and a note for the
-    provenance.  Only networks loaded from ``artifacts`` can have witnesses; ``search`` ignores them."""
-    if artifacts is None or nets.manifest is None or search:
+    provenance.  Only networks loaded from ``artifacts`` can have witnesses; the searches in ``research`` are
+    left out (run anew), and the settings only they depend on (:data:`SETTING_USERS`) may differ."""
+    if artifacts is None or nets.manifest is None or len(research) == len(SEARCHES):
         return None, "searched here"
     if not has_witnesses(artifacts):
         log(f"witnesses: none committed in {artifacts}; running the searches here")
@@ -574,9 +634,15 @@ def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artif
     shapes = {name: (cfg.n_eval, LATENT_DIM) if kind == "latent" else (cfg.n_eval, cfg.channels, cfg.image_size,
                                                                          cfg.image_size)
               for name, kind in SEARCHES.items()}
+    ignore = [key for key, users in SETTING_USERS.items() if users <= set(research)]
     found = load_witnesses(artifacts, settings=_search_settings(cfg, seed), networks=_network_hashes(nets),
                            keys=[s.key for s in cfg.classifiers], shapes=shapes,
-                           command=_artifacts_command(cfg, seed, artifacts, keep_networks=True))
+                           command=_artifacts_command(cfg, seed, artifacts, keep_networks=True), ignore=ignore)
+    if research:
+        found = {key: {m: w for m, w in per.items() if m not in research} for key, per in found.items()}
+        log(f"witnesses: {', '.join(m for m in SEARCHES if m not in research)} loaded from {artifacts}; "
+            f"{', '.join(research)} searched here")
+        return found, f"committed witnesses from {artifacts} for the other searches, re-verified"
     log(f"witnesses: loaded from {artifacts} (sha256 verified; each point is re-verified on the networks)")
     return found, f"committed witnesses from {artifacts}, re-verified"
 
