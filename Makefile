@@ -87,10 +87,12 @@ print-test-order:
 	@echo $(TEST_ORDER)
 
 # Retrain the committed ci networks and search their witnesses anew (book/artifacts/, with their manifests);
-# then `make book` re-analyses them.  `make witnesses` re-runs only the boundary search on the committed networks.
+# then `make book` re-analyses them.  `make witnesses` re-runs only the searches on the committed networks, and
+# `make witnesses SEARCHES=r_unc` only the named ones (keeping the committed points of the others).
+SEARCHES ?=
 artifacts witnesses: install
 	for d in $(ARTIFACT_DATASETS); do $(PY) -m advbound artifacts --dataset $$d --profile ci --out book/artifacts \
-		$(if $(filter witnesses,$@),--keep-networks) --quiet || exit 1; done
+		$(if $(filter witnesses,$@),--keep-networks $(foreach s,$(SEARCHES),--searches $(s))) --quiet || exit 1; done
 	$(PY) scripts/index_artifacts.py
 
 # Mutation testing (mutmut 3) of the bounds' formulas, the Monte Carlo intervals and the DeepFool loop with its

@@ -68,7 +68,7 @@ from advbound.attacks import (
     latent_deepfool,
     unconstrained_attack,
 )
-from advbound.attacks.unconstrained import EXPLORE, STEPS, TARGETS
+from advbound.attacks.unconstrained import EXPLORE, FINALISTS, POLISH, STEPS, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,10 +91,12 @@ ROBUST_SHA256 = "9b4dcfb4bda09b77cf120d23bfa88c869342cd023092f771805723f36468dac
 #: its training recipe (advbound.training.train_classifier with an L2 PGD adversary)
 ROBUST_RECIPE = {"epochs": 15, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "seed": 0,
                  "pgd": {"eps": 1.5, "step_size": 0.5, "steps": 7, "norm": "l2"}}
-#: (targets, explore, steps, float32 search) budgets of unconstrained_attack for the quality-against-steps
-#: curve, the default (the pipeline's) first; the float32 search (``working_dtype``) only on float64 batches
-CURVE = [(TARGETS, EXPLORE, STEPS, True), (0, 0, 20, True), (2, 10, 30, True), (3, 10, 30, True),
-         (3, 15, 40, True), (4, 30, 100, True), (TARGETS, EXPLORE, STEPS, False), (2, 10, 30, False)]
+#: (targets, explore, steps, finalists, float32 search) budgets of unconstrained_attack for the
+#: quality-against-steps curve, the default (the pipeline's) first; the float32 search (``working_dtype``) only
+#: on float64 batches; ``polish`` at its default throughout
+CURVE = [(TARGETS, EXPLORE, STEPS, FINALISTS, True), (0, 0, 20, 1, True), (2, 10, 30, 1, True),
+         (3, 15, 40, 2, True), (TARGETS, EXPLORE, STEPS, 1, True), (4, 30, 100, 3, True),
+         (TARGETS, EXPLORE, STEPS, FINALISTS, False), (2, 10, 30, 1, False)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,17 +197,17 @@ def norms_of(model: nn.Module, x: Tensor, x_adv: Tensor) -> np.ndarray:
     return torch.where(ok, dist, torch.full_like(dist, math.inf)).cpu().numpy()
 
 
-def ours_name(targets: int, explore: int, steps: int, float32: bool = False) -> str:
-    return (f"unconstrained_attack (targets {targets}, explore {explore}, steps {steps}"
+def ours_name(targets: int, explore: int, steps: int, finalists: int = FINALISTS, float32: bool = False) -> str:
+    return (f"unconstrained_attack (targets {targets}, explore {explore}, steps {steps}, finalists {finalists}"
             f"{', float32 search' if float32 else ''})")
 
 
-def curve_of(x: Tensor, args: argparse.Namespace) -> list[tuple[int, int, int, bool]]:
+def curve_of(x: Tensor, args: argparse.Namespace) -> list[tuple[int, int, int, int, bool]]:
     """The budgets run on ``x``: the float32 search only on a float64 batch (elsewhere it is the plain one)."""
     curve = CURVE if not args.no_curve else CURVE[:1]
     if x.dtype == torch.float64:
         return curve
-    return list(dict.fromkeys((t, e, s, False) for t, e, s, _ in curve))
+    return list(dict.fromkeys((t, e, s, f, False) for t, e, s, f, _ in curve))
 
 
 def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[str, Any]:
@@ -216,10 +218,11 @@ def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[st
         "deepfool + refine": lambda: deepfool(model, x, **ATTACK, refine=True).x_adv,
     }
     curve = curve_of(x, args)
-    for targets, explore, steps, f32 in curve:
-        methods[ours_name(targets, explore, steps, f32)] = (
-            lambda t=targets, e=explore, s=steps, w=torch.float32 if f32 else None: unconstrained_attack(
-                model, x, candidates=ATTACK["candidates"], targets=t, explore=e, steps=s, working_dtype=w).x_adv)
+    for targets, explore, steps, finalists, f32 in curve:
+        methods[ours_name(targets, explore, steps, finalists, f32)] = (
+            lambda t=targets, e=explore, s=steps, f=finalists, w=torch.float32 if f32 else None: unconstrained_attack(
+                model, x, candidates=ATTACK["candidates"], targets=t, explore=e, steps=s, finalists=f,
+                working_dtype=w).x_adv)
     methods[f"DDN, {args.ddn_steps} steps (foolbox)"] = lambda: foolbox_attack("ddn", args.ddn_steps)(model, x)
     ddn32 = f"DDN, {args.ddn_steps} steps (foolbox), float32 copy"
     if x.dtype == torch.float64:
@@ -244,11 +247,11 @@ def bench_runc(model: nn.Module, x: Tensor, args: argparse.Namespace) -> dict[st
                      "p90_ratio": quantile(ratio, 0.9), "max_ratio": float(ratio.max()),
                      "share_above_1.05": float((ratio > 1.05).mean()), "median_l2": quantile(d, 0.5),
                      "median_l2_best_of": quantile(best, 0.5)})
-    curve = [{"targets": t, "explore": e, "steps": s, "float32_search": f32,
-              "boundary_steps_per_sample": (t + 1) * e + s,
-              **{k: v for k, v in next(r for r in rows if r["method"] == ours_name(t, e, s, f32)).items()
+    curve = [{"targets": t, "explore": e, "steps": s, "finalists": f, "float32_search": f32,
+              "boundary_steps_per_sample": (t + 1) * e + f * max(s - POLISH, 0) + min(POLISH, s),
+              **{k: v for k, v in next(r for r in rows if r["method"] == ours_name(t, e, s, f, f32)).items()
                  if k != "method"}}
-             for t, e, s, f32 in curve]
+             for t, e, s, f, f32 in curve]
     return {"n": int(x.shape[0]), "dtype": str(x.dtype).replace("torch.", ""), "rows": rows, "curve": curve,
             "per_sample": {k: v.tolist() for k, v in norms.items()}}
 

@@ -237,6 +237,7 @@ def test_bad_arguments_are_named() -> None:
         "start": dict(start="deepfool"),
         "start ": dict(start=deepfool(net, x[:2])),
         "polish": dict(polish=-1),
+        "finalists": dict(finalists=0),
         "working_dtype": dict(working_dtype=torch.int32),
     }
     for name, kwargs in cases.items():

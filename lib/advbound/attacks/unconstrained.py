@@ -32,8 +32,9 @@ The boundary walk (:func:`_boundary_walk`), per sample:
 
 The minimum of the distance on the boundary is not unique: different classes, and different points of one
 class's boundary, are local minima.  The walk finds one, so :func:`unconstrained_attack` runs it from
-several starts (DeepFool's point and DeepFool aimed at each of the most likely classes), and continues the
-best one.
+several starts (DeepFool's point and DeepFool aimed at each of the most likely classes), continues the best
+few (successive halving, as in hyperband-style searches: a short walk ranks the starts, and the ranking is
+noisy, so more than one goes on) and finishes the best one.
 
 Working precision (``working_dtype``).  Choosing among the starts needs distances to a few digits, not to
 sixteen: with ``working_dtype=torch.float32`` on a float64 problem, the targeted starts, the exploration and
@@ -67,10 +68,12 @@ from .base import (
 from .deepfool import AttackResult, _deepfool_loop, _finite_rows, _l2_cost, deepfool
 from .refine import _margin, _refine
 
-#: defaults of :func:`unconstrained_attack`: boundary steps of the selected start, of every start, the number
-#: of targeted starts, and of the selected start's steps those run in the dtype of ``x`` when a working dtype
-#: is given (``benchmarks/bench_runc.py``: the point of its quality-against-steps curve chosen for issue 21)
+#: defaults of :func:`unconstrained_attack`: boundary steps of the selected starts, of every start, the number
+#: of targeted starts, and of the selected starts' steps those that the best one walks alone, in the dtype of
+#: ``x`` (``benchmarks/bench_runc.py``: the point of its quality-against-steps curve chosen for issue 21)
 STEPS, EXPLORE, TARGETS, POLISH = 40, 15, 4, 10
+#: the number of explored starts that walk on in phase 3 (the best of them gets the last ``POLISH`` steps)
+FINALISTS = 3
 #: the DeepFool settings of the targeted starts (the pipeline's)
 OVERSHOOT, DEEPFOOL_STEPS = 0.02, 50
 #: safeguards of the Barzilai-Borwein curvature ``b`` (1 is the projection step)
@@ -257,7 +260,7 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
                          explore: int = EXPLORE, targets: int = TARGETS, candidates: int | None = None,
                          start: AttackResult | None = None, box: Sequence[float] | None = None,
                          batched_grads: bool = False, working_dtype: torch.dtype | None = None,
-                         polish: int = POLISH) -> AttackResult:
+                         polish: int = POLISH, finalists: int = FINALISTS) -> AttackResult:
     """Minimum-norm L2 attack: an upper estimate of ``r_unc(x)`` (Section 3) that reaches the minimum more
     closely than :func:`~advbound.attacks.deepfool` on curved boundaries (adversarially trained networks).
 
@@ -267,28 +270,32 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
        usual different local minima of the distance on the boundary).
     2. Exploration: ``explore`` steps of the boundary SQP (module docstring) from every start, the targeted
        ones on the margin ``l_j - l_y`` of their class, the first on ``max_{j != y} l_j - l_y``.
-    3. Per sample, the start whose walk found the closest valid point goes on for ``steps`` more steps.
+    3. Per sample, the ``finalists`` starts whose walks found the closest valid points go on for
+       ``steps - polish`` more steps, and the best of them for the last ``polish`` (the selection runs in
+       working precision, the last steps in the dtype of ``x``).
     4. The closest valid point found is shrunk back to the boundary (:func:`~advbound.attacks.refine._refine`)
        and, per sample, the closest re-verified point of all phases (the start's included) is returned, so
        the result is never farther than ``start`` / DeepFool with refinement.
 
     One boundary step costs one forward and one backward pass, so the search costs about
-    ``(targets + 1) * explore + steps`` of them per sample plus the DeepFool starts.  With a ``working_dtype``
-    (module docstring) all but ``polish`` of them run on a copy of the model in that dtype.
+    ``(targets + 1) * explore + finalists * (steps - polish) + polish`` of them per sample plus the DeepFool
+    starts.  With a ``working_dtype`` (module docstring) all but ``polish`` of them run on a copy of the model
+    in that dtype.
 
     Parameters
     ----------
     model, x, box, batched_grads : as in :func:`~advbound.attacks.deepfool`.
-    steps : >= 0 boundary steps of the selected start (phase 3).
+    steps : >= 0 boundary steps of the selected starts (phase 3).
     explore : >= 0 boundary steps of every start (phase 2); with ``explore = 0`` the first start goes on.
+    finalists : >= 1 starts that go on after the exploration (at most ``targets + 1``).
     targets : >= 0 targeted starts (at most ``K - 1`` are used).
     candidates : candidate classes of the untargeted DeepFool start (None: all K, or k in [2, K]).
     start : a :func:`~advbound.attacks.deepfool` result on the same ``x`` (refined or not) to use as the
         untargeted start instead of running DeepFool (which, with a ``working_dtype``, runs in that dtype).
     working_dtype : None (everything in the dtype of ``x``) or a floating dtype for the search on a copy of
         ``model`` (an ``nn.Module``); every returned point is verified on ``model`` in the dtype of ``x``.
-    polish : >= 0 of the ``steps`` of phase 3 (its last ones) that run in the dtype of ``x`` when a
-        ``working_dtype`` is given; ignored otherwise.
+    polish : >= 0 of the ``steps`` of phase 3 (its last ones) that the best finalist walks alone, in the dtype
+        of ``x``.
 
     ``steps`` of the result counts, per sample, the DeepFool steps of its starts plus its boundary steps.
     """
@@ -297,6 +304,7 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
     explore = _as_int(explore, "explore", 0)
     targets = _as_int(targets, "targets", 0)
     polish = _as_int(polish, "polish", 0)
+    finalists = _as_int(finalists, "finalists", 1)
     _check_input("x", x, model, "model")
     clip = _box(box, x, "x")
     x0 = x.detach()
@@ -327,20 +335,29 @@ def unconstrained_attack(model: Callable[[Tensor], Tensor], x: Tensor, *, steps:
         df_steps = df_steps + aimed_steps
     found = [start.x_adv.detach().to(x0.dtype)]
     rows = torch.arange(n, device=x0.device)
+    finalists = min(finalists, k + 1) if explore > 0 else 1
     if explore > 0:
         walked, walked_d = _boundary_walk(work, xw.repeat(k + 1, *reps), starts, y.repeat(k + 1), explore, clip,
                                           target=target)
-        pick = walked_d.view(k + 1, n).argmin(0)          # first minimum: the untargeted start on ties or failures
-        chosen = walked.view(k + 1, n, *x0.shape[1:])[pick, rows]
-        found.append(chosen.to(x0.dtype))
-        target = target.view(k + 1, n)[pick, rows]
+        # the finalists: the starts whose walks came closest (stable: the untargeted start first on ties)
+        order = walked_d.view(k + 1, n).argsort(dim=0, stable=True)[:finalists]
+        chosen = walked.view(k + 1, n, *x0.shape[1:])[order, rows].flatten(0, 1)
+        target = target.view(k + 1, n)[order, rows].flatten()
+        found.append(chosen[:n].to(x0.dtype))
     else:
         chosen, target = starts[:n], y
-    # phase 3: in working precision, then the last ``polish`` steps on the model itself
-    last = min(polish, steps) if work is not model else steps
+    # phase 3: the finalists in working precision, then the best of them for the last ``polish`` steps on the
+    # model itself
+    last = min(polish, steps)
     if steps - last > 0:
-        chosen, _ = _boundary_walk(work, xw, chosen, y, steps - last, clip, target=target)
+        chosen, chosen_d = _boundary_walk(work, xw.repeat(finalists, *reps), chosen, y.repeat(finalists), steps - last,
+                                          clip, target=target)
+        pick = chosen_d.view(finalists, n).argmin(0)
+        chosen = chosen.view(finalists, n, *x0.shape[1:])[pick, rows]
+        target = target.view(finalists, n)[pick, rows]
         found.append(chosen.to(x0.dtype))
+    else:
+        chosen, target = chosen[:n], target[:n]
     chosen = chosen.to(x0.dtype)
     if last > 0:
         chosen, _ = _boundary_walk(model, x0, chosen, y, last, clip, target=target)

@@ -60,7 +60,7 @@ from ..attacks import (
 from ..attacks.boundary import BOUNDARY_STEPS
 from ..attacks.jacobian import generator_gram
 from ..attacks.latent import _verify_points
-from ..attacks.unconstrained import EXPLORE, POLISH, STEPS, TARGETS
+from ..attacks.unconstrained import EXPLORE, FINALISTS, POLISH, STEPS, TARGETS
 from ..bounds import TABLE_QUANTILE, expected_latent_norm
 from ..data import STAND_IN, ImageData, load_dataset
 from ..models import LATENT_DIM, DCGANDiscriminator, build_classifier, init_dcgan_weights
@@ -169,7 +169,7 @@ def _searches(classifier: nn.Module, generator: nn.Module, z: torch.Tensor, x: t
     if "r_unc" in only:
         unc = unconstrained_attack(classifier, x, candidates=cand, batched_grads=opts["batched_grads"],
                                    start=deepfool(classifier, x, **{**opts, "refine": True}), steps=STEPS,
-                                   explore=EXPLORE, targets=TARGETS, polish=POLISH,
+                                   explore=EXPLORE, targets=TARGETS, polish=POLISH, finalists=FINALISTS,
                                    working_dtype=UNCONSTRAINED_WORKING_DTYPE)
         runs["r_unc"] = (unc.x_adv, x, unc.success, image_ok)
 
@@ -576,6 +576,7 @@ def _search_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
     return {"n_eval": int(cfg.n_eval), "latent_seed": int(seed) + EVAL_SEED, "analysis_dtype": cfg.analysis_dtype,
             "attack": cfg.attack.kwargs(), "boundary_steps": BOUNDARY_STEPS, "witness_format": FORMAT,
             "unconstrained": {"steps": STEPS, "explore": EXPLORE, "targets": TARGETS, "polish": POLISH,
+                              "finalists": FINALISTS,
                               "working_dtype": str(UNCONSTRAINED_WORKING_DTYPE).replace("torch.", "")}}
 
 
