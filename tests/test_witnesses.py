@@ -62,6 +62,15 @@ def test_committed_witnesses_are_what_the_searches_find(dataset, k):
                 delta, ok = found[search]
                 committed_delta, committed_ok = points[spec.key][search]
                 assert torch.equal(ok, committed_ok[:k]), (spec.label, search)
+                if search == "r_unc":
+                    # this search picks its starts and walks in float32, whose last bits depend on the batch
+                    # size and the CPU's kernels, so it ends at nearby points of the boundary: their distances
+                    # agree (measured: within 4e-3 on these samples, also with ATEN_CPU_CAPABILITY=default and
+                    # oneDNN at SSE4.1), their coordinates not to float16 precision
+                    torch.testing.assert_close(delta.double().flatten(1).norm(dim=1),
+                                               committed_delta[:k].double().flatten(1).norm(dim=1), rtol=2e-2,
+                                               atol=0, msg=f"{spec.label} {search}")
+                    continue
                 # float64 searches, rounded to float16: other CPUs may differ in the last bits, which rounding
                 # can carry over to the next float16 value (relative 2**-10)
                 torch.testing.assert_close(delta.double(), committed_delta[:k].double(), rtol=2 ** -9, atol=1e-6,
@@ -145,6 +154,28 @@ def test_rounding_to_float16_keeps_every_point_adversarial():
     assert not bool(found.any()) and pushed == 0 and not bool(delta.any())
     with pytest.raises(ValueError, match="found must be a bool tensor"):
         wit.witness_displacements(points, base, torch.ones(n), adversarial)
+
+
+def test_tiny_displacements_stored_as_float16_subnormals_stay_adversarial():
+    """Displacements of norm 1e-4 over 3072 coordinates (about 2e-6 each: float16 subnormals, spacing 6e-8) lose
+    about a percent of their length to rounding, and 1 + 2**-10 times a subnormal rounds back to it; the
+    lengthening starts again from the unrounded displacement and grows coarser, so every point stays found."""
+    torch.manual_seed(1)
+    n, d = 40, 3072
+    normal = torch.nn.functional.normalize(torch.randn(n, d, dtype=torch.float64), dim=1)   # one boundary per row
+    base = torch.randn(n, d, dtype=torch.float64)
+    offset = (base * normal).sum(1) + 1e-4           # the boundary 1e-4 beyond every base point
+    points = base + (1e-4 * (1 + 1e-9)) * normal
+
+    def adversarial(p):
+        return (p * normal).sum(1) > offset
+
+    delta, found, pushed = wit.witness_displacements(points, base, torch.ones(n, dtype=torch.bool), adversarial)
+    assert float(delta.abs().max()) < 6.1e-5         # the case is the subnormal one
+    assert bool(found.all()) and pushed > 0
+    assert bool(adversarial(base + delta.double()).all())
+    ratio = delta.double().norm(dim=1) / 1e-4
+    assert float(ratio.max()) <= 4 and float(ratio.min()) > 0.98
 
 
 @pytest.fixture()

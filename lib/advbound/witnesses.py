@@ -21,7 +21,8 @@ Why displacements in float16: the clean points are recomputed exactly in every r
 certifies, so half precision keeps its relative precision (``2**-11``) and the files small (about 0.8 MB per
 classifier for 500 MNIST-sized images).  Rounding may move a point that sat just beyond the boundary back
 across it, so :func:`witness_displacements` re-verifies every rounded point and lengthens a failing one by
-``2**-10`` at a time until it is adversarial again; the points that needed it are counted in the manifest.
+``2**-10`` at a time until it is adversarial again (by up to 4x for the tiniest displacements, whose
+coordinates float16 stores as subnormals); the points that needed it are counted in the manifest.
 
 A chapter re-runs everything else (the modulus, the error rates, the sample quality) and *re-verifies* every
 witness (:func:`verified_search`, :func:`verified_unconstrained`): it evaluates the networks at the point,
@@ -29,7 +30,8 @@ raises :class:`ArtifactError` if a point said to be adversarial is not, and meas
 printed robustness value is thus always the distance of a point verified in that run; the run that searches
 (``reattack=True``, ``python -m advbound artifacts ... --keep-networks``) takes its numbers from the same rounded
 and verified points, so it prints what every later run prints.  ``tests/test_witnesses.py`` re-runs the
-searches on some committed samples and finds the same points.
+searches on some committed samples and finds the same points (for ``r_unc``, whose search runs in float32,
+points at the same distance to within a few thousandths).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ SEARCHES = {"r_z": "latent", "r_in": "latent", "r_unc": "image"}
 STORAGE_DTYPE = torch.float16
 #: the factor by which a rounded displacement that lost its label change is lengthened, and how often at most
 PUSH, MAX_PUSHES = 1 + 2.0 ** -10, 32
+#: then, for displacements whose coordinates lie in float16's subnormal range (below ``6.1e-5``, where the
+#: rounding error is no longer relative to the value), coarser lengthenings ``2 ** (j / 8)``, ``j = 1 .. 16``
+COARSE_PUSHES = tuple(2.0 ** (j / 8) for j in range(1, 17))
 
 Witness = tuple[Tensor, Tensor]   # displacements (n, ...) in float16 and found flags (n,)
 
@@ -86,18 +91,22 @@ def witness_displacements(points: Tensor, base: Tensor, found: Tensor,
 
     ``is_adversarial(p)`` says, per row, whether the point ``p`` (in ``base``'s dtype) is a valid adversarial
     point.  A found point whose rounded displacement is not is lengthened by :data:`PUSH` until it is (at most
-    :data:`MAX_PUSHES` times; a point that still fails is marked not found, which only makes the committed
-    estimate more conservative)."""
+    :data:`MAX_PUSHES` times), then, from its unrounded displacement, by :data:`COARSE_PUSHES` (the first
+    stage stalls on subnormal coordinates: ``1 + 2**-10`` times one rounds back to it); a point that still
+    fails is marked not found, which only makes the committed estimate more conservative."""
     found = _flags(found).to(base.device)
-    delta = torch.where(found.view(-1, *([1] * (base.dim() - 1))), points.detach() - base.detach(),
-                        torch.zeros_like(base)).to(STORAGE_DTYPE)
+    exact = torch.where(found.view(-1, *([1] * (base.dim() - 1))), points.detach() - base.detach(),
+                        torch.zeros_like(base))
+    delta = exact.to(STORAGE_DTYPE)
     ok = is_adversarial(base + delta.to(base.dtype)) | ~found
     pushed = ~ok
-    for _ in range(MAX_PUSHES):
+    for step in range(MAX_PUSHES + len(COARSE_PUSHES)):
         if bool(ok.all()):
             break
-        longer = (delta[~ok].to(base.dtype) * PUSH).to(STORAGE_DTYPE)
-        delta[~ok] = longer
+        if step < MAX_PUSHES:
+            delta[~ok] = (delta[~ok].to(base.dtype) * PUSH).to(STORAGE_DTYPE)
+        else:
+            delta[~ok] = (exact[~ok] * COARSE_PUSHES[step - MAX_PUSHES]).to(STORAGE_DTYPE)
         ok = is_adversarial(base + delta.to(base.dtype)) | ~found
     found = found & ok
     delta[~found] = 0
