@@ -33,11 +33,12 @@ The boundary walk (:func:`_boundary_walk`), per sample:
 The minimum of the distance on the boundary is not unique: different classes, and different points of one
 class's boundary, are local minima.  The walk finds one, so :func:`unconstrained_attack` runs it from
 several starts (DeepFool's point and DeepFool aimed at each of the most likely classes), continues the best
-few (successive halving, as in hyperband-style searches: a short walk ranks the starts, and the ranking is
-noisy, so more than one goes on) and finishes the best one.
+few and finishes the best one (successive halving, Jamieson & Talwalkar, AISTATS 2016: a short walk ranks the
+starts, and the ranking is noisy, so more than one goes on).
 
 Working precision (``working_dtype``).  Choosing among the starts needs distances to a few digits, not to
-sixteen: with ``working_dtype=torch.float32`` on a float64 problem, the targeted starts, the exploration and
+sixteen (the idea of mixed-precision iterative refinement: do the bulk of the work in low precision and
+correct in high precision; Carson & Higham, SIAM J. Sci. Comput. 40, 2018): with ``working_dtype=torch.float32`` on a float64 problem, the targeted starts, the exploration and
 all but the last ``polish`` boundary steps run on a float32 copy of the model (about four times cheaper per
 step on a CPU, more on a GPU); the last ``polish`` steps, the refinement and the verification of every
 returned point run in the dtype of ``x`` on the model itself.  A point found in working precision is only a
