@@ -38,9 +38,10 @@ starts, and the ranking is noisy, so more than one goes on).
 
 Working precision (``working_dtype``).  Choosing among the starts needs distances to a few digits, not to
 sixteen (the idea of mixed-precision iterative refinement: do the bulk of the work in low precision and
-correct in high precision; Carson & Higham, SIAM J. Sci. Comput. 40, 2018): with ``working_dtype=torch.float32`` on a float64 problem, the targeted starts, the exploration and
-all but the last ``polish`` boundary steps run on a float32 copy of the model (about four times cheaper per
-step on a CPU, more on a GPU); the last ``polish`` steps, the refinement and the verification of every
+correct in high precision; Carson & Higham, SIAM J. Sci. Comput. 40, 2018): with
+``working_dtype=torch.float32`` on a float64 problem, the targeted starts, the exploration and all but the
+last ``polish`` boundary steps run on a float32 copy of the model (about four times cheaper per step on a
+CPU, more on a GPU); the last ``polish`` steps, the refinement and the verification of every
 returned point run in the dtype of ``x`` on the model itself.  A point found in working precision is only a
 candidate: it counts if the model, in the dtype of ``x``, gives it another label (where none does, the
 closest is lengthened slightly until it does, :func:`_lengthened`, and refined back to the boundary).
