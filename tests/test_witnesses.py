@@ -288,6 +288,10 @@ def test_a_partial_search_reruns_only_the_named_search_and_keeps_the_others(tmp_
     folder = tmp_path / "svhn-ci-seed0"
     logs: list[str] = []
     kwargs = dict(config=cfg, device="cpu", progress=False, log=logs.append, artifacts=folder)
+    # with nothing committed there is nothing to keep: refused before any training, not searched in full
+    with pytest.raises(art.ArtifactError, match="keeps the committed witnesses of the other searches"):
+        ex.run_experiment("svhn", "ci", reattack=["r_unc"], **kwargs)
+    assert not folder.exists()
     first = ex.run_experiment("svhn", "ci", retrain=True, **kwargs)
     before = torch.load(folder / wit.WITNESS_FILE, weights_only=True)
     manifest_before = json.loads((folder / wit.WITNESS_MANIFEST).read_text())

@@ -48,7 +48,16 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..artifacts import Networks, build_networks, freeze, has_artifacts, load_networks, save_networks, utc_timestamp
+from ..artifacts import (
+    ArtifactError,
+    Networks,
+    build_networks,
+    freeze,
+    has_artifacts,
+    load_networks,
+    save_networks,
+    utc_timestamp,
+)
 from ..attacks import (
     best_of,
     boundary_search,
@@ -407,6 +416,8 @@ def run_experiment(dataset: str, profile: str = "ci", *, seed: int = 0, device: 
     research = _research(reattack, retrain)
     if research and artifacts is None:
         raise ValueError("reattack needs artifacts= (the folder to write the witnesses to)")
+    if 0 < len(research) < len(SEARCHES) and not (artifacts is not None and has_witnesses(artifacts)):
+        raise ArtifactError(_nothing_to_keep(research, artifacts))
     seed = check_seed(seed)
     dev = resolve_device(device)
     t0 = time.perf_counter()
@@ -611,6 +622,12 @@ def _research(reattack: bool | Collection[str], retrain: bool) -> tuple[str, ...
     return tuple(n for n in SEARCHES if n in names)
 
 
+def _nothing_to_keep(research: Collection[str], artifacts: str | os.PathLike | None) -> str:
+    return (f"reattack={list(research)} keeps the committed witnesses of the other searches, but {artifacts} holds "
+            "no committed networks with witnesses; run every search (reattack=True, or --keep-networks without "
+            "--searches)")
+
+
 def _kept_lengthened(folder: str | os.PathLike, research: Collection[str]) -> dict[str, dict[str, int]]:
     """Per classifier key, the committed count of rounded points lengthened for each search not in
     ``research`` (from the witness manifest the kept witnesses came with)."""
@@ -627,7 +644,11 @@ def _committed_witnesses(cfg: ExperimentConfig, seed: int, nets: Networks, artif
     """The committed witnesses of the searches for ``nets`` (None: run the searches) and a note for the
     provenance.  Only networks loaded from ``artifacts`` can have witnesses; the searches in ``research`` are
     left out (run anew), and the settings only they depend on (:data:`SETTING_USERS`) may differ."""
-    if artifacts is None or nets.manifest is None or len(research) == len(SEARCHES):
+    if len(research) == len(SEARCHES):
+        return None, "searched here"
+    if research and (artifacts is None or nets.manifest is None or not has_witnesses(artifacts)):
+        raise ArtifactError(_nothing_to_keep(research, artifacts))
+    if artifacts is None or nets.manifest is None:
         return None, "searched here"
     if not has_witnesses(artifacts):
         log(f"witnesses: none committed in {artifacts}; running the searches here")
